@@ -1,0 +1,197 @@
+//! Requests and responses: the plaintext carried inside the encrypted records.
+//!
+//! Pure encode/decode, no I/O. The layout is the original cryptomem binary
+//! protocol, extended with new command codes. All integers are big-endian.
+//! The stream of requests (client to server) and of responses (server to
+//! client) is carried by [`crate::secure::record`] records; a request may span
+//! records and a record may carry many requests.
+//!
+//! # Request
+//!
+//! | offset        | size    | field                                             |
+//! |--------------:|--------:|---------------------------------------------------|
+//! | 0             | 2       | magic `"CM"` (0x43 0x4D)                           |
+//! | 2             | 1       | command (table below)                             |
+//! | 3             | 2       | `key_len`, u16                                    |
+//! | 5             | 4       | `val_len`, u32                                    |
+//! | 9             | 8       | `ttl`, i64, nanoseconds; 0 = none                 |
+//! | 17            | key_len | key                                               |
+//! | 17 + key_len  | val_len | value                                             |
+//!
+//! # Response
+//!
+//! | offset | size    | field                                                    |
+//! |-------:|--------:|----------------------------------------------------------|
+//! | 0      | 2       | magic `"CM"`                                              |
+//! | 2      | 1       | status: 0 not found / condition not met, 1 OK, 2 error   |
+//! | 3      | 4       | `body_len`, u32                                          |
+//! | 7      | body_len| body                                                     |
+//!
+//! An error body is UTF-8: an upper-case code, a space, and a message, like
+//! Redis (`ERR`, `NOAUTH`, `WRONGPASS`, `NOPERM`, `TOOBIG`, `PROTO`, `BUSY`).
+//!
+//! Responses come back in request order, so clients may pipeline: send many
+//! requests without waiting, then read the responses in the same order.
+//!
+//! # Commands
+//!
+//! "key" means `key_len` >= 1; "-" means the field must be empty/zero, else the
+//! request gets an `ERR` response (the connection stays usable).
+//!
+//! | code | command | key | value | ttl | OK body | status 0 means |
+//! |-----:|---------|-----|-------|-----|---------|----------------|
+//! | 1  | SET     | key | value (may be empty) | >= 0 | empty | - |
+//! | 2  | GET     | key | - | - | the value | no such key |
+//! | 3  | DELETE  | key | - | - | empty | no such key |
+//! | 4  | PING    | -   | optional message | - | the message, or `PONG` | - |
+//! | 5  | AUTH    | -   | token (UTF-8, at most 1024 bytes) | - | empty | - |
+//! | 6  | EXISTS  | key | - | - | empty | no such key |
+//! | 7  | EXPIRE  | key | - | > 0 | empty | no such key |
+//! | 8  | PERSIST | key | - | - | 1 byte: 1 if a TTL was removed, 0 if there was none | no such key |
+//! | 9  | TTL     | key | - | - | i64: remaining ns (millisecond precision), -1 if no expiry | no such key |
+//! | 10 | MGET    | -   | key list | - | item list | - |
+//! | 11 | MSET    | -   | pair list | >= 0, applies to every pair | empty | - |
+//! | 12 | DBSIZE  | -   | - | - | u64: number of keys | - |
+//! | 13 | INFO    | -   | - | - | UTF-8 `name:value` lines, `# Section` headers | - |
+//! | 14 | SETNX   | key | value | >= 0 | empty | key exists (nothing written) |
+//! | 15 | SETXX   | key | value | >= 0 | empty | key missing (nothing written) |
+//!
+//! A key list is `count: u32` then `count` times (`len: u16`, key bytes).
+//! A pair list is `count: u32` then `count` times (`key_len: u16`,
+//! `val_len: u32`, key, value). An MGET item list is `count: u32` then, per
+//! requested key in order, (`status: u8` 0 missing / 1 present, `len: u32`,
+//! value). Counts are 1..=[`Limits::max_batch_keys`]; every key in a list obeys
+//! the key limits. Nothing may follow the last entry of a list.
+//!
+//! TTLs arrive relative (nanoseconds) and are stored as absolute Unix
+//! milliseconds, rounded up, so a TTL never expires early.
+//!
+//! # The first request
+//!
+//! The first request on a connection must be AUTH. Any other request gets
+//! `NOAUTH` and the connection is closed; a failed AUTH gets `WRONGPASS` and the
+//! connection is closed.
+//!
+//! # Limits (server defaults; configurable)
+//!
+//! - key: 1..=1024 bytes (hard maximum 65,535, the u16 field);
+//! - value field: at most 16 MiB (hard maximum 512 MiB); for MSET the whole pair
+//!   list counts against it, and for MGET the whole key list;
+//! - batch: at most 10,000 keys per MGET/MSET.
+//!
+//! A `val_len` over the limit is answered with `TOOBIG` and the connection is
+//! closed (the server will not read the body). A bad magic is answered with
+//! `PROTO` and closes the connection. Any other malformed request gets an error
+//! response and the connection goes on.
+
+mod request;
+mod response;
+
+pub use request::{Decoded, Request, SetCondition, decode_request, encode_request};
+pub use response::{MGetItem, Response, Status, decode_response, encode_response, encode_response_header};
+
+/// Magic at the start of every request and response.
+pub const MAGIC: [u8; 2] = *b"CM";
+/// Request header length.
+pub const REQUEST_HEADER_LEN: usize = 17;
+/// Response header length.
+pub const RESPONSE_HEADER_LEN: usize = 7;
+/// Longest AUTH token accepted.
+pub const MAX_TOKEN_LEN: usize = 1024;
+/// Hard ceiling for the configurable value limit.
+pub const HARD_MAX_VALUE_LEN: usize = 512 * 1024 * 1024;
+/// Default value limit.
+pub const DEFAULT_MAX_VALUE_LEN: usize = 16 * 1024 * 1024;
+/// Default key limit.
+pub const DEFAULT_MAX_KEY_LEN: usize = 1024;
+/// Default batch limit.
+pub const DEFAULT_MAX_BATCH_KEYS: usize = 10_000;
+
+/// Command codes.
+pub mod command {
+    /// SET key value \[ttl\].
+    pub const SET: u8 = 1;
+    /// GET key.
+    pub const GET: u8 = 2;
+    /// DELETE key.
+    pub const DELETE: u8 = 3;
+    /// PING \[message\].
+    pub const PING: u8 = 4;
+    /// AUTH token.
+    pub const AUTH: u8 = 5;
+    /// EXISTS key.
+    pub const EXISTS: u8 = 6;
+    /// EXPIRE key ttl.
+    pub const EXPIRE: u8 = 7;
+    /// PERSIST key.
+    pub const PERSIST: u8 = 8;
+    /// TTL key.
+    pub const TTL: u8 = 9;
+    /// MGET key-list.
+    pub const MGET: u8 = 10;
+    /// MSET pair-list \[ttl\].
+    pub const MSET: u8 = 11;
+    /// DBSIZE.
+    pub const DBSIZE: u8 = 12;
+    /// INFO.
+    pub const INFO: u8 = 13;
+    /// SET only if the key does not exist.
+    pub const SETNX: u8 = 14;
+    /// SET only if the key exists.
+    pub const SETXX: u8 = 15;
+}
+
+/// Size limits a decoder enforces before allocating anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest key (at most 65,535).
+    pub max_key_len: usize,
+    /// Longest value field, including whole MGET/MSET lists.
+    pub max_value_len: usize,
+    /// Most keys in one MGET or MSET.
+    pub max_batch_keys: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_key_len: DEFAULT_MAX_KEY_LEN,
+            max_value_len: DEFAULT_MAX_VALUE_LEN,
+            max_batch_keys: DEFAULT_MAX_BATCH_KEYS,
+        }
+    }
+}
+
+impl Limits {
+    /// The largest whole request these limits admit.
+    pub fn max_request_len(&self) -> usize {
+        REQUEST_HEADER_LEN + self.max_key_len.min(u16::MAX as usize) + self.max_value_len
+    }
+}
+
+/// A problem that breaks the framing: the connection cannot continue.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The bytes do not start with `"CM"`.
+    #[error("bad magic {0:02x?}: not a cryptomem frame")]
+    BadMagic([u8; 2]),
+    /// A response status byte outside 0..=2.
+    #[error("unknown response status {0}")]
+    BadStatus(u8),
+    /// A declared length is over the limit.
+    #[error("{what} of {len} bytes exceeds the limit of {limit}")]
+    TooLarge {
+        /// Which field.
+        what: &'static str,
+        /// The declared length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// A well-framed request the server will not execute; it answers with an error
+/// and keeps the connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RequestError(pub String);

@@ -1,0 +1,174 @@
+//! The connection opening: preamble, the two Noise messages, and rejections.
+//!
+//! Client to server, in one write:
+//!
+//! | offset | size | field                                                        |
+//! |-------:|-----:|--------------------------------------------------------------|
+//! | 0      | 4    | magic `"CMEM"` (0x43 0x4D 0x45 0x4D)                          |
+//! | 4      | 1    | wire version, currently 1                                    |
+//! | 5      | 3    | reserved, zero                                               |
+//! | 8      | 2    | `len1`, big-endian u16, 48..=1024                             |
+//! | 10     | len1 | Noise message 1: client ephemeral key (32) + encrypted payload (payload + 16) |
+//!
+//! The 8 preamble bytes are the Noise prologue on both sides, so a modified
+//! preamble fails the handshake. Server to client, either
+//!
+//! | offset | size | field                                                        |
+//! |-------:|-----:|--------------------------------------------------------------|
+//! | 0      | 2    | `len2`, big-endian u16, 48..=1024                             |
+//! | 2      | len2 | Noise message 2: server ephemeral key (32) + encrypted payload (payload + 16) |
+//!
+//! or a rejection, after which the server closes the connection:
+//!
+//! | offset | size | field                                                        |
+//! |-------:|-----:|--------------------------------------------------------------|
+//! | 0      | 2    | zero                                                         |
+//! | 2      | 1    | reason: 1 unsupported preamble or version, 2 handshake failed (the client pinned another server key), 3 server busy (connection limit) |
+//!
+//! A rejection is unauthenticated, so clients report it as a hint only. Version
+//! 1 sends empty handshake payloads; receivers ignore payload bytes. After
+//! message 2 both sides split and switch to [`super::record`] framing.
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use x25519_dalek::{PublicKey, StaticSecret};
+
+use super::SecureError;
+use super::noise::{self, DHLEN, TAGLEN, TransportKeys};
+
+/// Magic at the start of every connection.
+pub const PREAMBLE_MAGIC: [u8; 4] = *b"CMEM";
+/// The wire version this build speaks.
+pub const WIRE_VERSION: u8 = 1;
+/// Length of the preamble.
+pub const PREAMBLE_LEN: usize = 8;
+/// The preamble (and Noise prologue) of wire version 1.
+pub const PREAMBLE: [u8; PREAMBLE_LEN] = [
+    PREAMBLE_MAGIC[0],
+    PREAMBLE_MAGIC[1],
+    PREAMBLE_MAGIC[2],
+    PREAMBLE_MAGIC[3],
+    WIRE_VERSION,
+    0,
+    0,
+    0,
+];
+/// Shortest valid handshake message: a public key and an empty payload's tag.
+pub const MIN_HANDSHAKE_MESSAGE: usize = DHLEN + TAGLEN;
+/// Longest handshake message accepted.
+pub const MAX_HANDSHAKE_MESSAGE: usize = 1024;
+
+/// Why a server turned a connection away before the channel was up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Bad magic or a wire version the server does not speak.
+    UnsupportedPreamble = 1,
+    /// Message 1 did not decrypt: the client pinned another server key.
+    HandshakeFailed = 2,
+    /// The server is at its connection limit.
+    Busy = 3,
+}
+
+impl RejectReason {
+    fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(Self::UnsupportedPreamble),
+            2 => Some(Self::HandshakeFailed),
+            3 => Some(Self::Busy),
+            _ => None,
+        }
+    }
+}
+
+/// Runs the client side of the handshake on `stream`, pinning `server_key`.
+///
+/// # Errors
+/// [`SecureError::Rejected`] if the server refused (wrong key, busy, version),
+/// [`SecureError::Io`] on a dropped connection, [`SecureError::Authentication`]
+/// if the reply did not come from the holder of `server_key`.
+pub async fn client_handshake<S>(stream: &mut S, server_key: &PublicKey) -> Result<TransportKeys, SecureError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let initiator = noise::Initiator::new(*server_key, &PREAMBLE, noise::random_secret()?);
+    let (msg1, awaiting) = initiator.write_message(&[])?;
+    let mut out = Vec::with_capacity(PREAMBLE_LEN + 2 + msg1.len());
+    out.extend_from_slice(&PREAMBLE);
+    out.extend_from_slice(&u16::try_from(msg1.len()).map_err(|_| SecureError::HandshakeMessage("message 1 too long"))?.to_be_bytes());
+    out.extend_from_slice(&msg1);
+    stream.write_all(&out).await?;
+    stream.flush().await?;
+
+    let len = usize::from(read_u16(stream).await?);
+    if len == 0 {
+        let mut reason = [0u8; 1];
+        stream.read_exact(&mut reason).await?;
+        return Err(SecureError::Rejected(RejectReason::from_byte(reason[0])));
+    }
+    let msg2 = read_message(stream, len).await?;
+    let (_payload, keys) = awaiting.read_message(&msg2)?;
+    Ok(keys)
+}
+
+/// Runs the server side of the handshake. On a bad preamble or a message 1
+/// that does not decrypt, the matching rejection is sent (best effort) before
+/// the error is returned; the caller then drops the connection.
+///
+/// # Errors
+/// [`SecureError::BadPreamble`], [`SecureError::Authentication`],
+/// [`SecureError::HandshakeMessage`] or I/O errors.
+pub async fn server_handshake<S>(stream: &mut S, identity: &StaticSecret) -> Result<TransportKeys, SecureError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut preamble = [0u8; PREAMBLE_LEN];
+    stream.read_exact(&mut preamble).await?;
+    if preamble != PREAMBLE {
+        reject(stream, RejectReason::UnsupportedPreamble).await;
+        return Err(SecureError::BadPreamble(preamble));
+    }
+    let len = usize::from(read_u16(stream).await?);
+    let msg1 = match read_message(stream, len).await {
+        Ok(m) => m,
+        Err(e) => {
+            reject(stream, RejectReason::HandshakeFailed).await;
+            return Err(e);
+        }
+    };
+    let ready = match noise::responder_read_message(identity, &PREAMBLE, &msg1) {
+        Ok((_payload, ready)) => ready,
+        Err(e) => {
+            reject(stream, RejectReason::HandshakeFailed).await;
+            return Err(e);
+        }
+    };
+    let (msg2, keys) = ready.write_message(&[], noise::random_secret()?)?;
+    let mut out = Vec::with_capacity(2 + msg2.len());
+    out.extend_from_slice(&u16::try_from(msg2.len()).map_err(|_| SecureError::HandshakeMessage("message 2 too long"))?.to_be_bytes());
+    out.extend_from_slice(&msg2);
+    stream.write_all(&out).await?;
+    stream.flush().await?;
+    Ok(keys)
+}
+
+/// Sends a rejection and flushes it; errors are ignored because the
+/// connection is being dropped either way.
+pub async fn reject<S: AsyncWrite + Unpin>(stream: &mut S, reason: RejectReason) {
+    let _ = stream.write_all(&[0, 0, reason as u8]).await;
+    let _ = stream.flush().await;
+    let _ = stream.shutdown().await;
+}
+
+async fn read_u16<S: AsyncRead + Unpin>(stream: &mut S) -> Result<u16, SecureError> {
+    let mut b = [0u8; 2];
+    stream.read_exact(&mut b).await?;
+    Ok(u16::from_be_bytes(b))
+}
+
+async fn read_message<S: AsyncRead + Unpin>(stream: &mut S, len: usize) -> Result<Vec<u8>, SecureError> {
+    if !(MIN_HANDSHAKE_MESSAGE..=MAX_HANDSHAKE_MESSAGE).contains(&len) {
+        return Err(SecureError::HandshakeMessage("handshake message length out of range"));
+    }
+    let mut msg = vec![0u8; len];
+    stream.read_exact(&mut msg).await?;
+    Ok(msg)
+}

@@ -1,0 +1,215 @@
+//! The in-memory keyspace: sharded persistent maps behind `ArcSwap`.
+//!
+//! - The keyspace is split over a power-of-two number of shards by a keyed
+//!   hash of the key.
+//! - Each shard publishes its current `imbl::HashMap` through an `ArcSwap`:
+//!   readers load it without any lock and never wait for writers.
+//! - Writers of one shard serialize on a mutex, apply an O(log n)
+//!   copy-on-write change to the shard's master map and publish a clone of
+//!   it (an O(1) pointer copy). No write copies a whole shard.
+//! - Loading every shard's `Arc` is a consistent per-shard cut at no cost,
+//!   which is what snapshots will serialize.
+//! - Expiry is an absolute Unix millisecond time. Expired entries are never
+//!   returned (checked on every read) and are removed by
+//!   [`Store::reclaim_expired`], which walks a per-shard index ordered by
+//!   expiry, so its work is proportional to what has expired.
+//!
+//! Values are opaque bytes: the server stores exactly what clients sent.
+
+mod clock;
+mod shard;
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use clock::{Clock, deadline, duration_ms_ceil};
+use shard::Shard;
+pub use shard::ENTRY_OVERHEAD;
+
+use crate::protocol::SetCondition;
+
+/// One shard's map.
+pub type ShardMap = imbl::HashMap<Bytes, Entry>;
+
+/// A stored value and its expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The value exactly as the client sent it.
+    pub value: Bytes,
+    /// Absolute expiry in Unix milliseconds; `None` never expires.
+    pub expires_at_ms: Option<u64>,
+}
+
+impl Entry {
+    /// Whether the entry is still visible at `now_ms`.
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_none_or(|at| at > now_ms)
+    }
+}
+
+/// What [`Store::persist`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PersistOutcome {
+    /// No such key.
+    Missing,
+    /// The key had a TTL, now removed.
+    Removed,
+    /// The key had no TTL.
+    HadNone,
+}
+
+/// The sharded keyspace. Cheap to share behind an `Arc`; every method takes `&self`.
+pub struct Store {
+    shards: Box<[Shard]>,
+    mask: usize,
+    hasher: std::hash::RandomState,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("shards", &self.shards.len()).finish_non_exhaustive()
+    }
+}
+
+/// A default shard count: several per core, a power of two.
+pub fn default_shard_count() -> usize {
+    let cores = std::thread::available_parallelism().map_or(4, std::num::NonZero::get);
+    (cores * 8).next_power_of_two().clamp(16, 1024)
+}
+
+impl Store {
+    /// A store with `shards` shards, rounded up to a power of two (at least 1).
+    pub fn new(shards: usize) -> Self {
+        let n = shards.max(1).next_power_of_two();
+        Self {
+            shards: (0..n).map(|_| Shard::new()).collect(),
+            mask: n - 1,
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    fn shard(&self, key: &[u8]) -> &Shard {
+        // Truncation is intended: only the low bits pick the shard.
+        #[allow(clippy::cast_possible_truncation)]
+        let h = self.hasher.hash_one(key) as usize;
+        &self.shards[h & self.mask]
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The live value under `key`.
+    pub fn get(&self, key: &[u8], now_ms: u64) -> Option<Bytes> {
+        self.shard(key).get(key, now_ms).map(|e| e.value)
+    }
+
+    /// The live entry under `key`.
+    pub fn get_entry(&self, key: &[u8], now_ms: u64) -> Option<Entry> {
+        self.shard(key).get(key, now_ms)
+    }
+
+    /// Writes `value` if `condition` holds; returns whether it wrote.
+    pub fn set(&self, key: Bytes, value: Bytes, ttl: Option<Duration>, condition: SetCondition, now_ms: u64) -> bool {
+        let expires_at_ms = ttl.map(|t| deadline(now_ms, t));
+        self.shard(&key).write(|w| {
+            let exists = w.live(&key, now_ms).is_some();
+            let allowed = match condition {
+                SetCondition::Always => true,
+                SetCondition::IfAbsent => !exists,
+                SetCondition::IfPresent => exists,
+            };
+            if allowed {
+                w.put(key, Entry { value, expires_at_ms });
+            }
+            (allowed, allowed)
+        })
+    }
+
+    /// Deletes `key`; returns whether a live key was there.
+    pub fn delete(&self, key: &[u8], now_ms: u64) -> bool {
+        self.shard(key).write(|w| match w.remove(key) {
+            Some(old) => (old.is_live(now_ms), true),
+            None => (false, false),
+        })
+    }
+
+    /// Whether a live key exists.
+    pub fn exists(&self, key: &[u8], now_ms: u64) -> bool {
+        self.shard(key).get(key, now_ms).is_some()
+    }
+
+    /// Sets a new TTL on a live key; returns whether the key existed.
+    pub fn expire(&self, key: &[u8], ttl: Duration, now_ms: u64) -> bool {
+        let at = deadline(now_ms, ttl);
+        self.shard(key).write(|w| match w.live(key, now_ms) {
+            Some(entry) => {
+                let entry = Entry { value: entry.value.clone(), expires_at_ms: Some(at) };
+                w.put(Bytes::copy_from_slice(key), entry);
+                (true, true)
+            }
+            None => (false, false),
+        })
+    }
+
+    /// Removes the TTL of a live key.
+    pub fn persist(&self, key: &[u8], now_ms: u64) -> PersistOutcome {
+        self.shard(key).write(|w| match w.live(key, now_ms) {
+            None => (PersistOutcome::Missing, false),
+            Some(entry) if entry.expires_at_ms.is_none() => (PersistOutcome::HadNone, false),
+            Some(entry) => {
+                let entry = Entry { value: entry.value.clone(), expires_at_ms: None };
+                w.put(Bytes::copy_from_slice(key), entry);
+                (PersistOutcome::Removed, true)
+            }
+        })
+    }
+
+    /// The expiry of a live key: `None` if missing, `Some(None)` if it never expires.
+    pub fn expiry(&self, key: &[u8], now_ms: u64) -> Option<Option<u64>> {
+        self.shard(key).get(key, now_ms).map(|e| e.expires_at_ms)
+    }
+
+    /// Number of stored keys, including expired ones not yet reclaimed (as Redis's DBSIZE).
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.load().len()).sum()
+    }
+
+    /// Whether the store holds no keys.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Estimated bytes held by keys, values and per-entry overhead.
+    pub fn approx_bytes(&self) -> u64 {
+        self.shards.iter().map(Shard::bytes).sum()
+    }
+
+    /// A consistent cut of every shard, for snapshots.
+    pub fn shard_maps(&self) -> Vec<Arc<ShardMap>> {
+        self.shards.iter().map(Shard::load).collect()
+    }
+
+    /// Removes keys expired at `now_ms`, at most `budget_per_shard` per shard
+    /// per call. Returns (removed, whether any shard has more due).
+    pub fn reclaim_expired(&self, now_ms: u64, budget_per_shard: usize) -> (usize, bool) {
+        let mut removed = 0;
+        let mut more = false;
+        for shard in &self.shards {
+            let (n, m) = shard.write(|w| {
+                let (n, m) = w.reclaim(now_ms, budget_per_shard);
+                ((n, m), n > 0)
+            });
+            removed += n;
+            more |= m;
+        }
+        (removed, more)
+    }
+}
+
+#[cfg(test)]
+mod tests;

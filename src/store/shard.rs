@@ -1,0 +1,131 @@
+//! One shard: a published persistent map plus its writer-side state.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+
+use super::{Entry, ShardMap};
+
+/// Bytes charged per entry beyond key and value: map node share, the entry
+/// struct and the expiry index. An estimate for INFO, not an allocator count.
+pub const ENTRY_OVERHEAD: u64 = 96;
+
+/// Readers load `current` without locking; writers take `writer`, change the
+/// master map (O(log n) copy-on-write) and publish a clone of it (O(1)).
+pub(super) struct Shard {
+    current: ArcSwap<ShardMap>,
+    writer: Mutex<Writer>,
+    bytes: AtomicU64,
+}
+
+pub(super) struct Writer {
+    map: ShardMap,
+    /// (expires_at_ms, key) for every key with a TTL, so the janitor's work is
+    /// proportional to what expired.
+    expiry: BTreeSet<(u64, Bytes)>,
+    bytes: u64,
+}
+
+impl Shard {
+    pub(super) fn new() -> Self {
+        Self {
+            current: ArcSwap::from_pointee(ShardMap::default()),
+            writer: Mutex::new(Writer { map: ShardMap::default(), expiry: BTreeSet::new(), bytes: 0 }),
+            bytes: AtomicU64::new(0),
+        }
+    }
+
+    pub(super) fn load(&self) -> Arc<ShardMap> {
+        self.current.load_full()
+    }
+
+    pub(super) fn get(&self, key: &[u8], now_ms: u64) -> Option<Entry> {
+        let map = self.current.load();
+        map.get(key).filter(|e| e.is_live(now_ms)).cloned()
+    }
+
+    pub(super) fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on the writer state and publishes the result if `f` says it changed.
+    pub(super) fn write<R>(&self, f: impl FnOnce(&mut Writer) -> (R, bool)) -> R {
+        let mut w = lock(&self.writer);
+        let (result, changed) = f(&mut w);
+        if changed {
+            self.current.store(Arc::new(w.map.clone()));
+            self.bytes.store(w.bytes, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+fn lock(m: &Mutex<Writer>) -> MutexGuard<'_, Writer> {
+    // A panic while holding the lock cannot leave the map half-updated: imbl
+    // operations are complete or not applied, so the state is still usable.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn footprint(key: &[u8], entry: &Entry) -> u64 {
+    key.len() as u64 + entry.value.len() as u64 + ENTRY_OVERHEAD
+}
+
+impl Writer {
+    /// The live entry under `key`, if any.
+    pub(super) fn live(&self, key: &[u8], now_ms: u64) -> Option<&Entry> {
+        self.map.get(key).filter(|e| e.is_live(now_ms))
+    }
+
+    /// Inserts or replaces, keeping the expiry index and byte count right.
+    pub(super) fn put(&mut self, key: Bytes, entry: Entry) {
+        let added = footprint(&key, &entry);
+        let expires_at = entry.expires_at_ms;
+        if let Some(old) = self.map.insert(key.clone(), entry) {
+            self.forget(&key, &old);
+        }
+        if let Some(at) = expires_at {
+            self.expiry.insert((at, key));
+        }
+        self.bytes += added;
+    }
+
+    /// Removes `key`; returns the old entry.
+    pub(super) fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+        let old = self.map.remove(key)?;
+        self.forget(key, &old);
+        Some(old)
+    }
+
+    fn forget(&mut self, key: &[u8], old: &Entry) {
+        if let Some(at) = old.expires_at_ms {
+            self.expiry.remove(&(at, Bytes::copy_from_slice(key)));
+        }
+        self.bytes = self.bytes.saturating_sub(footprint(key, old));
+    }
+
+    /// Removes up to `budget` keys whose expiry is at or before `now_ms`.
+    /// Returns (removed, whether more are due).
+    pub(super) fn reclaim(&mut self, now_ms: u64, budget: usize) -> (usize, bool) {
+        let mut removed = 0;
+        while let Some((at, key)) = self.expiry.first().cloned() {
+            if at > now_ms {
+                return (removed, false);
+            }
+            if removed == budget {
+                return (removed, true);
+            }
+            self.expiry.pop_first();
+            // The index mirrors the map, but only remove what is really due.
+            if self.map.get(&key).is_some_and(|e| e.expires_at_ms == Some(at))
+                && let Some(old) = self.map.remove(&key)
+            {
+                self.bytes = self.bytes.saturating_sub(footprint(&key, &old));
+                removed += 1;
+            }
+        }
+        (removed, false)
+    }
+}
