@@ -173,7 +173,8 @@ pub fn decode_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Deco
     }
     let total = REQUEST_HEADER_LEN + key_len + val_len;
     if buf.len() < total {
-        buf.reserve(total - buf.len());
+        // No reserve for the declared length: a peer could make every
+        // connection allocate the maximum by sending headers alone.
         return Ok(None);
     }
     let frame = buf.split_to(total).freeze();

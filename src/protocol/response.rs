@@ -171,7 +171,8 @@ pub fn decode_response(buf: &mut BytesMut, max_body: usize) -> Result<Option<Res
         return Err(FrameError::TooLarge { what: "response body", len, limit: max_body });
     }
     if buf.len() < RESPONSE_HEADER_LEN + len {
-        buf.reserve(RESPONSE_HEADER_LEN + len - buf.len());
+        // No reserve for the declared length: a peer could make every
+        // connection allocate the maximum by sending headers alone.
         return Ok(None);
     }
     buf.advance(RESPONSE_HEADER_LEN);

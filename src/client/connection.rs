@@ -1,0 +1,199 @@
+//! One multiplexed connection: a task that writes batches of requests and
+//! reads responses, matching them to callers in order.
+//!
+//! Callers hand a pre-encoded request and a oneshot to the task over a bounded
+//! channel. The writer side takes everything queued (up to [`BATCH_BYTES`]),
+//! registers the callers' oneshots in order, seals the batch into records and
+//! writes it at once; the reader side opens records, decodes responses and
+//! completes the oldest waiting caller with each. When either side fails,
+//! every waiting caller gets [`Error::ConnectionLost`].
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+
+use super::error::{Error, Result};
+use crate::auth::Token;
+use crate::protocol::{Request, Response, Status, decode_response, encode_request};
+use crate::secure::{RecordOpener, RecordSealer, client_handshake};
+
+/// Most request bytes sealed and written as one batch.
+pub const BATCH_BYTES: usize = 1 << 20;
+const QUEUE_DEPTH: usize = 4096;
+
+type Reply = oneshot::Sender<Result<Response>>;
+type Waiters = Arc<Mutex<VecDeque<Reply>>>;
+
+/// A request on its way to the connection task.
+pub(super) struct Pending {
+    pub(super) frame: Vec<u8>,
+    pub(super) reply: Reply,
+}
+
+/// Handle to a live connection task.
+pub(super) struct Connection {
+    tx: mpsc::Sender<Pending>,
+}
+
+/// What a connection needs to know.
+pub(super) struct ConnectParams<'a> {
+    pub(super) addr: &'a str,
+    pub(super) server_key: &'a x25519_dalek::PublicKey,
+    pub(super) token: &'a Token,
+    pub(super) connect_timeout: Duration,
+    pub(super) max_response_len: usize,
+}
+
+impl Connection {
+    /// Connects, runs the handshake and AUTH, and starts the connection task.
+    pub(super) async fn open(p: ConnectParams<'_>) -> Result<Self> {
+        let connect_err = |reason: String| Error::Connect { addr: p.addr.to_string(), reason };
+        let mut stream = tokio::time::timeout(p.connect_timeout, TcpStream::connect(p.addr))
+            .await
+            .map_err(|_| connect_err(format!("timed out after {:?}", p.connect_timeout)))?
+            .map_err(|e| connect_err(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let keys = tokio::time::timeout(p.connect_timeout, client_handshake(&mut stream, p.server_key))
+            .await
+            .map_err(|_| connect_err("handshake timed out".into()))?
+            .map_err(|source| Error::Handshake { addr: p.addr.to_string(), source })?;
+        let (mut read, mut write) = stream.into_split();
+        let mut sealer = RecordSealer::new(keys.send);
+        let mut opener = RecordOpener::new(keys.recv);
+
+        let mut frame = Vec::new();
+        encode_request(&Request::Auth { token: bytes::Bytes::from(p.token.expose().as_bytes().to_vec()) }, &mut frame)
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        write_sealed(&mut write, &mut sealer, &frame).await?;
+        let mut wire_in = BytesMut::new();
+        let mut plain_in = BytesMut::new();
+        let reply = loop {
+            if let Some(r) = decode_response(&mut plain_in, p.max_response_len).map_err(|e| Error::Protocol(e.to_string()))? {
+                break r;
+            }
+            read_some(&mut read, &mut wire_in, &mut opener, &mut plain_in).await?;
+        };
+        if reply.status != Status::Ok {
+            let (code, message) = reply.error_parts().unwrap_or_default();
+            return Err(Error::Auth(format!("{code} {message}")));
+        }
+
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let waiters: Waiters = Arc::default();
+        let max_response_len = p.max_response_len;
+        tokio::spawn(async move {
+            let reason = tokio::select! {
+                r = write_loop(rx, write, sealer, Arc::clone(&waiters)) => r,
+                r = read_loop(read, opener, wire_in, plain_in, Arc::clone(&waiters), max_response_len) => r,
+            };
+            let drained: Vec<Reply> = lock(&waiters).drain(..).collect();
+            for w in drained {
+                let _ = w.send(Err(Error::ConnectionLost(reason.clone())));
+            }
+        });
+        Ok(Self { tx })
+    }
+
+    /// Whether the task is still running.
+    pub(super) fn is_alive(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
+    /// Queues a request. Returns it back if the connection is gone, so the
+    /// caller can retry it elsewhere: it was certainly not sent.
+    pub(super) async fn submit(&self, pending: Pending) -> std::result::Result<(), Pending> {
+        self.tx.send(pending).await.map_err(|e| e.0)
+    }
+}
+
+fn lock(w: &Waiters) -> std::sync::MutexGuard<'_, VecDeque<Reply>> {
+    w.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn write_sealed(write: &mut OwnedWriteHalf, sealer: &mut RecordSealer, plain: &[u8]) -> Result<()> {
+    let mut wire = Vec::with_capacity(plain.len() + 64);
+    sealer.seal(plain, &mut wire).map_err(|e| Error::ConnectionLost(e.to_string()))?;
+    write.write_all(&wire).await.map_err(|e| Error::ConnectionLost(e.to_string()))
+}
+
+async fn read_some(read: &mut OwnedReadHalf, wire_in: &mut BytesMut, opener: &mut RecordOpener, plain_in: &mut BytesMut) -> Result<()> {
+    wire_in.reserve(64 * 1024);
+    let n = read.read_buf(wire_in).await.map_err(|e| Error::ConnectionLost(e.to_string()))?;
+    if n == 0 {
+        return Err(Error::ConnectionLost("server closed the connection".into()));
+    }
+    opener.open(wire_in, plain_in).map_err(|e| Error::ConnectionLost(e.to_string()))?;
+    Ok(())
+}
+
+/// Returns why it stopped; "client dropped" when every handle is gone.
+async fn write_loop(mut rx: mpsc::Receiver<Pending>, mut write: OwnedWriteHalf, mut sealer: RecordSealer, waiters: Waiters) -> String {
+    let mut plain = Vec::new();
+    let mut wire = Vec::new();
+    let mut replies = Vec::new();
+    while let Some(first) = rx.recv().await {
+        plain.clear();
+        plain.extend_from_slice(&first.frame);
+        replies.push(first.reply);
+        while plain.len() < BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(p) => {
+                    plain.extend_from_slice(&p.frame);
+                    replies.push(p.reply);
+                }
+                Err(_) => break,
+            }
+        }
+        // Registered before the bytes leave, so no response can beat its waiter.
+        lock(&waiters).extend(replies.drain(..));
+        wire.clear();
+        if let Err(e) = sealer.seal(&plain, &mut wire) {
+            return e.to_string();
+        }
+        if let Err(e) = write.write_all(&wire).await {
+            return e.to_string();
+        }
+        if plain.capacity() > 4 * BATCH_BYTES {
+            plain = Vec::new();
+            wire = Vec::new();
+        }
+    }
+    let _ = write.shutdown().await;
+    "client dropped".into()
+}
+
+async fn read_loop(
+    mut read: OwnedReadHalf,
+    mut opener: RecordOpener,
+    mut wire_in: BytesMut,
+    mut plain_in: BytesMut,
+    waiters: Waiters,
+    max_response_len: usize,
+) -> String {
+    loop {
+        loop {
+            match decode_response(&mut plain_in, max_response_len) {
+                Ok(Some(response)) => {
+                    let Some(waiter) = lock(&waiters).pop_front() else {
+                        return "server sent a response nobody asked for".into();
+                    };
+                    let _ = waiter.send(Ok(response));
+                }
+                Ok(None) => break,
+                Err(e) => return format!("bad response: {e}"),
+            }
+        }
+        if let Err(e) = read_some(&mut read, &mut wire_in, &mut opener, &mut plain_in).await {
+            return match e {
+                Error::ConnectionLost(reason) => reason,
+                other => other.to_string(),
+            };
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The client credentials file: where the server is, its public key, a token.
+//!
+//! TOML, mode 0600 (it holds a token):
+//!
+//! ```toml
+//! format = "cryptomem-credentials"
+//! version = 1
+//! server = "127.0.0.1:7379"
+//! server_public_key = "<64 hex digits>"
+//! token = "cmt_<id>_<secret>"
+//! ```
+//!
+//! `cryptomem serve` writes `credentials.toml` into a new data dir with the
+//! first admin token; the CLI and [`crate::Client::from_credentials_file`] read it.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use x25519_dalek::PublicKey;
+
+use crate::auth::Token;
+use crate::persist::files::{PRIVATE_MODE, write_atomic};
+use crate::secure::{parse_public_key, public_key_hex};
+
+const FORMAT: &str = "cryptomem-credentials";
+const VERSION: u32 = 1;
+
+/// Everything a client needs to connect and authenticate.
+#[derive(Clone)]
+pub struct Credentials {
+    /// `host:port` of the server.
+    pub server: String,
+    /// The server's static public key, pinned.
+    pub server_public_key: PublicKey,
+    /// The access token.
+    pub token: Token,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("server", &self.server)
+            .field("server_public_key", &public_key_hex(&self.server_public_key))
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileForm {
+    format: String,
+    version: u32,
+    server: String,
+    server_public_key: String,
+    token: String,
+}
+
+/// A credentials file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("credentials file {path}: {reason}")]
+pub struct CredentialsError {
+    path: String,
+    reason: String,
+}
+
+impl Credentials {
+    /// Reads a credentials file.
+    ///
+    /// # Errors
+    /// [`CredentialsError`] naming the file and the problem (never the token).
+    pub fn load(path: &Path) -> Result<Self, CredentialsError> {
+        let err = |reason: String| CredentialsError { path: path.display().to_string(), reason };
+        let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?);
+        let form: FileForm = toml::from_str(&text).map_err(|e| err(e.message().to_string()))?;
+        if form.format != FORMAT || form.version != VERSION {
+            return Err(err(format!("expected format `{FORMAT}` version {VERSION}")));
+        }
+        Ok(Self {
+            server: form.server,
+            server_public_key: parse_public_key(&form.server_public_key).map_err(|e| err(e.to_string()))?,
+            token: Token::parse(&form.token).map_err(|e| err(e.to_string()))?,
+        })
+    }
+
+    /// Writes the file atomically with mode 0600.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let form = FileForm {
+            format: FORMAT.into(),
+            version: VERSION,
+            server: self.server.clone(),
+            server_public_key: public_key_hex(&self.server_public_key),
+            token: self.token.expose().to_string(),
+        };
+        let text = zeroize::Zeroizing::new(toml::to_string(&form).unwrap_or_default());
+        write_atomic(path, text.as_bytes(), PRIVATE_MODE)
+    }
+}

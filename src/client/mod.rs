@@ -1,0 +1,412 @@
+//! The async client.
+//!
+//! A [`Client`] is `Clone + Send + Sync`; clones share one encrypted
+//! connection, over which requests from any number of tasks are pipelined
+//! (responses are matched in order). If the connection drops, calls in flight
+//! fail with [`Error::ConnectionLost`] and the next call reconnects.
+//!
+//! Values passed to [`Client::set`] and read by [`Client::get`] are sealed and
+//! opened with the client's [`Keyring`] ([`crate::value_crypto`]); the server
+//! only stores ciphertext bound to its key name. The `*_raw` methods move bytes
+//! unchanged, for tools and for data that is already protected.
+//!
+//! ```no_run
+//! use cryptomem::{Client, value_crypto::{Keyring, ValueKey}};
+//! use std::time::Duration;
+//!
+//! # async fn demo() -> cryptomem::client::Result<()> {
+//! let keyring = Keyring::new(ValueKey::load("value.key".as_ref())?);
+//! let client = Client::from_credentials_file("data/credentials.toml".as_ref(), Some(keyring)).await?;
+//! client.set("greeting", b"hello").await?;
+//! assert_eq!(client.get("greeting").await?.as_deref(), Some(&b"hello"[..]));
+//! client.set_with("session", b"token", cryptomem::SetOptions::ttl(Duration::from_secs(60))).await?;
+//! # Ok(()) }
+//! ```
+
+mod connection;
+pub mod credentials;
+mod error;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use x25519_dalek::PublicKey;
+
+use connection::{ConnectParams, Connection, Pending};
+pub use credentials::{Credentials, CredentialsError};
+pub use error::{Error, Result};
+
+use crate::auth::Token;
+use crate::protocol::{HARD_MAX_VALUE_LEN, Request, Response, SetCondition, Status, encode_request};
+use crate::value_crypto::Keyring;
+
+/// How to reach and authenticate to a server.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `host:port`.
+    pub server: String,
+    /// The server's pinned static public key.
+    pub server_public_key: PublicKey,
+    /// Access token.
+    pub token: Token,
+    /// Value keys; `None` allows only the `*_raw` calls.
+    pub keyring: Option<Keyring>,
+    /// Limit on TCP connect plus handshake (default 10 s).
+    pub connect_timeout: Duration,
+    /// Limit on each request's round trip (default 30 s).
+    pub request_timeout: Duration,
+    /// Largest response body accepted (default 512 MiB + 1 MiB).
+    pub max_response_len: usize,
+}
+
+impl ClientConfig {
+    /// A configuration with default timeouts and no value keys.
+    pub fn new(server: impl Into<String>, server_public_key: PublicKey, token: Token) -> Self {
+        Self {
+            server: server.into(),
+            server_public_key,
+            token,
+            keyring: None,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_response_len: HARD_MAX_VALUE_LEN + (1 << 20),
+        }
+    }
+
+    /// From a credentials file's contents.
+    pub fn from_credentials(c: Credentials) -> Self {
+        Self::new(c.server, c.server_public_key, c.token)
+    }
+
+    /// Sets the value keys.
+    #[must_use]
+    pub fn with_keyring(mut self, keyring: Keyring) -> Self {
+        self.keyring = Some(keyring);
+        self
+    }
+}
+
+/// Options for [`Client::set_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetOptions {
+    /// Expire after this long; `None` never.
+    pub ttl: Option<Duration>,
+    /// Only write if absent (NX) or present (XX).
+    pub condition: SetCondition,
+}
+
+impl SetOptions {
+    /// Just a TTL.
+    pub fn ttl(ttl: Duration) -> Self {
+        Self { ttl: Some(ttl), condition: SetCondition::Always }
+    }
+
+    /// Write only if the key does not exist (Redis `NX`).
+    #[must_use]
+    pub fn only_if_absent(mut self) -> Self {
+        self.condition = SetCondition::IfAbsent;
+        self
+    }
+
+    /// Write only if the key exists (Redis `XX`).
+    #[must_use]
+    pub fn only_if_present(mut self) -> Self {
+        self.condition = SetCondition::IfPresent;
+        self
+    }
+}
+
+/// A key's time to live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyTtl {
+    /// No such key.
+    Missing,
+    /// The key never expires.
+    Persistent,
+    /// The key expires after this long (millisecond precision).
+    ExpiresIn(Duration),
+}
+
+/// An async, cloneable, pipelining client. See the [module docs](self).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("server", &self.inner.config.server).finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    config: ClientConfig,
+    connection: ArcSwapOption<Connection>,
+    reconnect: tokio::sync::Mutex<()>,
+}
+
+impl Client {
+    /// Connects and authenticates, so configuration mistakes show up here.
+    ///
+    /// # Errors
+    /// [`Error::Connect`], [`Error::Handshake`] (wrong server key, busy), [`Error::Auth`].
+    pub async fn connect(config: ClientConfig) -> Result<Self> {
+        let client = Self {
+            inner: Arc::new(Inner { config, connection: ArcSwapOption::empty(), reconnect: tokio::sync::Mutex::new(()) }),
+        };
+        client.connection().await?;
+        Ok(client)
+    }
+
+    /// Connects with a credentials file (server, server key, token).
+    ///
+    /// # Errors
+    /// [`Error::Credentials`] plus those of [`Client::connect`].
+    pub async fn from_credentials_file(path: &Path, keyring: Option<Keyring>) -> Result<Self> {
+        let mut config = ClientConfig::from_credentials(Credentials::load(path)?);
+        config.keyring = keyring;
+        Self::connect(config).await
+    }
+
+    async fn connection(&self) -> Result<Arc<Connection>> {
+        if let Some(c) = self.inner.connection.load_full().filter(|c| c.is_alive()) {
+            return Ok(c);
+        }
+        let _guard = self.inner.reconnect.lock().await;
+        if let Some(c) = self.inner.connection.load_full().filter(|c| c.is_alive()) {
+            return Ok(c);
+        }
+        let cfg = &self.inner.config;
+        let conn = Arc::new(
+            Connection::open(ConnectParams {
+                addr: &cfg.server,
+                server_key: &cfg.server_public_key,
+                token: &cfg.token,
+                connect_timeout: cfg.connect_timeout,
+                max_response_len: cfg.max_response_len,
+            })
+            .await?,
+        );
+        self.inner.connection.store(Some(Arc::clone(&conn)));
+        Ok(conn)
+    }
+
+    /// Sends one request and waits for its response. Server errors come back as
+    /// [`Error::Server`]; status 0 and 1 come back as a [`Response`].
+    ///
+    /// # Errors
+    /// Any [`Error`].
+    pub async fn request(&self, request: &Request) -> Result<Response> {
+        let mut frame = Vec::new();
+        encode_request(request, &mut frame).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        let mut pending = Pending { frame, reply: tx };
+        // A request refused by a dead connection was never sent: retry it once
+        // on a fresh connection.
+        for _ in 0..2 {
+            let conn = self.connection().await?;
+            match conn.submit(pending).await {
+                Ok(()) => {
+                    let timeout = self.inner.config.request_timeout;
+                    let response = tokio::time::timeout(timeout, rx)
+                        .await
+                        .map_err(|_| Error::Timeout(timeout))?
+                        .map_err(|_| Error::ConnectionLost("connection closed".into()))??;
+                    if let Some((code, message)) = response.error_parts() {
+                        return Err(Error::Server { code, message });
+                    }
+                    return Ok(response);
+                }
+                Err(back) => pending = back,
+            }
+        }
+        Err(Error::ConnectionLost("could not hand the request to a live connection".into()))
+    }
+
+    fn keyring(&self) -> Result<&Keyring> {
+        self.inner.config.keyring.as_ref().ok_or(Error::NoValueKey)
+    }
+
+    /// `PING`: a round trip.
+    ///
+    /// # Errors
+    /// Any [`Error`].
+    pub async fn ping(&self) -> Result<()> {
+        self.request(&Request::Ping { message: Bytes::new() }).await.map(drop)
+    }
+
+    /// Reads and opens a sealed value.
+    ///
+    /// # Errors
+    /// [`Error::ValueCrypto`] if the value does not open under this key name
+    /// with this client's keys; [`Error::NoValueKey`]; any other [`Error`].
+    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        let key = key.as_ref();
+        let keyring = self.keyring()?;
+        match self.get_raw(key).await? {
+            Some(sealed) => Ok(Some(keyring.open(key, &sealed)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Seals and stores a value with no TTL.
+    ///
+    /// # Errors
+    /// [`Error::NoValueKey`]; any other [`Error`].
+    pub async fn set(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
+        self.set_with(key, value, SetOptions::default()).await.map(drop)
+    }
+
+    /// Seals and stores a value with options; returns whether it was written
+    /// (false when an NX/XX condition was not met).
+    ///
+    /// # Errors
+    /// [`Error::NoValueKey`]; any other [`Error`].
+    pub async fn set_with(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>, options: SetOptions) -> Result<bool> {
+        let key = key.as_ref();
+        let sealed = self.keyring()?.seal(key, value.as_ref())?;
+        self.set_raw_with(key, sealed, options).await
+    }
+
+    /// Reads the stored bytes without opening them.
+    ///
+    /// # Errors
+    /// Any [`Error`].
+    pub async fn get_raw(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
+        let response = self.request(&Request::Get { key: Bytes::copy_from_slice(key.as_ref()) }).await?;
+        Ok((response.status == Status::Ok).then_some(response.body))
+    }
+
+    /// Stores bytes as given, without sealing.
+    ///
+    /// # Errors
+    /// Any [`Error`].
+    pub async fn set_raw_with(&self, key: impl AsRef<[u8]>, value: impl Into<Bytes>, options: SetOptions) -> Result<bool> {
+        let request = Request::Set {
+            key: Bytes::copy_from_slice(key.as_ref()),
+            value: value.into(),
+            ttl: options.ttl,
+            condition: options.condition,
+        };
+        Ok(self.request(&request).await?.status == Status::Ok)
+    }
+
+    /// Deletes a key; returns whether it existed.
+    ///
+    /// # Errors
+    /// Any [`Error`].
+    pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        self.found(Request::Delete { key: Bytes::copy_from_slice(key.as_ref()) }).await
+    }
+
+    /// Whether a key exists.
+    ///
+    /// # Errors
+    /// Any [`Error`].
+    pub async fn exists(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        self.found(Request::Exists { key: Bytes::copy_from_slice(key.as_ref()) }).await
+    }
+
+    /// Sets a TTL on an existing key; returns whether the key existed.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a zero TTL; any other [`Error`].
+    pub async fn expire(&self, key: impl AsRef<[u8]>, ttl: Duration) -> Result<bool> {
+        if ttl.is_zero() {
+            return Err(Error::InvalidArgument("EXPIRE needs a TTL above zero; use delete to remove a key".into()));
+        }
+        self.found(Request::Expire { key: Bytes::copy_from_slice(key.as_ref()), ttl }).await
+    }
+
+    /// Removes a key's TTL: `None` if the key is missing, else whether it had one.
+    ///
+    /// # Errors
+    /// Any [`Error`].
+    pub async fn persist(&self, key: impl AsRef<[u8]>) -> Result<Option<bool>> {
+        let r = self.request(&Request::Persist { key: Bytes::copy_from_slice(key.as_ref()) }).await?;
+        Ok((r.status == Status::Ok).then(|| r.body.first() == Some(&1)))
+    }
+
+    /// A key's remaining time to live.
+    ///
+    /// # Errors
+    /// [`Error::Protocol`] for a malformed reply; any other [`Error`].
+    pub async fn ttl(&self, key: impl AsRef<[u8]>) -> Result<KeyTtl> {
+        let r = self.request(&Request::Ttl { key: Bytes::copy_from_slice(key.as_ref()) }).await?;
+        if r.status == Status::NotFound {
+            return Ok(KeyTtl::Missing);
+        }
+        let ns = i64::from_be_bytes(r.body.as_ref().try_into().map_err(|_| Error::Protocol("TTL reply is not 8 bytes".into()))?);
+        Ok(match u64::try_from(ns) {
+            Ok(ns) => KeyTtl::ExpiresIn(Duration::from_nanos(ns)),
+            Err(_) => KeyTtl::Persistent,
+        })
+    }
+
+    /// Reads and opens several values in one round trip.
+    ///
+    /// # Errors
+    /// [`Error::ValueCrypto`] if any value fails to open; any other [`Error`].
+    pub async fn mget<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>> {
+        let keyring = self.keyring()?;
+        let raw = self.mget_raw(keys).await?;
+        keys.iter()
+            .zip(raw)
+            .map(|(k, v)| v.map(|sealed| keyring.open(k.as_ref(), &sealed)).transpose().map_err(Error::from))
+            .collect()
+    }
+
+    /// Reads several stored values without opening them.
+    ///
+    /// # Errors
+    /// Any [`Error`].
+    pub async fn mget_raw<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Bytes>>> {
+        let keys: Vec<Bytes> = keys.iter().map(|k| Bytes::copy_from_slice(k.as_ref())).collect();
+        let count = keys.len();
+        let r = self.request(&Request::MGet { keys }).await?;
+        let items = r.parse_mget().map_err(Error::Protocol)?;
+        if items.len() != count {
+            return Err(Error::Protocol(format!("MGET asked for {count} keys, got {}", items.len())));
+        }
+        Ok(items)
+    }
+
+    /// Seals and stores several values in one request, with an optional TTL for all.
+    ///
+    /// # Errors
+    /// [`Error::NoValueKey`]; any other [`Error`].
+    pub async fn mset<K: AsRef<[u8]>, V: AsRef<[u8]>>(&self, pairs: &[(K, V)], ttl: Option<Duration>) -> Result<()> {
+        let keyring = self.keyring()?;
+        let pairs = pairs
+            .iter()
+            .map(|(k, v)| Ok((Bytes::copy_from_slice(k.as_ref()), Bytes::from(keyring.seal(k.as_ref(), v.as_ref())?))))
+            .collect::<Result<Vec<_>>>()?;
+        self.request(&Request::MSet { pairs, ttl }).await.map(drop)
+    }
+
+    /// Number of keys on the server.
+    ///
+    /// # Errors
+    /// Any [`Error`].
+    pub async fn dbsize(&self) -> Result<u64> {
+        let r = self.request(&Request::DbSize).await?;
+        Ok(u64::from_be_bytes(r.body.as_ref().try_into().map_err(|_| Error::Protocol("DBSIZE reply is not 8 bytes".into()))?))
+    }
+
+    /// The server's INFO text.
+    ///
+    /// # Errors
+    /// Any [`Error`].
+    pub async fn info(&self) -> Result<String> {
+        let r = self.request(&Request::Info).await?;
+        Ok(String::from_utf8_lossy(&r.body).into_owned())
+    }
+
+    async fn found(&self, request: Request) -> Result<bool> {
+        Ok(self.request(&request).await?.status == Status::Ok)
+    }
+}

@@ -1,0 +1,177 @@
+//! The data directory: what it holds and how a new one is initialised.
+//!
+//! | file               | mode | contents                                             |
+//! |--------------------|------|------------------------------------------------------|
+//! | `server.key`       | 0600 | the server's X25519 private key ([`crate::secure::identity`]) |
+//! | `server.pub`       | 0644 | its public key, 64 hex digits: what clients pin      |
+//! | `tokens.toml`      | 0600 | argon2id hashes of the access tokens ([`crate::auth::table`]) |
+//! | `credentials.toml` | 0600 | server address, public key and the first admin token, for the CLI ([`crate::client::credentials`]) |
+//!
+//! A directory without `tokens.toml` is new: it is initialised (an existing
+//! valid `server.key` is kept, so a pinned key stays valid), `tokens.toml` is
+//! written last, and a crash during initialisation is simply redone at the next
+//! start. Every file is written atomically (temp file, fsync, rename, directory fsync).
+
+use std::path::{Path, PathBuf};
+
+use crate::auth::{HashParams, Role, Token, TokenRecord, TokenTable, hash_secret};
+use crate::persist::files::{PRIVATE_MODE, PUBLIC_MODE, create_private_dir, write_atomic};
+use crate::secure::ServerIdentity;
+
+/// `server.key`.
+pub const SERVER_KEY_FILE: &str = "server.key";
+/// `server.pub`.
+pub const SERVER_PUB_FILE: &str = "server.pub";
+/// `tokens.toml`.
+pub const TOKENS_FILE: &str = "tokens.toml";
+/// `credentials.toml`.
+pub const CREDENTIALS_FILE: &str = "credentials.toml";
+
+/// A data dir that could not be opened or initialised.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    /// A file operation failed.
+    #[error("data dir {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The server key is unreadable.
+    #[error(transparent)]
+    Key(#[from] crate::secure::SecureError),
+    /// The token table is unreadable.
+    #[error(transparent)]
+    Tokens(#[from] crate::auth::TableError),
+    /// Token creation failed.
+    #[error("{0}")]
+    Init(String),
+}
+
+/// An opened data directory.
+#[derive(Debug)]
+pub struct DataDir {
+    root: PathBuf,
+    identity: ServerIdentity,
+    tokens: TokenTable,
+}
+
+/// What initialising a new data dir created; the token is shown to the user once.
+#[derive(Debug)]
+pub struct InitReport {
+    /// The first admin token, in full.
+    pub admin_token: Token,
+    /// Whether `server.key` was generated now (false: an existing one was kept).
+    pub new_server_key: bool,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError + '_ {
+    move |source| DataDirError::Io { path: path.display().to_string(), source }
+}
+
+impl DataDir {
+    /// Opens `root`, initialising it first if it has no token table.
+    ///
+    /// # Errors
+    /// [`DataDirError`] naming the file at fault.
+    pub fn open_or_init(root: &Path, params: HashParams) -> Result<(Self, Option<InitReport>), DataDirError> {
+        create_private_dir(root).map_err(io_err(root))?;
+        let key_path = root.join(SERVER_KEY_FILE);
+        let tokens_path = root.join(TOKENS_FILE);
+        if tokens_path.exists() {
+            let identity = ServerIdentity::load(&key_path)?;
+            let tokens = TokenTable::load(&tokens_path)?;
+            return Ok((Self { root: root.to_path_buf(), identity, tokens }, None));
+        }
+
+        let (identity, new_server_key) = match ServerIdentity::load(&key_path) {
+            Ok(existing) => (existing, false),
+            Err(_) => (ServerIdentity::generate()?, true),
+        };
+        if new_server_key {
+            write_atomic(&key_path, identity.to_key_file().as_bytes(), PRIVATE_MODE).map_err(io_err(&key_path))?;
+        }
+        let pub_path = root.join(SERVER_PUB_FILE);
+        write_atomic(&pub_path, format!("{}\n", identity.public_hex()).as_bytes(), PUBLIC_MODE).map_err(io_err(&pub_path))?;
+
+        let admin_token = Token::generate().map_err(|e| DataDirError::Init(format!("random source failed: {e}")))?;
+        let mut tokens = TokenTable::new();
+        tokens.insert(TokenRecord {
+            id: admin_token.id().to_string(),
+            hash: hash_secret(admin_token.secret(), params).map_err(|e| DataDirError::Init(e.to_string()))?,
+            role: Role::Admin,
+            label: "initial admin token".into(),
+            created_unix_ms: crate::store::Clock::System.now_ms(),
+        });
+        write_atomic(&tokens_path, tokens.to_toml().as_bytes(), PRIVATE_MODE).map_err(io_err(&tokens_path))?;
+        let dir = Self { root: root.to_path_buf(), identity, tokens };
+        Ok((dir, Some(InitReport { admin_token, new_server_key })))
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The server's key pair.
+    pub fn identity(&self) -> &ServerIdentity {
+        &self.identity
+    }
+
+    /// The token table as loaded.
+    pub fn tokens(&self) -> &TokenTable {
+        &self.tokens
+    }
+
+    /// Path of the credentials file.
+    pub fn credentials_path(&self) -> PathBuf {
+        self.root.join(CREDENTIALS_FILE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap() -> HashParams {
+        HashParams { m_cost_kib: 64, t_cost: 1, p_cost: 1 }
+    }
+
+    #[test]
+    fn init_then_reopen_keeps_identity_and_tokens() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("data");
+        let (dir, report) = DataDir::open_or_init(&root, cheap()).unwrap();
+        let report = report.expect("new dir is initialised");
+        assert!(report.new_server_key);
+        let record = dir.tokens().get(report.admin_token.id()).unwrap();
+        assert!(crate::auth::verify_secret(report.admin_token.secret(), &record.hash));
+        let tokens_text = std::fs::read_to_string(root.join(TOKENS_FILE)).unwrap();
+        assert!(!tokens_text.contains(report.admin_token.secret()), "secret must not be stored");
+
+        let (again, none) = DataDir::open_or_init(&root, cheap()).unwrap();
+        assert!(none.is_none());
+        assert_eq!(again.identity().public_hex(), dir.identity().public_hex());
+        assert_eq!(again.tokens(), dir.tokens());
+    }
+
+    #[test]
+    fn interrupted_init_keeps_the_key_and_finishes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, _) = DataDir::open_or_init(tmp.path(), cheap()).unwrap();
+        std::fs::remove_file(tmp.path().join(TOKENS_FILE)).unwrap();
+        let (again, report) = DataDir::open_or_init(tmp.path(), cheap()).unwrap();
+        assert!(!report.unwrap().new_server_key);
+        assert_eq!(again.identity().public_hex(), dir.identity().public_hex());
+    }
+
+    #[test]
+    fn corrupt_key_file_is_an_error_naming_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        DataDir::open_or_init(tmp.path(), cheap()).unwrap();
+        std::fs::write(tmp.path().join(SERVER_KEY_FILE), "garbage").unwrap();
+        let err = DataDir::open_or_init(tmp.path(), cheap()).unwrap_err().to_string();
+        assert!(err.contains("server.key"), "{err}");
+    }
+}

@@ -1,0 +1,206 @@
+//! Server settings from flags, `CRYPTOMEM_*` environment variables and an
+//! optional TOML file, in that order of precedence, over built-in defaults.
+//!
+//! | flag                  | env                          | file key            | default          |
+//! |-----------------------|------------------------------|---------------------|------------------|
+//! | `--listen`            | `CRYPTOMEM_LISTEN`           | `listen`            | `127.0.0.1:7379` |
+//! | `--data`              | `CRYPTOMEM_DATA`             | `data`              | `./data`         |
+//! | `--max-connections`   | `CRYPTOMEM_MAX_CONNECTIONS`  | `max_connections`   | 10000            |
+//! | `--handshake-timeout` | `CRYPTOMEM_HANDSHAKE_TIMEOUT`| `handshake_timeout` | `10s` (also the time to send AUTH) |
+//! | `--idle-timeout`      | `CRYPTOMEM_IDLE_TIMEOUT`     | `idle_timeout`      | `300s`; `0` = never |
+//! | `--max-key-size`      | `CRYPTOMEM_MAX_KEY_SIZE`     | `max_key_size`      | `1KiB` (at most 64KiB - 1) |
+//! | `--max-value-size`    | `CRYPTOMEM_MAX_VALUE_SIZE`   | `max_value_size`    | `16MiB` (at most 512MiB) |
+//! | `--max-batch-keys`    | `CRYPTOMEM_MAX_BATCH_KEYS`   | `max_batch_keys`    | 10000            |
+//! | `--shards`            | `CRYPTOMEM_SHARDS`           | `shards`            | 8 per core, a power of two, 16..=1024 |
+//! | `--auth-concurrency`  | `CRYPTOMEM_AUTH_CONCURRENCY` | `auth_concurrency`  | half the cores, at least 1 |
+//!
+//! The file is named by `--config` / `CRYPTOMEM_CONFIG`; unknown keys in it are errors.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::HashParams;
+use crate::protocol::{HARD_MAX_VALUE_LEN, Limits};
+use crate::store::{Clock, default_shard_count};
+use crate::units::{parse_duration, parse_size};
+
+/// Default listen address (Redis is 6379; we are one thousand up).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7379";
+
+/// Settings as given by one source; `None` means "not set here".
+#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on [default: 127.0.0.1:7379].
+    #[arg(long, env = "CRYPTOMEM_LISTEN")]
+    pub listen: Option<String>,
+    /// Data directory [default: ./data].
+    #[arg(long, env = "CRYPTOMEM_DATA")]
+    pub data: Option<PathBuf>,
+    /// Most simultaneous connections [default: 10000].
+    #[arg(long, env = "CRYPTOMEM_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Time allowed for the handshake, and again for AUTH [default: 10s].
+    #[arg(long, env = "CRYPTOMEM_HANDSHAKE_TIMEOUT")]
+    pub handshake_timeout: Option<String>,
+    /// Close connections idle this long; 0 = never [default: 300s].
+    #[arg(long, env = "CRYPTOMEM_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<String>,
+    /// Longest key [default: 1KiB].
+    #[arg(long, env = "CRYPTOMEM_MAX_KEY_SIZE")]
+    pub max_key_size: Option<String>,
+    /// Longest value, and longest MGET/MSET list [default: 16MiB].
+    #[arg(long, env = "CRYPTOMEM_MAX_VALUE_SIZE")]
+    pub max_value_size: Option<String>,
+    /// Most keys in one MGET or MSET [default: 10000].
+    #[arg(long, env = "CRYPTOMEM_MAX_BATCH_KEYS")]
+    pub max_batch_keys: Option<usize>,
+    /// Number of store shards, rounded up to a power of two [default: 8 per core].
+    #[arg(long, env = "CRYPTOMEM_SHARDS")]
+    pub shards: Option<usize>,
+    /// Most argon2 token verifications running at once [default: half the cores].
+    #[arg(long, env = "CRYPTOMEM_AUTH_CONCURRENCY")]
+    pub auth_concurrency: Option<usize>,
+}
+
+impl Settings {
+    /// Reads a TOML settings file.
+    ///
+    /// # Errors
+    /// A message naming the file and the problem.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("config file {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("config file {}: {}", path.display(), e.message()))
+    }
+
+    /// Fills every unset field of `self` from `lower`.
+    #[must_use]
+    pub fn or(self, lower: Self) -> Self {
+        Self {
+            listen: self.listen.or(lower.listen),
+            data: self.data.or(lower.data),
+            max_connections: self.max_connections.or(lower.max_connections),
+            handshake_timeout: self.handshake_timeout.or(lower.handshake_timeout),
+            idle_timeout: self.idle_timeout.or(lower.idle_timeout),
+            max_key_size: self.max_key_size.or(lower.max_key_size),
+            max_value_size: self.max_value_size.or(lower.max_value_size),
+            max_batch_keys: self.max_batch_keys.or(lower.max_batch_keys),
+            shards: self.shards.or(lower.shards),
+            auth_concurrency: self.auth_concurrency.or(lower.auth_concurrency),
+        }
+    }
+
+    /// Applies defaults and checks every value.
+    ///
+    /// # Errors
+    /// A message naming the bad setting.
+    pub fn resolve(self) -> Result<ServerConfig, String> {
+        let listen_text = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| format!("listen: `{listen_text}` is not an IP:port address"))?;
+        let handshake_timeout = parse_duration(self.handshake_timeout.as_deref().unwrap_or("10s")).map_err(|e| format!("handshake-timeout: {e}"))?;
+        if handshake_timeout.is_zero() {
+            return Err("handshake-timeout: must be more than 0".into());
+        }
+        let idle = parse_duration(self.idle_timeout.as_deref().unwrap_or("300s")).map_err(|e| format!("idle-timeout: {e}"))?;
+        let max_key_len = parse_size(self.max_key_size.as_deref().unwrap_or("1KiB")).map_err(|e| format!("max-key-size: {e}"))?;
+        if !(1..=usize::from(u16::MAX)).contains(&max_key_len) {
+            return Err(format!("max-key-size: {max_key_len} is outside 1..=65535"));
+        }
+        let max_value_len = parse_size(self.max_value_size.as_deref().unwrap_or("16MiB")).map_err(|e| format!("max-value-size: {e}"))?;
+        if !(1..=HARD_MAX_VALUE_LEN).contains(&max_value_len) {
+            return Err(format!("max-value-size: {max_value_len} is outside 1..={HARD_MAX_VALUE_LEN}"));
+        }
+        let max_batch_keys = self.max_batch_keys.unwrap_or(crate::protocol::DEFAULT_MAX_BATCH_KEYS);
+        if max_batch_keys == 0 {
+            return Err("max-batch-keys: must be at least 1".into());
+        }
+        let max_connections = self.max_connections.unwrap_or(10_000);
+        if max_connections == 0 {
+            return Err("max-connections: must be at least 1".into());
+        }
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        Ok(ServerConfig {
+            listen,
+            data_dir: self.data.unwrap_or_else(|| PathBuf::from("./data")),
+            max_connections,
+            handshake_timeout,
+            idle_timeout: (!idle.is_zero()).then_some(idle),
+            limits: Limits { max_key_len, max_value_len, max_batch_keys },
+            shards: self.shards.unwrap_or_else(default_shard_count).clamp(1, 1 << 16),
+            auth_concurrency: self.auth_concurrency.unwrap_or(cores / 2).max(1),
+            token_hash: HashParams::default(),
+            clock: Clock::System,
+            shutdown_grace: Duration::from_secs(5),
+        })
+    }
+}
+
+/// The resolved configuration a server runs with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Connection limit.
+    pub max_connections: usize,
+    /// Limit on the handshake, and again on the time to authenticate.
+    pub handshake_timeout: Duration,
+    /// Idle limit for authenticated connections; `None` = never.
+    pub idle_timeout: Option<Duration>,
+    /// Request size limits.
+    pub limits: Limits,
+    /// Store shard count.
+    pub shards: usize,
+    /// Concurrent argon2 verifications.
+    pub auth_concurrency: usize,
+    /// Argon2id cost for tokens this server creates.
+    pub token_hash: HashParams,
+    /// Time source (tests use a manual clock).
+    pub clock: Clock,
+    /// How long shutdown waits for open connections to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        // The defaults are all valid, so resolving empty settings cannot fail.
+        Settings::default().resolve().unwrap_or_else(|e| unreachable!("default settings are valid: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_is_flag_then_env_then_file_then_default() {
+        let flags = Settings { listen: Some("127.0.0.1:1".into()), ..Default::default() };
+        let file: Settings = toml::from_str("listen = \"127.0.0.1:2\"\nidle_timeout = \"5s\"\nmax_value_size = \"1MiB\"").unwrap();
+        let cfg = flags.or(file).resolve().unwrap();
+        assert_eq!(cfg.listen.port(), 1);
+        assert_eq!(cfg.idle_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(cfg.limits.max_value_len, 1 << 20);
+        assert_eq!(cfg.limits.max_key_len, 1024);
+        assert_eq!(cfg.max_connections, 10_000);
+    }
+
+    #[test]
+    fn bad_settings_name_themselves() {
+        let cases = [
+            Settings { listen: Some("nowhere".into()), ..Default::default() },
+            Settings { max_key_size: Some("70000".into()), ..Default::default() },
+            Settings { max_value_size: Some("1GiB".into()), ..Default::default() },
+            Settings { handshake_timeout: Some("0".into()), ..Default::default() },
+            Settings { max_connections: Some(0), ..Default::default() },
+        ];
+        for (s, word) in cases.into_iter().zip(["listen", "max-key-size", "max-value-size", "handshake-timeout", "max-connections"]) {
+            assert!(s.resolve().unwrap_err().starts_with(word));
+        }
+        assert!(toml::from_str::<Settings>("lisen = \"x\"").is_err(), "unknown keys are rejected");
+        assert_eq!(ServerConfig::default().idle_timeout, Some(Duration::from_secs(300)));
+    }
+}

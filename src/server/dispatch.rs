@@ -1,0 +1,90 @@
+//! Executes one authenticated request against the store and appends the
+//! encoded response to the connection's output buffer.
+
+use bytes::Bytes;
+
+use crate::protocol::{Request, Response, Status, encode_response, encode_response_header};
+use crate::store::PersistOutcome;
+
+use super::Shared;
+
+/// Runs `request` and appends its response to `out`.
+pub(super) fn execute(shared: &Shared, request: Request, out: &mut Vec<u8>) {
+    let store = &shared.store;
+    let now = shared.config.clock.now_ms();
+    let response = match request {
+        Request::Get { key } => match store.get(&key, now) {
+            // Written straight from the stored bytes: no intermediate Response.
+            Some(value) => return write_ok(out, &value),
+            None => Response::not_found(),
+        },
+        Request::Set { key, value, ttl, condition } => found(store.set(owned(&key), owned(&value), ttl, condition, now)),
+        Request::Delete { key } => found(store.delete(&key, now)),
+        Request::Exists { key } => found(store.exists(&key, now)),
+        Request::Expire { key, ttl } => found(store.expire(&key, ttl, now)),
+        Request::Persist { key } => match store.persist(&key, now) {
+            PersistOutcome::Missing => Response::not_found(),
+            PersistOutcome::Removed => Response::ok(Bytes::from_static(&[1])),
+            PersistOutcome::HadNone => Response::ok(Bytes::from_static(&[0])),
+        },
+        Request::Ttl { key } => match store.expiry(&key, now) {
+            None => Response::not_found(),
+            Some(None) => Response::ok(Bytes::copy_from_slice(&(-1i64).to_be_bytes())),
+            Some(Some(at)) => {
+                let ns = i64::try_from(u128::from(at.saturating_sub(now)) * 1_000_000).unwrap_or(i64::MAX);
+                Response::ok(Bytes::copy_from_slice(&ns.to_be_bytes()))
+            }
+        },
+        Request::MGet { keys } => {
+            let items: Vec<_> = keys.iter().map(|k| store.get(k, now)).collect();
+            let total: usize = items.iter().flatten().map(Bytes::len).sum();
+            if total > shared.config.limits.max_value_len {
+                Response::error("TOOBIG", &format!("MGET values total {total} bytes, over the {}-byte limit; ask for fewer keys", shared.config.limits.max_value_len))
+            } else {
+                Response::mget(&items)
+            }
+        }
+        Request::MSet { pairs, ttl } => {
+            for (key, value) in pairs {
+                store.set(owned(&key), owned(&value), ttl, crate::protocol::SetCondition::Always, now);
+            }
+            Response::ok_empty()
+        }
+        Request::Ping { message } if message.is_empty() => Response::ok(Bytes::from_static(b"PONG")),
+        Request::Ping { message } => Response::ok(message),
+        Request::DbSize => Response::ok(Bytes::copy_from_slice(&(store.len() as u64).to_be_bytes())),
+        Request::Info => Response::ok(shared.stats.render(store, shared.config.max_connections)),
+        Request::Auth { .. } => unreachable_auth(),
+    };
+    push(out, &response);
+}
+
+/// Decoded keys and values share the connection's receive buffer; storing
+/// them as they are would let one small value pin a whole 64 KiB read buffer.
+fn owned(bytes: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(bytes)
+}
+
+fn found(yes: bool) -> Response {
+    if yes { Response::ok_empty() } else { Response::not_found() }
+}
+
+/// AUTH is handled by the session before dispatch; answering here keeps the
+/// function total without a panic path.
+fn unreachable_auth() -> Response {
+    Response::error("ERR", "AUTH is handled by the session")
+}
+
+fn write_ok(out: &mut Vec<u8>, value: &[u8]) {
+    out.reserve(crate::protocol::RESPONSE_HEADER_LEN + value.len());
+    // Stored values passed the request limit, so they fit the u32 length.
+    if encode_response_header(Status::Ok, value.len(), out).is_ok() {
+        out.extend_from_slice(value);
+    }
+}
+
+/// Appends an encoded response.
+pub(super) fn push(out: &mut Vec<u8>, response: &Response) {
+    // Bodies built here are bounded by the configured limits, far below u32::MAX.
+    let _ = encode_response(response, out);
+}

@@ -1,0 +1,200 @@
+//! The tokio server: listener, per-connection sessions, dispatch, INFO.
+//!
+//! [`Server::bind`] opens the listener; [`Server::run`] accepts connections
+//! until the shutdown future resolves, then stops accepting, tells every
+//! session to finish (each completes the batch it is executing and closes),
+//! and waits up to `shutdown_grace` for them.
+//!
+//! Connections beyond `max_connections` get the handshake's "busy" rejection
+//! and are closed at once. Every connection must finish the handshake within
+//! `handshake_timeout` and send AUTH within another `handshake_timeout`;
+//! authenticated connections idle for `idle_timeout` are closed.
+
+pub mod config;
+mod dispatch;
+mod session;
+pub mod stats;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tracing::{info, warn};
+
+pub use config::{ServerConfig, Settings};
+pub use stats::Stats;
+
+use crate::auth::Authenticator;
+use crate::persist::DataDir;
+use crate::secure::ServerIdentity;
+use crate::store::Store;
+
+/// How often the janitor looks for expired keys.
+const JANITOR_INTERVAL: Duration = Duration::from_millis(100);
+/// Keys one shard gives up per janitor pass, bounding lock hold time.
+const JANITOR_BUDGET: usize = 1000;
+
+/// Errors that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The authenticator could not be set up.
+    #[error("{0}")]
+    Auth(String),
+}
+
+/// State every session shares.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<Store>,
+    pub(crate) auth: Authenticator,
+    pub(crate) identity: ServerIdentity,
+    pub(crate) config: ServerConfig,
+    pub(crate) stats: Stats,
+}
+
+/// A bound, not yet running, server.
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("addr", &self.listener.local_addr().ok()).finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Binds the listener for the opened data dir.
+    ///
+    /// # Errors
+    /// [`ServerError::Bind`] if the address is taken or not allowed.
+    pub async fn bind(config: ServerConfig, data: &DataDir) -> Result<Self, ServerError> {
+        let listener = TcpListener::bind(config.listen).await.map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+        let auth = Authenticator::new(data.tokens().clone(), config.auth_concurrency, config.token_hash).map_err(|e| ServerError::Auth(e.to_string()))?;
+        let shared = Shared {
+            store: Arc::new(Store::new(config.shards)),
+            auth,
+            identity: data.identity().clone(),
+            config,
+            stats: Stats::default(),
+        };
+        Ok(Self { listener, shared: Arc::new(shared) })
+    }
+
+    /// The bound address (useful with port 0).
+    ///
+    /// # Errors
+    /// If the OS cannot report it.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The keyspace, for embedding and tests.
+    pub fn store(&self) -> Arc<Store> {
+        Arc::clone(&self.shared.store)
+    }
+
+    /// Serves until `shutdown` resolves, then drains connections.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let shared = self.shared;
+        let permits_total = shared.config.max_connections.min(Semaphore::MAX_PERMITS).min(u32::MAX as usize);
+        let permits = Arc::new(Semaphore::new(permits_total));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let janitor = tokio::spawn(janitor(Arc::clone(&shared), stop_rx.clone()));
+        info!(
+            addr = %self.listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
+            public_key = %shared.identity.public_hex(),
+            shards = shared.store.shard_count(),
+            max_connections = permits_total,
+            "cryptomem is serving"
+        );
+
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                stats::bump(&shared.stats.connections_rejected);
+                warn!(%peer, "connection limit reached; rejecting");
+                session::reject_busy(&stream);
+                continue;
+            };
+            stats::bump(&shared.stats.connections_total);
+            let shared = Arc::clone(&shared);
+            let stop = stop_rx.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let _open = OpenConnection::new(&shared.stats);
+                session::serve_connection(stream, peer, Arc::clone(&shared), stop).await;
+            });
+        }
+
+        info!("shutting down: closing connections");
+        drop(self.listener);
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(shared.config.shutdown_grace, permits.acquire_many(u32::try_from(permits_total).unwrap_or(u32::MAX))).await;
+        if drained.is_err() {
+            warn!("some connections did not close within the shutdown grace period");
+        }
+        let _ = janitor.await;
+        info!("shutdown complete");
+    }
+}
+
+/// Counts an open connection for INFO for as long as it lives.
+struct OpenConnection<'a>(&'a Stats);
+
+impl<'a> OpenConnection<'a> {
+    fn new(stats: &'a Stats) -> Self {
+        stats::bump(&stats.connections_current);
+        Self(stats)
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.connections_current.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+async fn janitor(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(JANITOR_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {}
+        }
+        loop {
+            let (removed, more) = shared.store.reclaim_expired(shared.config.clock.now_ms(), JANITOR_BUDGET);
+            shared.stats.expired_keys.fetch_add(removed as u64, std::sync::atomic::Ordering::Relaxed);
+            if !more {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}

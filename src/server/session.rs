@@ -1,0 +1,258 @@
+//! One client connection: handshake, AUTH, then the request loop.
+//!
+//! The loop reads whatever the socket has, opens every complete record,
+//! executes every complete request in order, and sends all their responses
+//! sealed in one write. A pipelining client therefore costs one read, one
+//! write and a few records per batch, not per request.
+//!
+//! Buffers stay bounded: ciphertext in flight is at most one read beyond one
+//! record; buffered plaintext is at most one request (whose declared size was
+//! checked against the limits) plus one read; output is flushed whenever it
+//! passes [`FLUSH_AT`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, timeout_at};
+use tracing::{debug, info, warn};
+
+use crate::auth::Principal;
+use crate::protocol::{Decoded, FrameError, Request, Response, decode_request};
+use crate::secure::{RecordOpener, RecordSealer, SecureError, server_handshake};
+
+use super::Shared;
+use super::dispatch::{execute, push};
+use super::stats::bump;
+
+/// Output size at which responses are sent before more requests are executed.
+pub const FLUSH_AT: usize = 1 << 20;
+const READ_CHUNK: usize = 64 * 1024;
+/// Buffers that grew past this for one large request are given back afterwards.
+const SHRINK_ABOVE: usize = 4 << 20;
+/// Bound on one write to a client that stopped reading, when no idle timeout is set.
+const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Why the request loop stops.
+enum Next {
+    Continue,
+    Close,
+}
+
+struct Session {
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    sealer: RecordSealer,
+    opener: RecordOpener,
+    wire_in: BytesMut,
+    plain_in: BytesMut,
+    plain_out: Vec<u8>,
+    wire_out: Vec<u8>,
+    principal: Option<Principal>,
+}
+
+/// Serves one accepted connection until it closes, fails, or the server shuts down.
+pub(super) async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let started = Instant::now();
+    let deadline = started + shared.config.handshake_timeout;
+    let keys = match timeout_at(deadline, server_handshake(&mut stream, shared.identity.secret())).await {
+        Ok(Ok(keys)) => keys,
+        Ok(Err(e)) => {
+            bump(&shared.stats.handshake_failures);
+            info!(%peer, error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            bump(&shared.stats.handshake_failures);
+            info!(%peer, "handshake timed out");
+            return;
+        }
+    };
+    let mut session = Session {
+        stream,
+        peer,
+        shared,
+        sealer: RecordSealer::new(keys.send),
+        opener: RecordOpener::new(keys.recv),
+        wire_in: BytesMut::with_capacity(READ_CHUNK),
+        plain_in: BytesMut::new(),
+        plain_out: Vec::new(),
+        wire_out: Vec::new(),
+        principal: None,
+    };
+    // AUTH must arrive within a second handshake timeout.
+    let auth_deadline = Instant::now() + session.shared.config.handshake_timeout;
+    if let Err(e) = session.run(auth_deadline, &mut shutdown).await {
+        debug!(%peer, error = %e, "connection closed with an error");
+    }
+}
+
+impl Session {
+    async fn run(&mut self, auth_deadline: Instant, shutdown: &mut watch::Receiver<bool>) -> Result<(), SecureError> {
+        loop {
+            let next = self.process_buffered().await?;
+            self.flush().await?;
+            if matches!(next, Next::Close) {
+                return Ok(());
+            }
+            let deadline = match (&self.principal, self.shared.config.idle_timeout) {
+                (None, _) => Some(auth_deadline),
+                (Some(_), Some(idle)) => Some(Instant::now() + idle),
+                (Some(_), None) => None,
+            };
+            self.wire_in.reserve(READ_CHUNK);
+            let read = self.stream.read_buf(&mut self.wire_in);
+            let n = tokio::select! {
+                biased;
+                _ = shutdown.changed() => return Ok(()),
+                r = async { match deadline { Some(d) => timeout_at(d, read).await.ok(), None => Some(read.await) } } => match r {
+                    None => {
+                        debug!(peer = %self.peer, authenticated = self.principal.is_some(), "closing: timed out waiting for a request");
+                        return Ok(());
+                    }
+                    Some(result) => result?,
+                },
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            if let Err(e) = self.opener.open(&mut self.wire_in, &mut self.plain_in) {
+                bump(&self.shared.stats.protocol_errors);
+                info!(peer = %self.peer, error = %e, "closing: bad record");
+                push(&mut self.plain_out, &Response::error("PROTO", &e.to_string()));
+                self.flush().await?;
+                return Ok(());
+            }
+        }
+    }
+
+    /// Executes every complete request in the input buffer.
+    async fn process_buffered(&mut self) -> Result<Next, SecureError> {
+        loop {
+            if self.plain_out.len() >= FLUSH_AT {
+                self.flush().await?;
+            }
+            let decoded = match decode_request(&mut self.plain_in, &self.shared.config.limits) {
+                Ok(Some(d)) => d,
+                Ok(None) => {
+                    shrink_if_huge(&mut self.plain_in);
+                    return Ok(Next::Continue);
+                }
+                Err(e) => {
+                    bump(&self.shared.stats.protocol_errors);
+                    info!(peer = %self.peer, error = %e, "closing: unframeable request");
+                    let code = if matches!(e, FrameError::TooLarge { .. }) { "TOOBIG" } else { "PROTO" };
+                    push(&mut self.plain_out, &Response::error(code, &e.to_string()));
+                    return Ok(Next::Close);
+                }
+            };
+            match decoded {
+                Decoded::Rejected(e) => {
+                    push(&mut self.plain_out, &Response::error("ERR", &e.0));
+                    if self.principal.is_none() {
+                        return Ok(Next::Close);
+                    }
+                }
+                Decoded::Request(Request::Auth { token }) => {
+                    if let Next::Close = self.authenticate(&token).await {
+                        return Ok(Next::Close);
+                    }
+                }
+                Decoded::Request(request) => {
+                    if self.principal.is_none() {
+                        push(&mut self.plain_out, &Response::error("NOAUTH", "authentication required: the first request must be AUTH"));
+                        return Ok(Next::Close);
+                    }
+                    bump(&self.shared.stats.commands_processed);
+                    execute(&self.shared, request, &mut self.plain_out);
+                }
+            }
+        }
+    }
+
+    async fn authenticate(&mut self, token: &[u8]) -> Next {
+        bump(&self.shared.stats.commands_processed);
+        match self.shared.auth.authenticate(token).await {
+            Ok(principal) => {
+                debug!(peer = %self.peer, token_id = %principal.token_id, "authenticated");
+                self.principal = Some(principal);
+                push(&mut self.plain_out, &Response::ok_empty());
+                Next::Continue
+            }
+            Err(e) => {
+                bump(&self.shared.stats.auth_failures);
+                warn!(peer = %self.peer, "AUTH failed: {e}");
+                push(&mut self.plain_out, &Response::error("WRONGPASS", "invalid token"));
+                Next::Close
+            }
+        }
+    }
+
+    /// Seals and sends everything in the output buffer, in one write.
+    async fn flush(&mut self) -> Result<(), SecureError> {
+        if self.plain_out.is_empty() {
+            return Ok(());
+        }
+        self.wire_out.clear();
+        self.sealer.seal(&self.plain_out, &mut self.wire_out)?;
+        self.plain_out.clear();
+        let limit = self.shared.config.idle_timeout.unwrap_or(DEFAULT_WRITE_TIMEOUT);
+        match tokio::time::timeout(limit, self.stream.write_all(&self.wire_out)).await {
+            Ok(result) => result?,
+            Err(_) => return Err(SecureError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "client stopped reading"))),
+        }
+        shrink_if_huge(&mut self.plain_out);
+        shrink_if_huge(&mut self.wire_out);
+        Ok(())
+    }
+}
+
+fn shrink_if_huge<B: Shrinkable>(buf: &mut B) {
+    if buf.capacity() > SHRINK_ABOVE && buf.len() < SHRINK_ABOVE / 4 {
+        buf.shrink();
+    }
+}
+
+trait Shrinkable {
+    fn capacity(&self) -> usize;
+    fn len(&self) -> usize;
+    fn shrink(&mut self);
+}
+
+impl Shrinkable for Vec<u8> {
+    fn capacity(&self) -> usize {
+        Vec::capacity(self)
+    }
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn shrink(&mut self) {
+        self.shrink_to(READ_CHUNK);
+    }
+}
+
+impl Shrinkable for BytesMut {
+    fn capacity(&self) -> usize {
+        BytesMut::capacity(self)
+    }
+    fn len(&self) -> usize {
+        BytesMut::len(self)
+    }
+    fn shrink(&mut self) {
+        let mut fresh = BytesMut::with_capacity(READ_CHUNK.max(self.len()));
+        fresh.extend_from_slice(self);
+        *self = fresh;
+    }
+}
+
+/// Turns away a connection at the connection limit without spending a task on it.
+pub(super) fn reject_busy(stream: &TcpStream) {
+    // Best effort: if the 3 bytes do not fit the socket buffer right now, the
+    // client just sees the connection close.
+    let _ = stream.try_write(&[0, 0, crate::secure::RejectReason::Busy as u8]);
+}

@@ -1,0 +1,90 @@
+//! Counters the server keeps, and the INFO text built from them.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::store::Store;
+
+/// Process-wide counters; all relaxed atomics, read only for INFO.
+#[derive(Debug)]
+pub struct Stats {
+    started: Instant,
+    /// Open connections.
+    pub connections_current: AtomicU64,
+    /// Connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// Connections turned away at the connection limit.
+    pub connections_rejected: AtomicU64,
+    /// Handshakes that failed or timed out.
+    pub handshake_failures: AtomicU64,
+    /// Failed AUTH attempts.
+    pub auth_failures: AtomicU64,
+    /// Requests executed.
+    pub commands_processed: AtomicU64,
+    /// Connections closed for a protocol violation.
+    pub protocol_errors: AtomicU64,
+    /// Keys removed by the expiry janitor.
+    pub expired_keys: AtomicU64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            connections_current: AtomicU64::new(0),
+            connections_total: AtomicU64::new(0),
+            connections_rejected: AtomicU64::new(0),
+            handshake_failures: AtomicU64::new(0),
+            auth_failures: AtomicU64::new(0),
+            commands_processed: AtomicU64::new(0),
+            protocol_errors: AtomicU64::new(0),
+            expired_keys: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Adds one to a counter.
+pub fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Stats {
+    /// The INFO body: `# Section` headers and `name:value` lines.
+    pub fn render(&self, store: &Store, max_connections: usize) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = String::with_capacity(1024);
+        let _ = writeln!(out, "# Server");
+        let _ = writeln!(out, "version:{}", env!("CARGO_PKG_VERSION"));
+        let _ = writeln!(out, "wire_version:{}", crate::secure::handshake::WIRE_VERSION);
+        let _ = writeln!(out, "uptime_seconds:{}", self.started.elapsed().as_secs());
+        let _ = writeln!(out, "process_id:{}", std::process::id());
+        let _ = writeln!(out, "\n# Clients");
+        let _ = writeln!(out, "connected_clients:{}", get(&self.connections_current));
+        let _ = writeln!(out, "max_clients:{max_connections}");
+        let _ = writeln!(out, "total_connections_received:{}", get(&self.connections_total));
+        let _ = writeln!(out, "rejected_connections:{}", get(&self.connections_rejected));
+        let _ = writeln!(out, "handshake_failures:{}", get(&self.handshake_failures));
+        let _ = writeln!(out, "auth_failures:{}", get(&self.auth_failures));
+        let _ = writeln!(out, "\n# Memory");
+        let _ = writeln!(out, "used_memory_dataset:{}", store.approx_bytes());
+        if let Some(rss) = resident_bytes() {
+            let _ = writeln!(out, "used_memory_rss:{rss}");
+        }
+        let _ = writeln!(out, "\n# Stats");
+        let _ = writeln!(out, "total_commands_processed:{}", get(&self.commands_processed));
+        let _ = writeln!(out, "protocol_errors:{}", get(&self.protocol_errors));
+        let _ = writeln!(out, "expired_keys:{}", get(&self.expired_keys));
+        let _ = writeln!(out, "\n# Keyspace");
+        let _ = writeln!(out, "keys:{}", store.len());
+        let _ = writeln!(out, "shards:{}", store.shard_count());
+        out
+    }
+}
+
+/// Resident set size from `/proc/self/statm` (Linux; `None` elsewhere).
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
