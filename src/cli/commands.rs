@@ -1,0 +1,193 @@
+//! The client subcommands: connect with the credentials, run one command,
+//! print the answer like redis-cli (or bare with --raw).
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use cryptomem::auth::Token;
+use cryptomem::client::Credentials;
+use cryptomem::secure::parse_public_key;
+use cryptomem::units::parse_duration;
+use cryptomem::{Client, ClientConfig, KeyTtl, SetOptions};
+
+use super::ClientOpts;
+use super::keys::load_keyring;
+
+/// Environment variable that overrides the credentials file's token.
+const TOKEN_ENV: &str = "CRYPTOMEM_TOKEN";
+
+/// One client command.
+pub enum Op {
+    Ping,
+    Get(String),
+    Set { key: String, value: String, ttl: Option<String>, nx: bool, xx: bool },
+    Del(Vec<String>),
+    Exists(String),
+    Ttl(String),
+    Expire(String, String),
+    Persist(String),
+    Mget(Vec<String>),
+    Mset(Vec<String>, Option<String>),
+    Dbsize,
+    Info,
+}
+
+impl Op {
+    fn needs_value_key(&self) -> bool {
+        matches!(self, Self::Get(_) | Self::Set { .. } | Self::Mget(_) | Self::Mset(..))
+    }
+}
+
+fn client_config(opts: &ClientOpts) -> anyhow::Result<ClientConfig> {
+    let env_token = std::env::var(TOKEN_ENV).ok();
+    let file = if opts.server.is_some() && opts.server_key.is_some() && env_token.is_some() {
+        None
+    } else {
+        if !opts.credentials.exists() {
+            bail!(
+                "no credentials file at {}: start the server once with `cryptomem serve --data ./data` to create it, \
+                 or pass --credentials (or --server, --server-key and {TOKEN_ENV})",
+                opts.credentials.display()
+            );
+        }
+        Some(Credentials::load(&opts.credentials)?)
+    };
+    let server = match &opts.server {
+        Some(s) => s.clone(),
+        None => file.as_ref().map(|f| f.server.clone()).context("no server address")?,
+    };
+    let key = match &opts.server_key {
+        Some(k) => parse_public_key(k).context("--server-key")?,
+        None => file.as_ref().map(|f| f.server_public_key).context("no server public key")?,
+    };
+    let token = match &env_token {
+        Some(t) => Token::parse(t).with_context(|| format!("{TOKEN_ENV} holds a malformed token"))?,
+        None => file.as_ref().map(|f| f.token.clone()).context("no token")?,
+    };
+    Ok(ClientConfig::new(server, key, token))
+}
+
+fn ttl_arg(ttl: Option<&str>) -> anyhow::Result<Option<std::time::Duration>> {
+    ttl.map(|t| parse_duration(t).map_err(anyhow::Error::msg).context("--ttl"))
+        .transpose()?
+        .map(|d| if d.is_zero() { bail!("--ttl must be more than 0") } else { Ok(d) })
+        .transpose()
+}
+
+pub async fn run(opts: &ClientOpts, op: Op) -> anyhow::Result<ExitCode> {
+    let mut config = client_config(opts)?;
+    if op.needs_value_key() {
+        config = config.with_keyring(load_keyring(opts)?);
+    }
+    let server = config.server.clone();
+    let client = Client::connect(config).await.with_context(|| format!("cannot reach cryptomem at {server}"))?;
+    let out = Printer { raw: opts.raw };
+    match op {
+        Op::Ping => {
+            client.ping().await?;
+            out.line("PONG");
+        }
+        Op::Get(key) => match client.get(&key).await? {
+            Some(v) => out.value(&v)?,
+            None => out.nil(),
+        },
+        Op::Set { key, value, ttl, nx, xx } => {
+            let value = if value == "-" {
+                let mut buf = Vec::new();
+                std::io::stdin().read_to_end(&mut buf).context("reading the value from standard input")?;
+                buf
+            } else {
+                value.into_bytes()
+            };
+            let mut options = SetOptions { ttl: ttl_arg(ttl.as_deref())?, ..SetOptions::default() };
+            if nx {
+                options = options.only_if_absent();
+            }
+            if xx {
+                options = options.only_if_present();
+            }
+            if client.set_with(&key, value, options).await? { out.line("OK") } else { out.nil() }
+        }
+        Op::Del(keys) => {
+            let mut deleted = 0;
+            for key in keys {
+                deleted += i64::from(client.delete(&key).await?);
+            }
+            out.int(deleted);
+        }
+        Op::Exists(key) => out.int(i64::from(client.exists(&key).await?)),
+        Op::Ttl(key) => match client.ttl(&key).await? {
+            KeyTtl::Missing if out.raw => out.int(-2),
+            KeyTtl::Missing => out.nil(),
+            KeyTtl::Persistent if out.raw => out.int(-1),
+            KeyTtl::Persistent => out.line("(no expiry)"),
+            KeyTtl::ExpiresIn(d) if out.raw => out.int(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            KeyTtl::ExpiresIn(d) => out.line(&format!("{:.3}s", d.as_secs_f64())),
+        },
+        Op::Expire(key, ttl) => {
+            let ttl = ttl_arg(Some(&ttl))?.unwrap_or_default();
+            out.int(i64::from(client.expire(&key, ttl).await?));
+        }
+        Op::Persist(key) => out.int(i64::from(client.persist(&key).await? == Some(true))),
+        Op::Mget(keys) => {
+            for (i, value) in client.mget(&keys).await?.into_iter().enumerate() {
+                if !out.raw {
+                    print!("{}) ", i + 1);
+                }
+                match value {
+                    Some(v) => out.value(&v)?,
+                    None => out.nil(),
+                }
+            }
+        }
+        Op::Mset(flat, ttl) => {
+            if flat.len() % 2 != 0 {
+                bail!("mset takes KEY VALUE pairs; got an odd number of arguments");
+            }
+            let pairs: Vec<(String, String)> = flat.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
+            client.mset(&pairs, ttl_arg(ttl.as_deref())?).await?;
+            out.line("OK");
+        }
+        Op::Dbsize => out.int(i64::try_from(client.dbsize().await?).unwrap_or(i64::MAX)),
+        Op::Info => print!("{}", client.info().await?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Printer {
+    raw: bool,
+}
+
+impl Printer {
+    fn line(&self, s: &str) {
+        println!("{s}");
+    }
+
+    fn nil(&self) {
+        println!("{}", if self.raw { "" } else { "(nil)" });
+    }
+
+    fn int(&self, n: i64) {
+        if self.raw {
+            println!("{n}");
+        } else {
+            println!("(integer) {n}");
+        }
+    }
+
+    /// Raw: the bytes and a newline. Human: text as is, binary escaped and quoted.
+    fn value(&self, v: &[u8]) -> anyhow::Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        if self.raw {
+            stdout.write_all(v)?;
+            stdout.write_all(b"\n")?;
+        } else {
+            match std::str::from_utf8(v) {
+                Ok(text) => writeln!(stdout, "{text}")?,
+                Err(_) => writeln!(stdout, "\"{}\"", v.escape_ascii())?,
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,165 @@
+//! Command-line interface of the `cryptomem` binary (not part of the library).
+
+mod commands;
+mod keys;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// cryptomem: a secure, persistent in-memory cache.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How the client commands find the server and the value key.
+#[derive(Debug, clap::Args)]
+pub struct ClientOpts {
+    /// Credentials file (server address, server public key, token).
+    #[arg(long, env = "CRYPTOMEM_CREDENTIALS", default_value = "data/credentials.toml")]
+    pub credentials: PathBuf,
+    /// Server address, overriding the credentials file.
+    #[arg(long, env = "CRYPTOMEM_SERVER")]
+    pub server: Option<String>,
+    /// Server public key (64 hex digits), overriding the credentials file.
+    #[arg(long, env = "CRYPTOMEM_SERVER_KEY")]
+    pub server_key: Option<String>,
+    /// Value key file [default: $XDG_CONFIG_HOME/cryptomem/value.key or ~/.config/cryptomem/value.key].
+    #[arg(long, env = "CRYPTOMEM_VALUE_KEY_FILE")]
+    pub value_key_file: Option<PathBuf>,
+    /// Older value key files that can still open values (key rotation); repeatable.
+    #[arg(long)]
+    pub previous_value_key_file: Vec<PathBuf>,
+    /// Salt file for a passphrase-derived value key; the passphrase comes from CRYPTOMEM_PASSPHRASE.
+    #[arg(long, env = "CRYPTOMEM_SALT_FILE")]
+    pub salt_file: Option<PathBuf>,
+    /// Print values and numbers bare, for scripts.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Create a value key file (or, with --passphrase, a salt file).
+    Keygen(keys::KeygenArgs),
+    /// Check the connection: prints PONG.
+    Ping(NoArgs),
+    /// Print a key's value.
+    Get(KeyArg),
+    /// Store a value.
+    Set(SetArgs),
+    /// Delete keys; prints how many existed.
+    Del(KeysArg),
+    /// Print 1 if the key exists, else 0.
+    Exists(KeyArg),
+    /// Print a key's time to live.
+    Ttl(KeyArg),
+    /// Set a key's time to live (e.g. 30s, 5m).
+    Expire(ExpireArgs),
+    /// Remove a key's time to live.
+    Persist(KeyArg),
+    /// Print several values.
+    Mget(KeysArg),
+    /// Store several values: KEY VALUE [KEY VALUE ...].
+    Mset(MsetArgs),
+    /// Print the number of keys.
+    Dbsize(NoArgs),
+    /// Print server information.
+    Info(NoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct NoArgs {
+    #[command(flatten)]
+    opts: ClientOpts,
+}
+
+#[derive(Debug, clap::Args)]
+struct KeyArg {
+    #[command(flatten)]
+    opts: ClientOpts,
+    /// The key.
+    key: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct KeysArg {
+    #[command(flatten)]
+    opts: ClientOpts,
+    /// The keys.
+    #[arg(required = true)]
+    keys: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct SetArgs {
+    #[command(flatten)]
+    opts: ClientOpts,
+    /// The key.
+    key: String,
+    /// The value (text; `-` reads it from standard input).
+    value: String,
+    /// Expire after this long (e.g. 500ms, 30s, 5m, 1h).
+    #[arg(long)]
+    ttl: Option<String>,
+    /// Only set if the key does not exist.
+    #[arg(long, conflicts_with = "xx")]
+    nx: bool,
+    /// Only set if the key exists.
+    #[arg(long)]
+    xx: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ExpireArgs {
+    #[command(flatten)]
+    opts: ClientOpts,
+    /// The key.
+    key: String,
+    /// Time to live (e.g. 30s, 5m).
+    ttl: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct MsetArgs {
+    #[command(flatten)]
+    opts: ClientOpts,
+    /// KEY VALUE pairs.
+    #[arg(required = true, num_args = 2.., value_names = ["KEY", "VALUE"])]
+    pairs: Vec<String>,
+    /// Expire every pair after this long.
+    #[arg(long)]
+    ttl: Option<String>,
+}
+
+/// Runs the parsed command.
+///
+/// # Errors
+/// Any failure, with context for the user.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    use commands::Op;
+    let (opts, op) = match args.command {
+        Command::Serve(a) => return serve::run(a).await,
+        Command::Keygen(a) => return keys::keygen(&a),
+        Command::Ping(c) => (c.opts, Op::Ping),
+        Command::Get(k) => (k.opts, Op::Get(k.key)),
+        Command::Set(s) => (s.opts, Op::Set { key: s.key, value: s.value, ttl: s.ttl, nx: s.nx, xx: s.xx }),
+        Command::Del(k) => (k.opts, Op::Del(k.keys)),
+        Command::Exists(k) => (k.opts, Op::Exists(k.key)),
+        Command::Ttl(k) => (k.opts, Op::Ttl(k.key)),
+        Command::Expire(e) => (e.opts, Op::Expire(e.key, e.ttl)),
+        Command::Persist(k) => (k.opts, Op::Persist(k.key)),
+        Command::Mget(k) => (k.opts, Op::Mget(k.keys)),
+        Command::Mset(m) => (m.opts, Op::Mset(m.pairs, m.ttl)),
+        Command::Dbsize(c) => (c.opts, Op::Dbsize),
+        Command::Info(c) => (c.opts, Op::Info),
+    };
+    commands::run(&opts, op).await
+}

@@ -1,0 +1,97 @@
+//! `cryptomem serve`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use cryptomem::client::Credentials;
+use cryptomem::persist::{DataDir, InitReport};
+use cryptomem::server::{Server, Settings};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    settings: Settings,
+    /// TOML config file (flags and CRYPTOMEM_* variables override it).
+    #[arg(long, env = "CRYPTOMEM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log filter, e.g. `info`, `debug`, `cryptomem=trace` (RUST_LOG overrides it).
+    #[arg(long, env = "CRYPTOMEM_LOG", default_value = "info")]
+    log: String,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&args.log)).context("bad --log filter")?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let file = match &args.config {
+        Some(path) => Settings::from_file(path).map_err(anyhow::Error::msg)?,
+        None => Settings::default(),
+    };
+    let config = args.settings.or(file).resolve().map_err(anyhow::Error::msg)?;
+    let (data, init) = DataDir::open_or_init(&config.data_dir, config.token_hash)
+        .with_context(|| format!("cannot open data dir {}", config.data_dir.display()))?;
+    let server = Server::bind(config, &data).await?;
+    let addr = server.local_addr().context("cannot read the listen address")?;
+    if let Some(report) = init {
+        announce_new_data_dir(&data, &report, addr)?;
+    }
+    server.run(shutdown_signal()).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the credentials file and shows the admin token, once, on stdout
+/// (never through the log).
+fn announce_new_data_dir(data: &DataDir, report: &InitReport, addr: SocketAddr) -> anyhow::Result<()> {
+    let credentials = Credentials {
+        server: connectable(addr).to_string(),
+        server_public_key: data.identity().public(),
+        token: report.admin_token.clone(),
+    };
+    let path = data.credentials_path();
+    credentials.save(&path).with_context(|| format!("cannot write {}", path.display()))?;
+    let root = data.root().display();
+    println!("cryptomem: initialised data dir {root}");
+    println!("  server public key: {}  (in {root}/server.pub; clients pin it)", data.identity().public_hex());
+    println!("  admin token:       {}", report.admin_token.expose().as_str());
+    println!("                     shown once; only its argon2id hash is kept, in {root}/tokens.toml");
+    println!("  credentials:       {} (mode 0600; the cryptomem CLI reads it by default)", path.display());
+    Ok(())
+}
+
+/// The address a local client should dial: a wildcard listen address becomes loopback.
+fn connectable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port()),
+        _ => addr,
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,173 @@
+//! Test harness: a real server on 127.0.0.1, port 0, with a fresh data dir.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use cryptomem::auth::{HashParams, Token};
+use cryptomem::persist::DataDir;
+use cryptomem::protocol::{Request, Response, decode_response, encode_request};
+use cryptomem::secure::{RecordOpener, RecordSealer, client_handshake};
+use cryptomem::server::{Server, ServerConfig};
+use cryptomem::store::{Clock, Store};
+use cryptomem::value_crypto::{Keyring, ValueKey};
+use cryptomem::{Client, ClientConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use x25519_dalek::PublicKey;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub public_key: PublicKey,
+    pub token: Token,
+    pub store: Arc<Store>,
+    pub clock: Clock,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server after `adjust` has changed the default config.
+    pub async fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), data_dir: dir.path().join("data"), clock: Clock::manual(), ..ServerConfig::default() };
+        adjust(&mut config);
+        let (data, report) = DataDir::open_or_init(&config.data_dir, HashParams::default()).unwrap();
+        let token = report.expect("fresh data dir").admin_token;
+        let clock = config.clock.clone();
+        let server = Server::bind(config, &data).await.unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let addr = server.local_addr().unwrap();
+        let store = server.store();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        Self { addr, public_key: data.identity().public(), token, store, clock, stop: Some(stop), task: Some(task), _dir: dir }
+    }
+
+    pub fn keyring() -> Keyring {
+        Keyring::new(ValueKey::from_bytes([7; 32]))
+    }
+
+    pub fn config(&self) -> ClientConfig {
+        ClientConfig::new(self.addr.to_string(), self.public_key, self.token.clone()).with_keyring(Self::keyring())
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(self.config()).await.unwrap()
+    }
+
+    /// Stops the server and waits for it to finish draining.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), task).await.expect("server stops").unwrap();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A hand-driven connection for sending what a well-behaved client would not.
+pub struct RawConn {
+    pub stream: TcpStream,
+    pub sealer: RecordSealer,
+    pub opener: RecordOpener,
+    wire_in: BytesMut,
+    plain_in: BytesMut,
+}
+
+impl RawConn {
+    /// Connects and completes the handshake, without AUTH.
+    pub async fn handshaken(server: &TestServer) -> Self {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        let keys = client_handshake(&mut stream, &server.public_key).await.unwrap();
+        Self { stream, sealer: RecordSealer::new(keys.send), opener: RecordOpener::new(keys.recv), wire_in: BytesMut::new(), plain_in: BytesMut::new() }
+    }
+
+    /// Connects, handshakes and authenticates.
+    pub async fn authed(server: &TestServer) -> Self {
+        let mut c = Self::handshaken(server).await;
+        let r = c.call(&Request::Auth { token: c_token(server) }).await.expect("AUTH answered");
+        assert_eq!(r, Response::ok_empty());
+        c
+    }
+
+    /// Seals `plain` into records and sends them.
+    pub async fn send_plain(&mut self, plain: &[u8]) {
+        let mut wire = Vec::new();
+        self.sealer.seal(plain, &mut wire).unwrap();
+        self.stream.write_all(&wire).await.unwrap();
+    }
+
+    pub async fn send(&mut self, request: &Request) {
+        let mut frame = Vec::new();
+        encode_request(request, &mut frame).unwrap();
+        self.send_plain(&frame).await;
+    }
+
+    /// The next response, or `None` once the server has closed the connection.
+    pub async fn recv(&mut self) -> Option<Response> {
+        let fut = async {
+            loop {
+                if let Some(r) = decode_response(&mut self.plain_in, 1 << 30).unwrap() {
+                    return Some(r);
+                }
+                self.wire_in.reserve(65536);
+                match self.stream.read_buf(&mut self.wire_in).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+                self.opener.open(&mut self.wire_in, &mut self.plain_in).unwrap();
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), fut).await.expect("server answers or closes within 10 s")
+    }
+
+    pub async fn call(&mut self, request: &Request) -> Option<Response> {
+        self.send(request).await;
+        self.recv().await
+    }
+
+    /// Asserts the server closes the connection (after any responses).
+    pub async fn assert_closed(&mut self) {
+        assert!(self.recv().await.is_none(), "expected the server to close the connection");
+    }
+}
+
+pub fn c_token(server: &TestServer) -> bytes::Bytes {
+    bytes::Bytes::from(server.token.expose().as_bytes().to_vec())
+}
+
+/// Asserts a response is an error with `code`.
+pub fn assert_error(response: Option<Response>, code: &str) {
+    let response = response.expect("a response before the close");
+    let (got, message) = response.error_parts().unwrap_or_else(|| panic!("expected {code}, got {response:?}"));
+    assert_eq!(got, code, "message: {message}");
+}
+
+/// Polls `check` every 20 ms for up to 5 s.
+pub async fn eventually(mut check: impl FnMut() -> bool) -> bool {
+    for _ in 0..250 {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
