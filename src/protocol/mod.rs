@@ -195,3 +195,6 @@ pub enum FrameError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct RequestError(pub String);
+
+#[cfg(test)]
+mod tests;

@@ -106,14 +106,71 @@ impl RecordOpener {
             opened += 1;
         }
     }
+}
 
-    /// How many more bytes the record at the front of `input` needs, so readers
-    /// can size their next read. Zero when a whole record is already buffered.
-    pub fn bytes_wanted(input: &[u8]) -> usize {
-        if input.len() < RECORD_HEADER_LEN {
-            return RECORD_HEADER_LEN - input.len();
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secure::noise::{self, Initiator, responder_read_message};
+
+    fn pair() -> (RecordSealer, RecordOpener) {
+        let server = noise::random_secret().unwrap();
+        let public = x25519_dalek::PublicKey::from(&server);
+        let (m1, awaiting) = Initiator::new(public, b"p", noise::random_secret().unwrap()).write_message(&[]).unwrap();
+        let (_, ready) = responder_read_message(&server, b"p", &m1).unwrap();
+        let (m2, server_keys) = ready.write_message(&[], noise::random_secret().unwrap()).unwrap();
+        let (_, client_keys) = awaiting.read_message(&m2).unwrap();
+        (RecordSealer::new(client_keys.send), RecordOpener::new(server_keys.recv))
+    }
+
+    #[test]
+    fn large_plaintext_spans_records_and_reassembles_byte_by_byte() {
+        let (mut s, mut o) = pair();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut wire = Vec::new();
+        s.seal(&data, &mut wire).unwrap();
+        assert_eq!(wire.len(), data.len() + 4 * (RECORD_HEADER_LEN + TAGLEN), "4 records");
+        let mut input = BytesMut::new();
+        let mut plain = BytesMut::new();
+        for chunk in wire.chunks(7001) {
+            input.extend_from_slice(chunk);
+            o.open(&mut input, &mut plain).unwrap();
         }
-        let len = usize::from(u16::from_be_bytes([input[0], input[1]]));
-        (RECORD_HEADER_LEN + len).saturating_sub(input.len())
+        assert_eq!(&plain[..], &data[..]);
+        assert!(input.is_empty());
+    }
+
+    #[test]
+    fn tampered_reordered_and_short_records_fail() {
+        let (mut s, mut o) = pair();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        s.seal(b"first", &mut a).unwrap();
+        s.seal(b"second", &mut b).unwrap();
+        let mut plain = BytesMut::new();
+        assert!(matches!(o.open(&mut BytesMut::from(&b[..]), &mut plain), Err(SecureError::Authentication)));
+        assert!(plain.is_empty(), "nothing of a failed record is released");
+
+        let (mut s, mut o) = pair();
+        let mut a = Vec::new();
+        s.seal(b"first", &mut a).unwrap();
+        let last = a.len() - 1;
+        a[last] ^= 1;
+        assert!(matches!(o.open(&mut BytesMut::from(&a[..]), &mut plain), Err(SecureError::Authentication)));
+
+        let (_, mut o) = pair();
+        assert!(matches!(o.open(&mut BytesMut::from(&[0u8, 15][..]), &mut plain), Err(SecureError::RecordTooShort(15))));
+    }
+
+    #[test]
+    fn incomplete_records_wait() {
+        let (mut s, mut o) = pair();
+        let mut wire = Vec::new();
+        s.seal(b"hello", &mut wire).unwrap();
+        let mut plain = BytesMut::new();
+        for cut in 0..wire.len() {
+            let mut input = BytesMut::from(&wire[..cut]);
+            assert_eq!(o.open(&mut input, &mut plain).unwrap(), 0);
+            assert_eq!(input.len(), cut, "an incomplete record is left in place");
+        }
     }
 }

@@ -1,0 +1,170 @@
+//! The `cryptomem` binary as a user runs it: serve a fresh data dir, keygen,
+//! every client command, restart, shutdown on SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cryptomem");
+
+/// Kills the server if a test fails before stopping it.
+struct ServerProcess(Option<Child>);
+
+impl ServerProcess {
+    fn start(data: &Path) -> Self {
+        let child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Self(Some(child))
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit.
+    fn terminate(mut self) -> Output {
+        let status = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap();
+        assert!(status.success());
+        let mut child = self.0.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Cli {
+    credentials: PathBuf,
+    key: PathBuf,
+}
+
+impl Cli {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("CRYPTOMEM_CREDENTIALS", &self.credentials)
+            .env("CRYPTOMEM_VALUE_KEY_FILE", &self.key)
+            .env_remove("CRYPTOMEM_PASSPHRASE")
+            .env_remove("CRYPTOMEM_TOKEN")
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        String::from_utf8(out.stderr).unwrap()
+    }
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn serve_keygen_and_every_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = ServerProcess::start(&data);
+    let credentials = data.join("credentials.toml");
+    wait_for(&credentials);
+    let cli = Cli { credentials: credentials.clone(), key: tmp.path().join("value.key") };
+
+    #[cfg(unix)]
+    for (file, want) in [("server.key", 0o600), ("tokens.toml", 0o600), ("credentials.toml", 0o600), ("server.pub", 0o644)] {
+        assert_eq!(mode(&data.join(file)), want, "{file}");
+    }
+
+    assert!(cli.fails(&["get", "k"]).contains("cryptomem keygen"), "missing value key names the fix");
+    assert!(cli.ok(&["keygen", "--out", cli.key.to_str().unwrap()]).contains("wrote value key"));
+    assert!(cli.fails(&["keygen", "--out", cli.key.to_str().unwrap()]).contains("refusing to overwrite"));
+
+    assert_eq!(cli.ok(&["ping"]), "PONG\n");
+    assert_eq!(cli.ok(&["set", "greeting", "hello world"]), "OK\n");
+    assert_eq!(cli.ok(&["get", "greeting"]), "hello world\n");
+    assert_eq!(cli.ok(&["get", "nothing"]), "(nil)\n");
+    assert_eq!(cli.ok(&["set", "greeting", "again", "--nx"]), "(nil)\n");
+    assert_eq!(cli.ok(&["exists", "greeting"]), "(integer) 1\n");
+    assert_eq!(cli.ok(&["ttl", "greeting"]), "(no expiry)\n");
+    assert_eq!(cli.ok(&["expire", "greeting", "1h"]), "(integer) 1\n");
+    assert!(cli.ok(&["ttl", "greeting"]).ends_with("s\n"));
+    assert!(cli.ok(&["ttl", "greeting", "--raw"]).trim().parse::<u64>().unwrap() > 3_590_000);
+    assert_eq!(cli.ok(&["persist", "greeting"]), "(integer) 1\n");
+    assert_eq!(cli.ok(&["ttl", "greeting", "--raw"]), "-1\n");
+    assert_eq!(cli.ok(&["mset", "a", "1", "b", "2"]), "OK\n");
+    assert_eq!(cli.ok(&["mget", "a", "zz", "b"]), "1) 1\n2) (nil)\n3) 2\n");
+    assert_eq!(cli.ok(&["dbsize"]), "(integer) 3\n");
+    assert_eq!(cli.ok(&["del", "a", "b", "zz"]), "(integer) 2\n");
+    assert_eq!(cli.ok(&["set", "short", "v", "--ttl", "50ms"]), "OK\n");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(cli.ok(&["get", "short"]), "(nil)\n");
+    assert!(cli.ok(&["info"]).contains("connected_clients:"));
+
+    let wrong_key = tmp.path().join("other.key");
+    cli.ok(&["keygen", "--out", wrong_key.to_str().unwrap()]);
+    let other = Cli { credentials: credentials.clone(), key: wrong_key };
+    assert!(other.fails(&["get", "greeting"]).contains("wrong value key"));
+
+    let public_key = std::fs::read_to_string(data.join("server.pub")).unwrap();
+    let first = server.terminate();
+    assert!(first.status.success(), "clean exit on SIGTERM");
+    let banner = String::from_utf8(first.stdout).unwrap();
+    let log = String::from_utf8(first.stderr).unwrap();
+    let token_line = banner.lines().find(|l| l.contains("admin token:")).expect("token printed once at init");
+    let token = token_line.split_whitespace().last().unwrap();
+    assert!(token.starts_with("cmt_"));
+    assert!(!log.contains(token), "the token never appears in the log");
+    assert!(log.contains("shutdown complete"));
+
+    // A restart reuses the data dir: same key, no new token, no banner.
+    let again = ServerProcess::start(&data);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = again.terminate();
+    assert!(String::from_utf8(out.stdout).unwrap().is_empty());
+    assert_eq!(std::fs::read_to_string(data.join("server.pub")).unwrap(), public_key);
+}
+
+#[test]
+fn helpful_errors_without_a_server_or_credentials() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cli = Cli { credentials: tmp.path().join("missing.toml"), key: tmp.path().join("k") };
+    assert!(cli.fails(&["ping"]).contains("cryptomem serve"));
+    let bad_config = tmp.path().join("bad.toml");
+    std::fs::write(&bad_config, "listen = 5").unwrap();
+    let out = Command::new(BIN).args(["serve", "--config"]).arg(&bad_config).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml"));
+}

@@ -1,0 +1,255 @@
+//! Bad peers get a clear failure, never a panic, and the server keeps serving.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{RawConn, TestServer, assert_error};
+use cryptomem::client::Error;
+use cryptomem::protocol::{Request, Response};
+use cryptomem::secure::{RejectReason, SecureError, ServerIdentity};
+use cryptomem::{Client, ClientConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// After each attack, an honest client must still get through.
+async fn still_serving(server: &TestServer) {
+    let c = server.client().await;
+    c.set("canary", b"alive").await.unwrap();
+    assert_eq!(c.get("canary").await.unwrap().unwrap(), b"alive");
+}
+
+async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await.expect("server closes").ok();
+    out
+}
+
+#[tokio::test]
+async fn garbage_before_the_handshake_is_rejected() {
+    let server = TestServer::start().await;
+    for garbage in [&b"GET / HTTP/1.1\r\n\r\n"[..], b"*1\r\n$4\r\nPING\r\n", &[0xFF; 64]] {
+        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        s.write_all(garbage).await.unwrap();
+        assert_eq!(read_to_end(&mut s).await, vec![0, 0, RejectReason::UnsupportedPreamble as u8]);
+    }
+    still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn a_client_pinning_the_wrong_server_key_gets_a_clear_error() {
+    let server = TestServer::start().await;
+    let wrong = ServerIdentity::generate().unwrap().public();
+    let config = ClientConfig::new(server.addr.to_string(), wrong, server.token.clone());
+    let err = Client::connect(config).await.unwrap_err();
+    assert!(matches!(&err, Error::Handshake { source: SecureError::Rejected(Some(RejectReason::HandshakeFailed)), .. }), "{err}");
+    assert!(err.to_string().contains("does not match"), "{err}");
+    still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn handshake_length_out_of_range_is_rejected() {
+    let server = TestServer::start().await;
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let mut hello = cryptomem::secure::handshake::PREAMBLE.to_vec();
+    hello.extend_from_slice(&u16::MAX.to_be_bytes());
+    s.write_all(&hello).await.unwrap();
+    assert_eq!(read_to_end(&mut s).await, vec![0, 0, RejectReason::HandshakeFailed as u8]);
+    still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn an_oversized_value_length_is_refused_without_reading_it() {
+    let server = TestServer::start().await;
+    let mut raw = RawConn::authed(&server).await;
+    let mut header = b"CM\x01\x00\x01".to_vec();
+    header.extend_from_slice(&u32::MAX.to_be_bytes());
+    header.extend_from_slice(&0i64.to_be_bytes());
+    raw.send_plain(&header).await;
+    assert_error(raw.recv().await, "TOOBIG");
+    raw.assert_closed().await;
+    still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn a_bad_magic_inside_the_channel_is_a_protocol_error() {
+    let server = TestServer::start().await;
+    let mut raw = RawConn::authed(&server).await;
+    raw.send_plain(b"XX\x02\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00k").await;
+    assert_error(raw.recv().await, "PROTO");
+    raw.assert_closed().await;
+}
+
+#[tokio::test]
+async fn commands_before_auth_are_refused_and_close_the_connection() {
+    let server = TestServer::start().await;
+    for request in [Request::Get { key: Bytes::from_static(b"k") }, Request::Ping { message: Bytes::new() }, Request::Info] {
+        let mut raw = RawConn::handshaken(&server).await;
+        assert_error(raw.call(&request).await, "NOAUTH");
+        raw.assert_closed().await;
+    }
+    still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_refused_and_closes_the_connection() {
+    let server = TestServer::start().await;
+    let forged = cryptomem::auth::Token::generate().unwrap();
+    for token in [forged.expose().to_string(), format!("cmt_{}_{}", server.token.id(), "0".repeat(64)), "not a token".to_string()] {
+        let mut raw = RawConn::handshaken(&server).await;
+        assert_error(raw.call(&Request::Auth { token: Bytes::from(token) }).await, "WRONGPASS");
+        raw.assert_closed().await;
+    }
+    let err = Client::connect(ClientConfig::new(server.addr.to_string(), server.public_key, forged)).await.unwrap_err();
+    assert!(matches!(err, Error::Auth(_)), "{err}");
+    still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn a_tampered_record_closes_the_connection() {
+    let server = TestServer::start().await;
+    let mut raw = RawConn::authed(&server).await;
+    let mut frame = Vec::new();
+    cryptomem::protocol::encode_request(&Request::DbSize, &mut frame).unwrap();
+    let mut wire = Vec::new();
+    raw.sealer.seal(&frame, &mut wire).unwrap();
+    wire[5] ^= 0x01;
+    raw.stream.write_all(&wire).await.unwrap();
+    assert_error(raw.recv().await, "PROTO");
+    raw.assert_closed().await;
+    still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn reordered_records_close_the_connection() {
+    let server = TestServer::start().await;
+    let mut raw = RawConn::authed(&server).await;
+    let mut frame = Vec::new();
+    cryptomem::protocol::encode_request(&Request::DbSize, &mut frame).unwrap();
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    raw.sealer.seal(&frame, &mut first).unwrap();
+    raw.sealer.seal(&frame, &mut second).unwrap();
+    raw.stream.write_all(&second).await.unwrap();
+    raw.stream.write_all(&first).await.unwrap();
+    assert_error(raw.recv().await, "PROTO");
+    raw.assert_closed().await;
+}
+
+#[tokio::test]
+async fn a_replayed_record_closes_the_connection() {
+    let server = TestServer::start().await;
+    let mut raw = RawConn::authed(&server).await;
+    let mut frame = Vec::new();
+    cryptomem::protocol::encode_request(&Request::DbSize, &mut frame).unwrap();
+    let mut wire = Vec::new();
+    raw.sealer.seal(&frame, &mut wire).unwrap();
+    raw.stream.write_all(&wire).await.unwrap();
+    assert!(raw.recv().await.is_some());
+    raw.stream.write_all(&wire).await.unwrap();
+    assert_error(raw.recv().await, "PROTO");
+    raw.assert_closed().await;
+}
+
+#[tokio::test]
+async fn a_record_shorter_than_its_tag_closes_the_connection() {
+    let server = TestServer::start().await;
+    let mut raw = RawConn::authed(&server).await;
+    raw.stream.write_all(&[0, 5, 1, 2, 3, 4, 5]).await.unwrap();
+    assert_error(raw.recv().await, "PROTO");
+    raw.assert_closed().await;
+}
+
+#[tokio::test]
+async fn a_truncated_record_then_hangup_is_just_a_closed_connection() {
+    let server = TestServer::start().await;
+    let mut raw = RawConn::authed(&server).await;
+    let mut frame = Vec::new();
+    cryptomem::protocol::encode_request(&Request::DbSize, &mut frame).unwrap();
+    let mut wire = Vec::new();
+    raw.sealer.seal(&frame, &mut wire).unwrap();
+    raw.stream.write_all(&wire[..wire.len() - 3]).await.unwrap();
+    raw.stream.shutdown().await.unwrap();
+    raw.assert_closed().await;
+    still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn silent_clients_hit_the_handshake_timeout() {
+    let server = TestServer::start_with(|c| c.handshake_timeout = Duration::from_millis(200)).await;
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    assert!(read_to_end(&mut silent).await.is_empty());
+    // Handshaken but never authenticating is bounded the same way.
+    let mut no_auth = RawConn::handshaken(&server).await;
+    no_auth.assert_closed().await;
+    assert!(server.client().await.info().await.unwrap().contains("handshake_failures:1"));
+}
+
+#[tokio::test]
+async fn idle_authenticated_connections_are_closed() {
+    let server = TestServer::start_with(|c| c.idle_timeout = Some(Duration::from_millis(200))).await;
+    let mut raw = RawConn::authed(&server).await;
+    raw.assert_closed().await;
+    // The client reconnects transparently on its next call after an idle close.
+    let c = server.client().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut result = c.ping().await;
+    if result.is_err() {
+        result = c.ping().await;
+    }
+    result.unwrap();
+}
+
+#[tokio::test]
+async fn the_connection_limit_turns_extra_clients_away() {
+    let server = TestServer::start_with(|c| c.max_connections = 2).await;
+    let a = RawConn::authed(&server).await;
+    let _b = RawConn::authed(&server).await;
+    let err = Client::connect(server.config()).await.unwrap_err();
+    assert!(matches!(&err, Error::Handshake { source: SecureError::Rejected(Some(RejectReason::Busy)), .. }), "{err}");
+    drop(a);
+    let mut ok = false;
+    for _ in 0..50 {
+        if Client::connect(server.config()).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "a freed slot is usable again");
+}
+
+#[tokio::test]
+async fn a_dropped_connection_fails_in_flight_calls_and_the_client_reconnects() {
+    let server = TestServer::start_with(|c| c.idle_timeout = Some(Duration::from_millis(300))).await;
+    let c = server.client().await;
+    c.set("k", b"v").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The idle close was seen by the connection task; the next call reconnects.
+    assert_eq!(c.get("k").await.unwrap().unwrap(), b"v");
+}
+
+#[tokio::test]
+async fn random_bytes_inside_the_channel_never_crash_the_server() {
+    let server = TestServer::start().await;
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    for round in 0..50 {
+        let mut raw = RawConn::authed(&server).await;
+        let len = 1 + (round * 37) % 300;
+        let junk: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed >> 24) as u8
+            })
+            .collect();
+        let mut with_magic = b"CM".to_vec();
+        with_magic.extend_from_slice(&junk);
+        raw.send_plain(if round % 2 == 0 { &junk } else { &with_magic }).await;
+        raw.stream.shutdown().await.unwrap();
+        while raw.recv().await.is_some() {}
+    }
+    still_serving(&server).await;
+    assert_eq!(RawConn::authed(&server).await.call(&Request::Ping { message: Bytes::new() }).await.unwrap(), Response::ok(Bytes::from_static(b"PONG")));
+}
