@@ -21,9 +21,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "d" => 86_400_000,
         other => return Err(format!("unknown duration unit `{other}` in `{text}` (use ms, s, m, h or d)")),
     };
-    n.checked_mul(per_unit_ms)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("duration `{text}` is too large"))
+    n.checked_mul(per_unit_ms).map(Duration::from_millis).ok_or_else(|| format!("duration `{text}` is too large"))
 }
 
 /// Parses a byte size: an integer optionally followed by `B`, `KiB`, `MiB`,

@@ -66,7 +66,9 @@ pub enum ValueCryptoError {
     #[error("stored value has sealed-format version {0}; this client reads version 1")]
     UnsupportedVersion(u8),
     /// Sealed under a key this client does not hold.
-    #[error("value was sealed with value key {key_id:08x}, which this client does not have (wrong value key file or passphrase?)")]
+    #[error(
+        "value was sealed with value key {key_id:08x}, which this client does not have (wrong value key file or passphrase?)"
+    )]
     UnknownKey {
         /// The key id in the sealed value.
         key_id: u32,
@@ -129,12 +131,11 @@ impl ValueKey {
         if passphrase.is_empty() {
             return Err(ValueCryptoError::Kdf("the passphrase is empty".into()));
         }
-        let params = argon2::Params::new(KDF_M_COST_KIB, KDF_T_COST, 1, Some(32)).map_err(|e| ValueCryptoError::Kdf(e.to_string()))?;
+        let params = argon2::Params::new(KDF_M_COST_KIB, KDF_T_COST, 1, Some(32))
+            .map_err(|e| ValueCryptoError::Kdf(e.to_string()))?;
         let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut out = Zeroizing::new([0u8; 32]);
-        argon
-            .hash_password_into(passphrase, salt, out.as_mut())
-            .map_err(|e| ValueCryptoError::Kdf(e.to_string()))?;
+        argon.hash_password_into(passphrase, salt, out.as_mut()).map_err(|e| ValueCryptoError::Kdf(e.to_string()))?;
         Ok(Self::from_bytes(*out))
     }
 
@@ -156,7 +157,8 @@ impl ValueKey {
         if let Ok(raw) = <[u8; 32]>::try_from(contents) {
             return Ok(Self::from_bytes(raw));
         }
-        let text = std::str::from_utf8(contents).map_err(|_| ValueCryptoError::KeyFile("value key file is neither 32 raw bytes nor text".into()))?;
+        let text = std::str::from_utf8(contents)
+            .map_err(|_| ValueCryptoError::KeyFile("value key file is neither 32 raw bytes nor text".into()))?;
         let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
         let mut hex_line = lines.next().unwrap_or_default();
         if hex_line == KEY_FILE_HEADER {
@@ -175,7 +177,10 @@ impl ValueKey {
     /// # Errors
     /// [`ValueCryptoError::KeyFile`] naming the path.
     pub fn load(path: &Path) -> Result<Self, ValueCryptoError> {
-        let contents = Zeroizing::new(std::fs::read(path).map_err(|e| ValueCryptoError::KeyFile(format!("cannot read value key file {}: {e}", path.display())))?);
+        let contents =
+            Zeroizing::new(std::fs::read(path).map_err(|e| {
+                ValueCryptoError::KeyFile(format!("cannot read value key file {}: {e}", path.display()))
+            })?);
         Self::from_key_file(&contents).map_err(|e| ValueCryptoError::KeyFile(format!("{}: {e}", path.display())))
     }
 }

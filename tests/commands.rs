@@ -103,7 +103,15 @@ async fn info_reports_counts_memory_uptime_connections() {
     let c = server.client().await;
     c.set("k", b"v").await.unwrap();
     let info = c.info().await.unwrap();
-    for field in ["uptime_seconds:", "connected_clients:1", "total_connections_received:1", "keys:1", "used_memory_dataset:", "used_memory_rss:", "total_commands_processed:"] {
+    for field in [
+        "uptime_seconds:",
+        "connected_clients:1",
+        "total_connections_received:1",
+        "keys:1",
+        "used_memory_dataset:",
+        "used_memory_rss:",
+        "total_commands_processed:",
+    ] {
         assert!(info.contains(field), "INFO lacks {field}:\n{info}");
     }
 }
@@ -139,7 +147,16 @@ async fn pipelined_requests_answer_in_order() {
     let mut batch = Vec::new();
     for i in 0..500u32 {
         let key = Bytes::from(format!("k{i}"));
-        cryptomem::protocol::encode_request(&Request::Set { key: key.clone(), value: Bytes::from(i.to_be_bytes().to_vec()), ttl: None, condition: Default::default() }, &mut batch).unwrap();
+        cryptomem::protocol::encode_request(
+            &Request::Set {
+                key: key.clone(),
+                value: Bytes::from(i.to_be_bytes().to_vec()),
+                ttl: None,
+                condition: Default::default(),
+            },
+            &mut batch,
+        )
+        .unwrap();
         cryptomem::protocol::encode_request(&Request::Get { key }, &mut batch).unwrap();
     }
     raw.send_plain(&batch).await;

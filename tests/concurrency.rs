@@ -33,8 +33,16 @@ async fn thirty_two_tasks_share_one_client() {
                             c.set(&key, &value).await.unwrap();
                             model.insert(key, value);
                         }
-                        2 | 3 => assert_eq!(c.get(&key).await.unwrap(), model.get(&key).cloned(), "task {t} op {i} GET {key}"),
-                        4 => assert_eq!(c.delete(&key).await.unwrap(), model.remove(&key).is_some(), "task {t} op {i} DEL {key}"),
+                        2 | 3 => assert_eq!(
+                            c.get(&key).await.unwrap(),
+                            model.get(&key).cloned(),
+                            "task {t} op {i} GET {key}"
+                        ),
+                        4 => assert_eq!(
+                            c.delete(&key).await.unwrap(),
+                            model.remove(&key).is_some(),
+                            "task {t} op {i} DEL {key}"
+                        ),
                         5 => {
                             let wrote = c.set_with(&key, &value, SetOptions::default().only_if_absent()).await.unwrap();
                             assert_eq!(wrote, !model.contains_key(&key), "task {t} op {i} SETNX {key}");
@@ -43,7 +51,11 @@ async fn thirty_two_tasks_share_one_client() {
                         _ => {
                             let other = format!("t{t}-k{}", (rng >> 40) as usize % KEYS_PER_TASK);
                             let got = c.mget(&[&key, &other]).await.unwrap();
-                            assert_eq!(got, vec![model.get(&key).cloned(), model.get(&other).cloned()], "task {t} op {i} MGET");
+                            assert_eq!(
+                                got,
+                                vec![model.get(&key).cloned(), model.get(&other).cloned()],
+                                "task {t} op {i} MGET"
+                            );
                         }
                     }
                 }

@@ -43,7 +43,10 @@ async fn a_client_pinning_the_wrong_server_key_gets_a_clear_error() {
     let wrong = ServerIdentity::generate().unwrap().public();
     let config = ClientConfig::new(server.addr.to_string(), wrong, server.token.clone());
     let err = Client::connect(config).await.unwrap_err();
-    assert!(matches!(&err, Error::Handshake { source: SecureError::Rejected(Some(RejectReason::HandshakeFailed)), .. }), "{err}");
+    assert!(
+        matches!(&err, Error::Handshake { source: SecureError::Rejected(Some(RejectReason::HandshakeFailed)), .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("does not match"), "{err}");
     still_serving(&server).await;
 }
@@ -84,7 +87,9 @@ async fn a_bad_magic_inside_the_channel_is_a_protocol_error() {
 #[tokio::test]
 async fn commands_before_auth_are_refused_and_close_the_connection() {
     let server = TestServer::start().await;
-    for request in [Request::Get { key: Bytes::from_static(b"k") }, Request::Ping { message: Bytes::new() }, Request::Info] {
+    for request in
+        [Request::Get { key: Bytes::from_static(b"k") }, Request::Ping { message: Bytes::new() }, Request::Info]
+    {
         let mut raw = RawConn::handshaken(&server).await;
         assert_error(raw.call(&request).await, "NOAUTH");
         raw.assert_closed().await;
@@ -96,7 +101,11 @@ async fn commands_before_auth_are_refused_and_close_the_connection() {
 async fn a_wrong_token_is_refused_and_closes_the_connection() {
     let server = TestServer::start().await;
     let forged = cryptomem::auth::Token::generate().unwrap();
-    for token in [forged.expose().to_string(), format!("cmt_{}_{}", server.token.id(), "0".repeat(64)), "not a token".to_string()] {
+    for token in [
+        forged.expose().to_string(),
+        format!("cmt_{}_{}", server.token.id(), "0".repeat(64)),
+        "not a token".to_string(),
+    ] {
         let mut raw = RawConn::handshaken(&server).await;
         assert_error(raw.call(&Request::Auth { token: Bytes::from(token) }).await, "WRONGPASS");
         raw.assert_closed().await;
@@ -251,5 +260,8 @@ async fn random_bytes_inside_the_channel_never_crash_the_server() {
         while raw.recv().await.is_some() {}
     }
     still_serving(&server).await;
-    assert_eq!(RawConn::authed(&server).await.call(&Request::Ping { message: Bytes::new() }).await.unwrap(), Response::ok(Bytes::from_static(b"PONG")));
+    assert_eq!(
+        RawConn::authed(&server).await.call(&Request::Ping { message: Bytes::new() }).await.unwrap(),
+        Response::ok(Bytes::from_static(b"PONG"))
+    );
 }

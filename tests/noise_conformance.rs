@@ -103,7 +103,8 @@ fn a_client_pinning_another_key_fails_at_the_server() {
 fn a_different_prologue_fails_the_handshake() {
     let server = StaticSecret::from(fixed(1));
     let public = PublicKey::from(&server);
-    let (msg1, _) = Initiator::new(public, b"CMEM\x02\x00\x00\x00", noise::random_secret().unwrap()).write_message(&[]).unwrap();
+    let (msg1, _) =
+        Initiator::new(public, b"CMEM\x02\x00\x00\x00", noise::random_secret().unwrap()).write_message(&[]).unwrap();
     assert!(noise::responder_read_message(&server, &PREAMBLE, &msg1).is_err());
 }
 
@@ -118,7 +119,8 @@ fn known_answer() {
     let server = StaticSecret::from(server_secret);
     let server_public = PublicKey::from(&server);
 
-    let (msg1, awaiting) = Initiator::new(server_public, &PREAMBLE, StaticSecret::from(client_e)).write_message(&[]).unwrap();
+    let (msg1, awaiting) =
+        Initiator::new(server_public, &PREAMBLE, StaticSecret::from(client_e)).write_message(&[]).unwrap();
     let (_, ready) = noise::responder_read_message(&server, &PREAMBLE, &msg1).unwrap();
     let (msg2, mut server_keys) = ready.write_message(&[], StaticSecret::from(server_e)).unwrap();
     let (_, mut client_keys) = awaiting.read_message(&msg2).unwrap();
@@ -160,7 +162,9 @@ fn known_answer() {
     assert_eq!(hex::encode(&reply), KAT_REPLY);
 }
 
-const KAT_MSG1: &str = "0faa684ed28867b97f4a6a2dee5df8ce974e76b7018e3f22a1c4cf2678570f2036aed41049558d87c88b8a3cfe033c0c";
-const KAT_MSG2: &str = "7b0d47d93427f8311160781c7c733fd89f88970aef490d8aa0ee19a4cb8a1b143709ea2c21278ca51f94edec438723f2";
+const KAT_MSG1: &str =
+    "0faa684ed28867b97f4a6a2dee5df8ce974e76b7018e3f22a1c4cf2678570f2036aed41049558d87c88b8a3cfe033c0c";
+const KAT_MSG2: &str =
+    "7b0d47d93427f8311160781c7c733fd89f88970aef490d8aa0ee19a4cb8a1b143709ea2c21278ca51f94edec438723f2";
 const KAT_RECORD: &str = "d0b3ddd454ca3b35b254afebbf5deaccd958";
 const KAT_REPLY: &str = "e3a4028260023d5df903b24d047d3f67bf26";

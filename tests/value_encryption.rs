@@ -37,12 +37,19 @@ async fn a_value_moved_to_another_key_fails_to_open() {
 async fn a_wrong_value_key_fails_with_a_clear_error() {
     let server = TestServer::start().await;
     server.client().await.set("k", b"v").await.unwrap();
-    let other = Client::connect(server.config().with_keyring(Keyring::new(ValueKey::from_bytes([8; 32])))).await.unwrap();
+    let other =
+        Client::connect(server.config().with_keyring(Keyring::new(ValueKey::from_bytes([8; 32])))).await.unwrap();
     let err = other.get("k").await.unwrap_err();
     assert!(matches!(err, Error::ValueCrypto(ValueCryptoError::UnknownKey { .. })), "{err}");
     assert!(err.to_string().contains("wrong value key"), "{err}");
     // Rotation: the new key seals, the old one still opens old values.
-    let rotated = Client::connect(server.config().with_keyring(Keyring::new(ValueKey::from_bytes([8; 32])).with_previous([ValueKey::from_bytes([7; 32])]))).await.unwrap();
+    let rotated = Client::connect(
+        server
+            .config()
+            .with_keyring(Keyring::new(ValueKey::from_bytes([8; 32])).with_previous([ValueKey::from_bytes([7; 32])])),
+    )
+    .await
+    .unwrap();
     assert_eq!(rotated.get("k").await.unwrap().unwrap(), b"v");
 }
 

@@ -33,7 +33,8 @@ pub struct HashError(String);
 /// # Errors
 /// [`HashError`] for parameters argon2 refuses.
 pub fn hash_secret(secret: &str, params: HashParams) -> Result<String, HashError> {
-    let params = Params::new(params.m_cost_kib, params.t_cost, params.p_cost, None).map_err(|e| HashError(e.to_string()))?;
+    let params =
+        Params::new(params.m_cost_kib, params.t_cost, params.p_cost, None).map_err(|e| HashError(e.to_string()))?;
     let hash = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password(secret.as_bytes())
         .map_err(|e| HashError(e.to_string()))?;

@@ -109,7 +109,8 @@ impl TokenTable {
     /// # Errors
     /// [`TableError`].
     pub fn load(path: &Path) -> Result<Self, TableError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TableError::Io { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| TableError::Io { path: path.display().to_string(), source })?;
         Self::parse(&text, path)
     }
 
@@ -143,11 +144,22 @@ mod tests {
     #[test]
     fn round_trip_and_version_checks() {
         let mut t = TokenTable::new();
-        t.insert(TokenRecord { id: "0123456789ab".into(), hash: "$argon2id$x".into(), role: Role::Admin, label: "l".into(), created_unix_ms: 5 });
+        t.insert(TokenRecord {
+            id: "0123456789ab".into(),
+            hash: "$argon2id$x".into(),
+            role: Role::Admin,
+            label: "l".into(),
+            created_unix_ms: 5,
+        });
         let text = t.to_toml();
         let p = Path::new("tokens.toml");
         assert_eq!(TokenTable::parse(&text, p).unwrap(), t);
-        assert!(TokenTable::parse(&text.replace("version = 1", "version = 2"), p).unwrap_err().to_string().contains("version 2"));
+        assert!(
+            TokenTable::parse(&text.replace("version = 1", "version = 2"), p)
+                .unwrap_err()
+                .to_string()
+                .contains("version 2")
+        );
         assert!(TokenTable::parse(&text.replace("cryptomem-tokens", "x"), p).is_err());
         assert!(TokenTable::parse(&text.replace("role = \"admin\"", "role = \"root\""), p).is_err());
         assert!(TokenTable::parse("garbage", p).is_err());

@@ -52,7 +52,8 @@ impl Token {
     pub fn parse(text: &str) -> Result<Self, MalformedToken> {
         let rest = text.trim().strip_prefix(TOKEN_PREFIX).ok_or(MalformedToken)?;
         let (id, secret) = rest.split_once('_').ok_or(MalformedToken)?;
-        let is_hex = |s: &str, len| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let is_hex =
+            |s: &str, len| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !is_hex(id, ID_HEX_LEN) || !is_hex(secret, SECRET_HEX_LEN) {
             return Err(MalformedToken);
         }
@@ -85,7 +86,9 @@ mod tests {
         let text = t.expose();
         assert_eq!(Token::parse(&text).unwrap(), t);
         assert!(!format!("{t:?}").contains(t.secret()));
-        for bad in ["", "cmt_", "cmt_abc_def", "xyz_000000000000_00", &text.replace("cmt_", "cmx_"), &text.to_uppercase()] {
+        for bad in
+            ["", "cmt_", "cmt_abc_def", "xyz_000000000000_00", &text.replace("cmt_", "cmx_"), &text.to_uppercase()]
+        {
             assert!(Token::parse(bad).is_err(), "{bad}");
         }
     }

@@ -34,9 +34,7 @@ fn config_dir() -> Option<PathBuf> {
 }
 
 fn default_file(name: &str) -> anyhow::Result<PathBuf> {
-    config_dir()
-        .map(|d| d.join(name))
-        .context("neither XDG_CONFIG_HOME nor HOME is set; pass the file path explicitly")
+    config_dir().map(|d| d.join(name)).context("neither XDG_CONFIG_HOME nor HOME is set; pass the file path explicitly")
 }
 
 pub fn keygen(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
@@ -55,12 +53,16 @@ pub fn keygen(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
     }
     if args.passphrase {
         let salt = generate_salt()?;
-        write_atomic(&path, salt_file_text(&salt).as_bytes(), PRIVATE_MODE).with_context(|| format!("cannot write {}", path.display()))?;
+        write_atomic(&path, salt_file_text(&salt).as_bytes(), PRIVATE_MODE)
+            .with_context(|| format!("cannot write {}", path.display()))?;
         println!("wrote passphrase salt to {}", path.display());
-        println!("set {PASSPHRASE_ENV} to the passphrase; every client sharing data needs this salt file and passphrase");
+        println!(
+            "set {PASSPHRASE_ENV} to the passphrase; every client sharing data needs this salt file and passphrase"
+        );
     } else {
         let key = ValueKey::generate()?;
-        write_atomic(&path, key.to_key_file().as_bytes(), PRIVATE_MODE).with_context(|| format!("cannot write {}", path.display()))?;
+        write_atomic(&path, key.to_key_file().as_bytes(), PRIVATE_MODE)
+            .with_context(|| format!("cannot write {}", path.display()))?;
         println!("wrote value key {:08x} to {} (mode 0600)", key.id(), path.display());
         println!("back it up: values sealed with it cannot be read without it, and the server never has it");
     }
@@ -86,10 +88,14 @@ pub fn load_keyring(opts: &ClientOpts) -> anyhow::Result<Keyring> {
             None => default_file("value.key")?,
         };
         if !path.exists() {
-            bail!("no value key at {}: create one with `cryptomem keygen`, or pass --value-key-file / set {PASSPHRASE_ENV}", path.display());
+            bail!(
+                "no value key at {}: create one with `cryptomem keygen`, or pass --value-key-file / set {PASSPHRASE_ENV}",
+                path.display()
+            );
         }
         ValueKey::load(&path)?
     };
-    let previous = opts.previous_value_key_file.iter().map(|p| ValueKey::load(Path::new(p))).collect::<Result<Vec<_>, _>>()?;
+    let previous =
+        opts.previous_value_key_file.iter().map(|p| ValueKey::load(Path::new(p))).collect::<Result<Vec<_>, _>>()?;
     Ok(Keyring::new(current).with_previous(previous))
 }

@@ -23,7 +23,8 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&args.log)).context("bad --log filter")?;
+    let filter =
+        EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&args.log)).context("bad --log filter")?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

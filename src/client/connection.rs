@@ -74,7 +74,9 @@ impl Connection {
         let mut wire_in = BytesMut::new();
         let mut plain_in = BytesMut::new();
         let reply = loop {
-            if let Some(r) = decode_response(&mut plain_in, p.max_response_len).map_err(|e| Error::Protocol(e.to_string()))? {
+            if let Some(r) =
+                decode_response(&mut plain_in, p.max_response_len).map_err(|e| Error::Protocol(e.to_string()))?
+            {
                 break r;
             }
             read_some(&mut read, &mut wire_in, &mut opener, &mut plain_in).await?;
@@ -122,7 +124,12 @@ async fn write_sealed(write: &mut OwnedWriteHalf, sealer: &mut RecordSealer, pla
     write.write_all(&wire).await.map_err(|e| Error::ConnectionLost(e.to_string()))
 }
 
-async fn read_some(read: &mut OwnedReadHalf, wire_in: &mut BytesMut, opener: &mut RecordOpener, plain_in: &mut BytesMut) -> Result<()> {
+async fn read_some(
+    read: &mut OwnedReadHalf,
+    wire_in: &mut BytesMut,
+    opener: &mut RecordOpener,
+    plain_in: &mut BytesMut,
+) -> Result<()> {
     wire_in.reserve(64 * 1024);
     let n = read.read_buf(wire_in).await.map_err(|e| Error::ConnectionLost(e.to_string()))?;
     if n == 0 {
@@ -133,7 +140,12 @@ async fn read_some(read: &mut OwnedReadHalf, wire_in: &mut BytesMut, opener: &mu
 }
 
 /// Returns why it stopped; "client dropped" when every handle is gone.
-async fn write_loop(mut rx: mpsc::Receiver<Pending>, mut write: OwnedWriteHalf, mut sealer: RecordSealer, waiters: Waiters) -> String {
+async fn write_loop(
+    mut rx: mpsc::Receiver<Pending>,
+    mut write: OwnedWriteHalf,
+    mut sealer: RecordSealer,
+    waiters: Waiters,
+) -> String {
     let mut plain = Vec::new();
     let mut wire = Vec::new();
     let mut replies = Vec::new();

@@ -156,7 +156,11 @@ impl Client {
     /// [`Error::Connect`], [`Error::Handshake`] (wrong server key, busy), [`Error::Auth`].
     pub async fn connect(config: ClientConfig) -> Result<Self> {
         let client = Self {
-            inner: Arc::new(Inner { config, connection: ArcSwapOption::empty(), reconnect: tokio::sync::Mutex::new(()) }),
+            inner: Arc::new(Inner {
+                config,
+                connection: ArcSwapOption::empty(),
+                reconnect: tokio::sync::Mutex::new(()),
+            }),
         };
         client.connection().await?;
         Ok(client)
@@ -285,7 +289,12 @@ impl Client {
     ///
     /// # Errors
     /// Any [`Error`].
-    pub async fn set_raw_with(&self, key: impl AsRef<[u8]>, value: impl Into<Bytes>, options: SetOptions) -> Result<bool> {
+    pub async fn set_raw_with(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl Into<Bytes>,
+        options: SetOptions,
+    ) -> Result<bool> {
         let request = Request::Set {
             key: Bytes::copy_from_slice(key.as_ref()),
             value: value.into(),
@@ -340,7 +349,9 @@ impl Client {
         if r.status == Status::NotFound {
             return Ok(KeyTtl::Missing);
         }
-        let ns = i64::from_be_bytes(r.body.as_ref().try_into().map_err(|_| Error::Protocol("TTL reply is not 8 bytes".into()))?);
+        let ns = i64::from_be_bytes(
+            r.body.as_ref().try_into().map_err(|_| Error::Protocol("TTL reply is not 8 bytes".into()))?,
+        );
         Ok(match u64::try_from(ns) {
             Ok(ns) => KeyTtl::ExpiresIn(Duration::from_nanos(ns)),
             Err(_) => KeyTtl::Persistent,
@@ -394,7 +405,9 @@ impl Client {
     /// Any [`Error`].
     pub async fn dbsize(&self) -> Result<u64> {
         let r = self.request(&Request::DbSize).await?;
-        Ok(u64::from_be_bytes(r.body.as_ref().try_into().map_err(|_| Error::Protocol("DBSIZE reply is not 8 bytes".into()))?))
+        Ok(u64::from_be_bytes(
+            r.body.as_ref().try_into().map_err(|_| Error::Protocol("DBSIZE reply is not 8 bytes".into()))?,
+        ))
     }
 
     /// The server's INFO text.

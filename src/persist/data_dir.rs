@@ -93,7 +93,8 @@ impl DataDir {
             write_atomic(&key_path, identity.to_key_file().as_bytes(), PRIVATE_MODE).map_err(io_err(&key_path))?;
         }
         let pub_path = root.join(SERVER_PUB_FILE);
-        write_atomic(&pub_path, format!("{}\n", identity.public_hex()).as_bytes(), PUBLIC_MODE).map_err(io_err(&pub_path))?;
+        write_atomic(&pub_path, format!("{}\n", identity.public_hex()).as_bytes(), PUBLIC_MODE)
+            .map_err(io_err(&pub_path))?;
 
         let admin_token = Token::generate().map_err(|e| DataDirError::Init(format!("random source failed: {e}")))?;
         let mut tokens = TokenTable::new();

@@ -71,7 +71,9 @@ impl Response {
         })
     }
 
-    /// Encodes an MGET item list as an OK body.
+    /// Encodes an MGET item list as an OK body. The caller bounds the item
+    /// count and total size (the server by its limits), so lengths fit a u32.
+    #[allow(clippy::cast_possible_truncation)]
     pub fn mget(items: &[MGetItem]) -> Self {
         let len = 4 + items.iter().map(|i| 5 + i.as_ref().map_or(0, Bytes::len)).sum::<usize>();
         let mut body = Vec::with_capacity(len);
@@ -134,7 +136,11 @@ impl Response {
 /// # Errors
 /// [`FrameError::TooLarge`] when the body does not fit the u32 length.
 pub fn encode_response_header(status: Status, body_len: usize, out: &mut Vec<u8>) -> Result<(), FrameError> {
-    let len = u32::try_from(body_len).map_err(|_| FrameError::TooLarge { what: "response", len: body_len, limit: u32::MAX as usize })?;
+    let len = u32::try_from(body_len).map_err(|_| FrameError::TooLarge {
+        what: "response",
+        len: body_len,
+        limit: u32::MAX as usize,
+    })?;
     out.extend_from_slice(&MAGIC);
     out.push(status as u8);
     out.extend_from_slice(&len.to_be_bytes());

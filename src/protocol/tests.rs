@@ -23,14 +23,21 @@ fn request() -> impl Strategy<Value = Request> {
         value().prop_map(|message| Request::Ping { message }),
         proptest::collection::vec(any::<u8>(), 1..100).prop_map(|t| Request::Auth { token: Bytes::from(t) }),
         key().prop_map(|key| Request::Get { key }),
-        (key(), value(), ttl(), cond).prop_map(|(key, value, ttl, condition)| Request::Set { key, value, ttl, condition }),
+        (key(), value(), ttl(), cond).prop_map(|(key, value, ttl, condition)| Request::Set {
+            key,
+            value,
+            ttl,
+            condition
+        }),
         key().prop_map(|key| Request::Delete { key }),
         key().prop_map(|key| Request::Exists { key }),
-        (key(), (1u64..u64::from(u32::MAX)).prop_map(Duration::from_nanos)).prop_map(|(key, ttl)| Request::Expire { key, ttl }),
+        (key(), (1u64..u64::from(u32::MAX)).prop_map(Duration::from_nanos))
+            .prop_map(|(key, ttl)| Request::Expire { key, ttl }),
         key().prop_map(|key| Request::Persist { key }),
         key().prop_map(|key| Request::Ttl { key }),
         proptest::collection::vec(key(), 1..20).prop_map(|keys| Request::MGet { keys }),
-        (proptest::collection::vec((key(), value()), 1..20), ttl()).prop_map(|(pairs, ttl)| Request::MSet { pairs, ttl }),
+        (proptest::collection::vec((key(), value()), 1..20), ttl())
+            .prop_map(|(pairs, ttl)| Request::MSet { pairs, ttl }),
         Just(Request::DbSize),
         Just(Request::Info),
     ]
@@ -93,7 +100,12 @@ proptest! {
 #[test]
 fn the_original_cryptomem_layout_is_kept() {
     let mut buf = Vec::new();
-    let req = Request::Set { key: Bytes::from_static(b"k"), value: Bytes::from_static(b"vv"), ttl: Some(Duration::from_secs(1)), condition: SetCondition::Always };
+    let req = Request::Set {
+        key: Bytes::from_static(b"k"),
+        value: Bytes::from_static(b"vv"),
+        ttl: Some(Duration::from_secs(1)),
+        condition: SetCondition::Always,
+    };
     encode_request(&req, &mut buf).unwrap();
     assert_eq!(&buf[..2], b"CM");
     assert_eq!(buf[2], command::SET);
@@ -121,8 +133,14 @@ fn limits_are_checked_from_the_header_alone() {
     let mut big = Vec::new();
     encode_request(&Request::MGet { keys: vec![Bytes::from_static(b"a"); 3] }, &mut big).unwrap();
     assert!(matches!(decode_request(&mut BytesMut::from(&big[..]), &limits), Ok(Some(Decoded::Rejected(_)))));
-    assert!(matches!(decode_response(&mut BytesMut::from(&b"CM\x01\xff\xff\xff\xff"[..]), 10), Err(FrameError::TooLarge { .. })));
-    assert!(matches!(decode_response(&mut BytesMut::from(&b"CM\x07\x00\x00\x00\x00"[..]), 10), Err(FrameError::BadStatus(7))));
+    assert!(matches!(
+        decode_response(&mut BytesMut::from(&b"CM\x01\xff\xff\xff\xff"[..]), 10),
+        Err(FrameError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        decode_response(&mut BytesMut::from(&b"CM\x07\x00\x00\x00\x00"[..]), 10),
+        Err(FrameError::BadStatus(7))
+    ));
 }
 
 #[test]

@@ -42,16 +42,8 @@ pub const WIRE_VERSION: u8 = 1;
 /// Length of the preamble.
 pub const PREAMBLE_LEN: usize = 8;
 /// The preamble (and Noise prologue) of wire version 1.
-pub const PREAMBLE: [u8; PREAMBLE_LEN] = [
-    PREAMBLE_MAGIC[0],
-    PREAMBLE_MAGIC[1],
-    PREAMBLE_MAGIC[2],
-    PREAMBLE_MAGIC[3],
-    WIRE_VERSION,
-    0,
-    0,
-    0,
-];
+pub const PREAMBLE: [u8; PREAMBLE_LEN] =
+    [PREAMBLE_MAGIC[0], PREAMBLE_MAGIC[1], PREAMBLE_MAGIC[2], PREAMBLE_MAGIC[3], WIRE_VERSION, 0, 0, 0];
 /// Shortest valid handshake message: a public key and an empty payload's tag.
 pub const MIN_HANDSHAKE_MESSAGE: usize = DHLEN + TAGLEN;
 /// Longest handshake message accepted.
@@ -93,7 +85,9 @@ where
     let (msg1, awaiting) = initiator.write_message(&[])?;
     let mut out = Vec::with_capacity(PREAMBLE_LEN + 2 + msg1.len());
     out.extend_from_slice(&PREAMBLE);
-    out.extend_from_slice(&u16::try_from(msg1.len()).map_err(|_| SecureError::HandshakeMessage("message 1 too long"))?.to_be_bytes());
+    out.extend_from_slice(
+        &u16::try_from(msg1.len()).map_err(|_| SecureError::HandshakeMessage("message 1 too long"))?.to_be_bytes(),
+    );
     out.extend_from_slice(&msg1);
     stream.write_all(&out).await?;
     stream.flush().await?;
@@ -143,7 +137,9 @@ where
     };
     let (msg2, keys) = ready.write_message(&[], noise::random_secret()?)?;
     let mut out = Vec::with_capacity(2 + msg2.len());
-    out.extend_from_slice(&u16::try_from(msg2.len()).map_err(|_| SecureError::HandshakeMessage("message 2 too long"))?.to_be_bytes());
+    out.extend_from_slice(
+        &u16::try_from(msg2.len()).map_err(|_| SecureError::HandshakeMessage("message 2 too long"))?.to_be_bytes(),
+    );
     out.extend_from_slice(&msg2);
     stream.write_all(&out).await?;
     stream.flush().await?;

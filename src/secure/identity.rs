@@ -83,7 +83,9 @@ impl ServerIdentity {
             return Err(SecureError::KeyFile(format!("missing the `{KEY_FILE_HEADER}` header line")));
         }
         let hex_line = lines.next().map(str::trim).unwrap_or_default();
-        let bytes = Zeroizing::new(decode_key_hex(hex_line).ok_or_else(|| SecureError::KeyFile("the key line is not 64 hex digits".into()))?);
+        let bytes = Zeroizing::new(
+            decode_key_hex(hex_line).ok_or_else(|| SecureError::KeyFile("the key line is not 64 hex digits".into()))?,
+        );
         Ok(Self::from_secret(StaticSecret::from(*bytes)))
     }
 
@@ -92,7 +94,9 @@ impl ServerIdentity {
     /// # Errors
     /// I/O errors and [`SecureError::KeyFile`].
     pub fn load(path: &Path) -> Result<Self, SecureError> {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| SecureError::KeyFile(format!("{}: {e}", path.display())))?);
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|e| SecureError::KeyFile(format!("{}: {e}", path.display())))?,
+        );
         Self::from_key_file(&text).map_err(|e| SecureError::KeyFile(format!("{}: {e}", path.display())))
     }
 }

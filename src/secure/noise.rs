@@ -53,10 +53,7 @@ pub struct CipherState {
 
 impl std::fmt::Debug for CipherState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CipherState")
-            .field("key", &"<redacted>")
-            .field("nonce", &self.nonce)
-            .finish()
+        f.debug_struct("CipherState").field("key", &"<redacted>").field("nonce", &self.nonce).finish()
     }
 }
 
@@ -88,10 +85,7 @@ impl CipherState {
     /// [`SecureError::NonceExhausted`] after 2^64 - 1 messages.
     pub fn seal_in_place(&mut self, ad: &[u8], buf: &mut [u8]) -> Result<[u8; TAGLEN], SecureError> {
         let nonce = self.next_nonce()?;
-        let tag = self
-            .cipher
-            .encrypt_inout_detached(&nonce, ad, buf.into())
-            .map_err(|_| SecureError::Crypto)?;
+        let tag = self.cipher.encrypt_inout_detached(&nonce, ad, buf.into()).map_err(|_| SecureError::Crypto)?;
         Ok(tag.into())
     }
 
@@ -122,10 +116,7 @@ impl CipherState {
     }
 
     fn decrypt_vec(&mut self, ad: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, SecureError> {
-        let body_len = ciphertext
-            .len()
-            .checked_sub(TAGLEN)
-            .ok_or(SecureError::Authentication)?;
+        let body_len = ciphertext.len().checked_sub(TAGLEN).ok_or(SecureError::Authentication)?;
         let mut out = ciphertext[..body_len].to_vec();
         let mut tag = [0u8; TAGLEN];
         tag.copy_from_slice(&ciphertext[body_len..]);
@@ -203,9 +194,7 @@ impl SymmetricState {
 
 fn hkdf2(ck: &[u8; HASHLEN], ikm: &[u8]) -> ([u8; 32], [u8; 32]) {
     let mut okm = [0u8; 64];
-    Hkdf::<Sha256>::new(Some(ck), ikm)
-        .expand(&[], &mut okm)
-        .expect("64 bytes is a valid HKDF-SHA256 output length");
+    Hkdf::<Sha256>::new(Some(ck), ikm).expand(&[], &mut okm).expect("64 bytes is a valid HKDF-SHA256 output length");
     let mut a = [0u8; 32];
     let mut b = [0u8; 32];
     a.copy_from_slice(&okm[..32]);
@@ -327,7 +316,11 @@ impl ResponderReadyToReply {
     ///
     /// # Errors
     /// [`SecureError::LowOrderPoint`] if the client's ephemeral key was low-order.
-    pub fn write_message(mut self, payload: &[u8], ephemeral: StaticSecret) -> Result<(Vec<u8>, TransportKeys), SecureError> {
+    pub fn write_message(
+        mut self,
+        payload: &[u8],
+        ephemeral: StaticSecret,
+    ) -> Result<(Vec<u8>, TransportKeys), SecureError> {
         let e_pub = PublicKey::from(&ephemeral);
         let mut msg = e_pub.as_bytes().to_vec();
         self.state.mix_hash(e_pub.as_bytes());

@@ -158,7 +158,10 @@ mod tests {
         assert!(matches!(o.open(&mut BytesMut::from(&a[..]), &mut plain), Err(SecureError::Authentication)));
 
         let (_, mut o) = pair();
-        assert!(matches!(o.open(&mut BytesMut::from(&[0u8, 15][..]), &mut plain), Err(SecureError::RecordTooShort(15))));
+        assert!(matches!(
+            o.open(&mut BytesMut::from(&[0u8, 15][..]), &mut plain),
+            Err(SecureError::RecordTooShort(15))
+        ));
     }
 
     #[test]

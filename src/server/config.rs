@@ -99,17 +99,22 @@ impl Settings {
     /// A message naming the bad setting.
     pub fn resolve(self) -> Result<ServerConfig, String> {
         let listen_text = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
-        let listen: SocketAddr = listen_text.parse().map_err(|_| format!("listen: `{listen_text}` is not an IP:port address"))?;
-        let handshake_timeout = parse_duration(self.handshake_timeout.as_deref().unwrap_or("10s")).map_err(|e| format!("handshake-timeout: {e}"))?;
+        let listen: SocketAddr =
+            listen_text.parse().map_err(|_| format!("listen: `{listen_text}` is not an IP:port address"))?;
+        let handshake_timeout = parse_duration(self.handshake_timeout.as_deref().unwrap_or("10s"))
+            .map_err(|e| format!("handshake-timeout: {e}"))?;
         if handshake_timeout.is_zero() {
             return Err("handshake-timeout: must be more than 0".into());
         }
-        let idle = parse_duration(self.idle_timeout.as_deref().unwrap_or("300s")).map_err(|e| format!("idle-timeout: {e}"))?;
-        let max_key_len = parse_size(self.max_key_size.as_deref().unwrap_or("1KiB")).map_err(|e| format!("max-key-size: {e}"))?;
+        let idle =
+            parse_duration(self.idle_timeout.as_deref().unwrap_or("300s")).map_err(|e| format!("idle-timeout: {e}"))?;
+        let max_key_len =
+            parse_size(self.max_key_size.as_deref().unwrap_or("1KiB")).map_err(|e| format!("max-key-size: {e}"))?;
         if !(1..=usize::from(u16::MAX)).contains(&max_key_len) {
             return Err(format!("max-key-size: {max_key_len} is outside 1..=65535"));
         }
-        let max_value_len = parse_size(self.max_value_size.as_deref().unwrap_or("16MiB")).map_err(|e| format!("max-value-size: {e}"))?;
+        let max_value_len = parse_size(self.max_value_size.as_deref().unwrap_or("16MiB"))
+            .map_err(|e| format!("max-value-size: {e}"))?;
         if !(1..=HARD_MAX_VALUE_LEN).contains(&max_value_len) {
             return Err(format!("max-value-size: {max_value_len} is outside 1..={HARD_MAX_VALUE_LEN}"));
         }
@@ -179,7 +184,8 @@ mod tests {
     #[test]
     fn precedence_is_flag_then_env_then_file_then_default() {
         let flags = Settings { listen: Some("127.0.0.1:1".into()), ..Default::default() };
-        let file: Settings = toml::from_str("listen = \"127.0.0.1:2\"\nidle_timeout = \"5s\"\nmax_value_size = \"1MiB\"").unwrap();
+        let file: Settings =
+            toml::from_str("listen = \"127.0.0.1:2\"\nidle_timeout = \"5s\"\nmax_value_size = \"1MiB\"").unwrap();
         let cfg = flags.or(file).resolve().unwrap();
         assert_eq!(cfg.listen.port(), 1);
         assert_eq!(cfg.idle_timeout, Some(Duration::from_secs(5)));
@@ -197,7 +203,9 @@ mod tests {
             Settings { handshake_timeout: Some("0".into()), ..Default::default() },
             Settings { max_connections: Some(0), ..Default::default() },
         ];
-        for (s, word) in cases.into_iter().zip(["listen", "max-key-size", "max-value-size", "handshake-timeout", "max-connections"]) {
+        for (s, word) in
+            cases.into_iter().zip(["listen", "max-key-size", "max-value-size", "handshake-timeout", "max-connections"])
+        {
             assert!(s.resolve().unwrap_err().starts_with(word));
         }
         assert!(toml::from_str::<Settings>("lisen = \"x\"").is_err(), "unknown keys are rejected");

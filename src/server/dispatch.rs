@@ -18,7 +18,9 @@ pub(super) fn execute(shared: &Shared, request: Request, out: &mut Vec<u8>) {
             Some(value) => return write_ok(out, &value),
             None => Response::not_found(),
         },
-        Request::Set { key, value, ttl, condition } => found(store.set(owned(&key), owned(&value), ttl, condition, now)),
+        Request::Set { key, value, ttl, condition } => {
+            found(store.set(owned(&key), owned(&value), ttl, condition, now))
+        }
         Request::Delete { key } => found(store.delete(&key, now)),
         Request::Exists { key } => found(store.exists(&key, now)),
         Request::Expire { key, ttl } => found(store.expire(&key, ttl, now)),
@@ -39,7 +41,13 @@ pub(super) fn execute(shared: &Shared, request: Request, out: &mut Vec<u8>) {
             let items: Vec<_> = keys.iter().map(|k| store.get(k, now)).collect();
             let total: usize = items.iter().flatten().map(Bytes::len).sum();
             if total > shared.config.limits.max_value_len {
-                Response::error("TOOBIG", &format!("MGET values total {total} bytes, over the {}-byte limit; ask for fewer keys", shared.config.limits.max_value_len))
+                Response::error(
+                    "TOOBIG",
+                    &format!(
+                        "MGET values total {total} bytes, over the {}-byte limit; ask for fewer keys",
+                        shared.config.limits.max_value_len
+                    ),
+                )
             } else {
                 Response::mget(&items)
             }

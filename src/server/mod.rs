@@ -80,8 +80,11 @@ impl Server {
     /// # Errors
     /// [`ServerError::Bind`] if the address is taken or not allowed.
     pub async fn bind(config: ServerConfig, data: &DataDir) -> Result<Self, ServerError> {
-        let listener = TcpListener::bind(config.listen).await.map_err(|source| ServerError::Bind { addr: config.listen, source })?;
-        let auth = Authenticator::new(data.tokens().clone(), config.auth_concurrency, config.token_hash).map_err(|e| ServerError::Auth(e.to_string()))?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+        let auth = Authenticator::new(data.tokens().clone(), config.auth_concurrency, config.token_hash)
+            .map_err(|e| ServerError::Auth(e.to_string()))?;
         let shared = Shared {
             store: Arc::new(Store::new(config.shards)),
             auth,
@@ -155,7 +158,11 @@ impl Server {
         info!("shutting down: closing connections");
         drop(self.listener);
         let _ = stop_tx.send(true);
-        let drained = tokio::time::timeout(shared.config.shutdown_grace, permits.acquire_many(u32::try_from(permits_total).unwrap_or(u32::MAX))).await;
+        let drained = tokio::time::timeout(
+            shared.config.shutdown_grace,
+            permits.acquire_many(u32::try_from(permits_total).unwrap_or(u32::MAX)),
+        )
+        .await;
         if drained.is_err() {
             warn!("some connections did not close within the shutdown grace period");
         }

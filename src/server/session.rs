@@ -57,7 +57,12 @@ struct Session {
 }
 
 /// Serves one accepted connection until it closes, fails, or the server shuts down.
-pub(super) async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+pub(super) async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let started = Instant::now();
     let deadline = started + shared.config.handshake_timeout;
     let keys = match timeout_at(deadline, server_handshake(&mut stream, shared.identity.secret())).await {
@@ -165,7 +170,10 @@ impl Session {
                 }
                 Decoded::Request(request) => {
                     if self.principal.is_none() {
-                        push(&mut self.plain_out, &Response::error("NOAUTH", "authentication required: the first request must be AUTH"));
+                        push(
+                            &mut self.plain_out,
+                            &Response::error("NOAUTH", "authentication required: the first request must be AUTH"),
+                        );
                         return Ok(Next::Close);
                     }
                     bump(&self.shared.stats.commands_processed);
@@ -204,7 +212,12 @@ impl Session {
         let limit = self.shared.config.idle_timeout.unwrap_or(DEFAULT_WRITE_TIMEOUT);
         match tokio::time::timeout(limit, self.stream.write_all(&self.wire_out)).await {
             Ok(result) => result?,
-            Err(_) => return Err(SecureError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "client stopped reading"))),
+            Err(_) => {
+                return Err(SecureError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "client stopped reading",
+                )));
+            }
         }
         shrink_if_huge(&mut self.plain_out);
         shrink_if_huge(&mut self.wire_out);

@@ -26,8 +26,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use clock::{Clock, deadline, duration_ms_ceil};
-use shard::Shard;
 pub use shard::ENTRY_OVERHEAD;
+use shard::Shard;
 
 use crate::protocol::SetCondition;
 
@@ -84,11 +84,7 @@ impl Store {
     /// A store with `shards` shards, rounded up to a power of two (at least 1).
     pub fn new(shards: usize) -> Self {
         let n = shards.max(1).next_power_of_two();
-        Self {
-            shards: (0..n).map(|_| Shard::new()).collect(),
-            mask: n - 1,
-            hasher: std::hash::RandomState::new(),
-        }
+        Self { shards: (0..n).map(|_| Shard::new()).collect(), mask: n - 1, hasher: std::hash::RandomState::new() }
     }
 
     fn shard(&self, key: &[u8]) -> &Shard {

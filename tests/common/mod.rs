@@ -37,7 +37,12 @@ impl TestServer {
     /// Starts a server after `adjust` has changed the default config.
     pub async fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), data_dir: dir.path().join("data"), clock: Clock::manual(), ..ServerConfig::default() };
+        let mut config = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("data"),
+            clock: Clock::manual(),
+            ..ServerConfig::default()
+        };
         adjust(&mut config);
         let (data, report) = DataDir::open_or_init(&config.data_dir, HashParams::default()).unwrap();
         let token = report.expect("fresh data dir").admin_token;
@@ -49,7 +54,16 @@ impl TestServer {
         let task = tokio::spawn(server.run(async move {
             let _ = stopped.await;
         }));
-        Self { addr, public_key: data.identity().public(), token, store, clock, stop: Some(stop), task: Some(task), _dir: dir }
+        Self {
+            addr,
+            public_key: data.identity().public(),
+            token,
+            store,
+            clock,
+            stop: Some(stop),
+            task: Some(task),
+            _dir: dir,
+        }
     }
 
     pub fn keyring() -> Keyring {
@@ -97,7 +111,13 @@ impl RawConn {
     pub async fn handshaken(server: &TestServer) -> Self {
         let mut stream = TcpStream::connect(server.addr).await.unwrap();
         let keys = client_handshake(&mut stream, &server.public_key).await.unwrap();
-        Self { stream, sealer: RecordSealer::new(keys.send), opener: RecordOpener::new(keys.recv), wire_in: BytesMut::new(), plain_in: BytesMut::new() }
+        Self {
+            stream,
+            sealer: RecordSealer::new(keys.send),
+            opener: RecordOpener::new(keys.recv),
+            wire_in: BytesMut::new(),
+            plain_in: BytesMut::new(),
+        }
     }
 
     /// Connects, handshakes and authenticates.
