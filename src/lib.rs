@@ -1,4 +1,57 @@
-//! cryptomem: a secure, persistent in-memory cache.
+//! cryptomem: a secure in-memory cache with its own encrypted protocol.
+//!
+//! Every byte after the handshake is encrypted (Noise NK, then AES-256-GCM
+//! records), values are sealed by the client before they leave it, and only
+//! holders of a token get in. The `cryptomem` binary runs the server and a
+//! redis-cli-style client; this library holds both sides.
+//!
+//! # Example
+//!
+//! An embedded server on a loopback port and a client talking to it:
+//!
+//! ```
+//! use cryptomem::auth::HashParams;
+//! use cryptomem::persist::DataDir;
+//! use cryptomem::server::{Server, ServerConfig};
+//! use cryptomem::value_crypto::{Keyring, ValueKey};
+//! use cryptomem::{Client, ClientConfig, SetOptions};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let (data, init) = DataDir::open_or_init(dir.path(), HashParams::default())?;
+//! let token = init.expect("a new data dir issues an admin token").admin_token;
+//! let config = ServerConfig { listen: "127.0.0.1:0".parse()?, ..ServerConfig::default() };
+//! let server = Server::bind(config, &data).await?;
+//! let addr = server.local_addr()?;
+//! tokio::spawn(server.run(std::future::pending()));
+//!
+//! let keyring = Keyring::new(ValueKey::generate()?);
+//! let config = ClientConfig::new(addr.to_string(), data.identity().public(), token).with_keyring(keyring);
+//! let client = Client::connect(config).await?;
+//! client.set("greeting", b"hello").await?;
+//! assert_eq!(client.get("greeting").await?, Some(b"hello".to_vec()));
+//! assert!(!client.set_with("greeting", b"again", SetOptions::default().only_if_absent()).await?);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`secure`] | the Noise NK handshake, the record layer, the server's key pair |
+//! | [`protocol`] | request/response encoding and decoding; no I/O |
+//! | [`value_crypto`] | client-side sealing of values, value keys and passphrases |
+//! | [`store`] | the sharded keyspace: `ArcSwap` + `imbl` maps, expiry |
+//! | [`auth`] | tokens, their argon2id hashes, verification |
+//! | [`persist`] | the data directory and atomic file writes |
+//! | [`server`] | configuration, listener, sessions, dispatch, INFO |
+//! | [`client`] | the async client and the credentials file |
+//! | [`units`] | `10s` / `16MiB` parsing for flags and config files |
+//!
+//! The `cryptomem` binary's own code (serve, keygen, client commands) is in
+//! `src/cli`; `tools/` is the `cryptomem-tool` package.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
