@@ -119,10 +119,7 @@ async fn a_wrong_token_is_refused_and_closes_the_connection() {
 async fn a_tampered_record_closes_the_connection() {
     let server = TestServer::start().await;
     let mut raw = RawConn::authed(&server).await;
-    let mut frame = Vec::new();
-    cryptomem::protocol::encode_request(&Request::DbSize, &mut frame).unwrap();
-    let mut wire = Vec::new();
-    raw.sealer.seal(&frame, &mut wire).unwrap();
+    let mut wire = raw.seal(&Request::DbSize);
     wire[5] ^= 0x01;
     raw.stream.write_all(&wire).await.unwrap();
     assert_error(raw.recv().await, "PROTO");
@@ -134,11 +131,8 @@ async fn a_tampered_record_closes_the_connection() {
 async fn reordered_records_close_the_connection() {
     let server = TestServer::start().await;
     let mut raw = RawConn::authed(&server).await;
-    let mut frame = Vec::new();
-    cryptomem::protocol::encode_request(&Request::DbSize, &mut frame).unwrap();
-    let (mut first, mut second) = (Vec::new(), Vec::new());
-    raw.sealer.seal(&frame, &mut first).unwrap();
-    raw.sealer.seal(&frame, &mut second).unwrap();
+    let first = raw.seal(&Request::DbSize);
+    let second = raw.seal(&Request::DbSize);
     raw.stream.write_all(&second).await.unwrap();
     raw.stream.write_all(&first).await.unwrap();
     assert_error(raw.recv().await, "PROTO");
@@ -149,10 +143,7 @@ async fn reordered_records_close_the_connection() {
 async fn a_replayed_record_closes_the_connection() {
     let server = TestServer::start().await;
     let mut raw = RawConn::authed(&server).await;
-    let mut frame = Vec::new();
-    cryptomem::protocol::encode_request(&Request::DbSize, &mut frame).unwrap();
-    let mut wire = Vec::new();
-    raw.sealer.seal(&frame, &mut wire).unwrap();
+    let wire = raw.seal(&Request::DbSize);
     raw.stream.write_all(&wire).await.unwrap();
     assert!(raw.recv().await.is_some());
     raw.stream.write_all(&wire).await.unwrap();
@@ -173,10 +164,7 @@ async fn a_record_shorter_than_its_tag_closes_the_connection() {
 async fn a_truncated_record_then_hangup_is_just_a_closed_connection() {
     let server = TestServer::start().await;
     let mut raw = RawConn::authed(&server).await;
-    let mut frame = Vec::new();
-    cryptomem::protocol::encode_request(&Request::DbSize, &mut frame).unwrap();
-    let mut wire = Vec::new();
-    raw.sealer.seal(&frame, &mut wire).unwrap();
+    let wire = raw.seal(&Request::DbSize);
     raw.stream.write_all(&wire[..wire.len() - 3]).await.unwrap();
     raw.stream.shutdown().await.unwrap();
     raw.assert_closed().await;

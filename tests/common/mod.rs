@@ -135,6 +135,15 @@ impl RawConn {
         self.stream.write_all(&wire).await.unwrap();
     }
 
+    /// Encodes and seals `request` into wire bytes without sending them.
+    pub fn seal(&mut self, request: &Request) -> Vec<u8> {
+        let mut frame = Vec::new();
+        encode_request(request, &mut frame).unwrap();
+        let mut wire = Vec::new();
+        self.sealer.seal(&frame, &mut wire).unwrap();
+        wire
+    }
+
     pub async fn send(&mut self, request: &Request) {
         let mut frame = Vec::new();
         encode_request(request, &mut frame).unwrap();
