@@ -253,3 +253,39 @@ async fn random_bytes_inside_the_channel_never_crash_the_server() {
         Response::ok(Bytes::from_static(b"PONG"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auth_flood_is_answered_busy_instead_of_queued_forever() {
+    let server = TestServer::start_with(|c| {
+        c.auth_concurrency = 1;
+        c.handshake_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut conns = Vec::new();
+    for _ in 0..30 {
+        conns.push(RawConn::handshaken(&server).await);
+    }
+    let token = common::c_token(&server);
+    let answers = futures_join(conns.into_iter().map(|mut c| {
+        let token = token.clone();
+        async move { c.call(&Request::Auth { token }).await.expect("an answer, not a silent close") }
+    }))
+    .await;
+    let busy = answers.iter().filter(|r| r.error_parts().is_some_and(|(code, _)| code == "BUSY")).count();
+    let ok = answers.iter().filter(|r| **r == Response::ok_empty()).count();
+    assert_eq!(busy + ok, answers.len(), "{answers:?}");
+    assert!(busy > 0, "30 argon2 runs cannot all fit one slot within 300 ms");
+    still_serving(&server).await;
+}
+
+async fn futures_join<F: std::future::Future + Send + 'static>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(tokio::time::timeout(Duration::from_secs(20), h).await.expect("bounded").unwrap());
+    }
+    out
+}

@@ -54,6 +54,8 @@ struct Session {
     plain_out: Vec<u8>,
     wire_out: Vec<u8>,
     principal: Option<Principal>,
+    /// When an unauthenticated connection must have completed AUTH.
+    auth_deadline: Instant,
 }
 
 /// Serves one accepted connection until it closes, fails, or the server shuts down.
@@ -78,6 +80,7 @@ pub(super) async fn serve_connection(
             return;
         }
     };
+    let shared_timeout = shared.config.handshake_timeout;
     let mut session = Session {
         stream,
         peer,
@@ -89,16 +92,16 @@ pub(super) async fn serve_connection(
         plain_out: Vec::new(),
         wire_out: Vec::new(),
         principal: None,
+        // AUTH must arrive and be verified within a second handshake timeout.
+        auth_deadline: Instant::now() + shared_timeout,
     };
-    // AUTH must arrive within a second handshake timeout.
-    let auth_deadline = Instant::now() + session.shared.config.handshake_timeout;
-    if let Err(e) = session.run(auth_deadline, &mut shutdown).await {
+    if let Err(e) = session.run(&mut shutdown).await {
         debug!(%peer, error = %e, "connection closed with an error");
     }
 }
 
 impl Session {
-    async fn run(&mut self, auth_deadline: Instant, shutdown: &mut watch::Receiver<bool>) -> Result<(), SecureError> {
+    async fn run(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), SecureError> {
         loop {
             let next = self.process_buffered().await?;
             self.flush().await?;
@@ -106,7 +109,7 @@ impl Session {
                 return Ok(());
             }
             let deadline = match (&self.principal, self.shared.config.idle_timeout) {
-                (None, _) => Some(auth_deadline),
+                (None, _) => Some(self.auth_deadline),
                 (Some(_), Some(idle)) => Some(Instant::now() + idle),
                 (Some(_), None) => None,
             };
@@ -185,7 +188,18 @@ impl Session {
 
     async fn authenticate(&mut self, token: &[u8]) -> Next {
         bump(&self.shared.stats.commands_processed);
-        match self.shared.auth.authenticate(token).await {
+        // Waiting for an argon2 slot is bounded too: under an AUTH flood a
+        // connection is told to come back rather than parked indefinitely.
+        let deadline = match self.principal {
+            None => self.auth_deadline,
+            Some(_) => Instant::now() + self.shared.config.handshake_timeout,
+        };
+        let Ok(verdict) = timeout_at(deadline, self.shared.auth.authenticate(token)).await else {
+            warn!(peer = %self.peer, "AUTH not verified in time: verifier overloaded");
+            push(&mut self.plain_out, &Response::error("BUSY", "authentication is overloaded; retry later"));
+            return Next::Close;
+        };
+        match verdict {
             Ok(principal) => {
                 debug!(peer = %self.peer, token_id = %principal.token_id, "authenticated");
                 self.principal = Some(principal);
