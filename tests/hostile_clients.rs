@@ -173,7 +173,7 @@ async fn a_truncated_record_then_hangup_is_just_a_closed_connection() {
 
 #[tokio::test]
 async fn silent_clients_hit_the_handshake_timeout() {
-    let server = TestServer::start_with(|c| c.handshake_timeout = Duration::from_millis(200)).await;
+    let server = TestServer::start_with(|c| c.handshake_timeout = Duration::from_millis(500)).await;
     let mut silent = TcpStream::connect(server.addr).await.unwrap();
     assert!(read_to_end(&mut silent).await.is_empty());
     // Handshaken but never authenticating is bounded the same way.
@@ -258,11 +258,12 @@ async fn random_bytes_inside_the_channel_never_crash_the_server() {
 async fn an_auth_flood_is_answered_busy_instead_of_queued_forever() {
     let server = TestServer::start_with(|c| {
         c.auth_concurrency = 1;
-        c.handshake_timeout = Duration::from_millis(300);
+        c.handshake_timeout = Duration::from_secs(1);
     })
     .await;
+    // 120 argon2id runs (19 MiB, t=2: 10-30 ms each) cannot all fit one slot in 1 s.
     let mut conns = Vec::new();
-    for _ in 0..30 {
+    for _ in 0..120 {
         conns.push(RawConn::handshaken(&server).await);
     }
     let token = common::c_token(&server);
@@ -274,7 +275,8 @@ async fn an_auth_flood_is_answered_busy_instead_of_queued_forever() {
     let busy = answers.iter().filter(|r| r.error_parts().is_some_and(|(code, _)| code == "BUSY")).count();
     let ok = answers.iter().filter(|r| **r == Response::ok_empty()).count();
     assert_eq!(busy + ok, answers.len(), "{answers:?}");
-    assert!(busy > 0, "30 argon2 runs cannot all fit one slot within 300 ms");
+    assert!(busy > 0, "some AUTH attempts must be turned away");
+    assert!(ok > 0, "the verifier still admits some");
     still_serving(&server).await;
 }
 
