@@ -22,7 +22,7 @@
 //! let (data, init) = DataDir::open_or_init(dir.path(), HashParams::default())?;
 //! let token = init.expect("a new data dir issues an admin token").admin_token;
 //! let config = ServerConfig { listen: "127.0.0.1:0".parse()?, ..ServerConfig::default() };
-//! let server = Server::bind(config, &data).await?;
+//! let server = Server::bind(config, data).await?;
 //! let addr = server.local_addr()?;
 //! tokio::spawn(server.run(std::future::pending()));
 //!

@@ -31,6 +31,7 @@ pub enum Op {
     Mset(Vec<String>, Option<String>),
     Dbsize,
     Info,
+    Save,
 }
 
 impl Op {
@@ -151,6 +152,10 @@ pub async fn run(opts: &ClientOpts, op: Op) -> anyhow::Result<ExitCode> {
         }
         Op::Dbsize => out.int(i64::try_from(client.dbsize().await?).unwrap_or(i64::MAX)),
         Op::Info => print!("{}", client.info().await?),
+        Op::Save => {
+            client.save().await?;
+            out.line("OK");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -73,6 +73,8 @@ enum Command {
     Dbsize(NoArgs),
     /// Print server information.
     Info(NoArgs),
+    /// Take a snapshot now.
+    Save(NoArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -160,6 +162,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Mset(m) => (m.opts, Op::Mset(m.pairs, m.ttl)),
         Command::Dbsize(c) => (c.opts, Op::Dbsize),
         Command::Info(c) => (c.opts, Op::Info),
+        Command::Save(c) => (c.opts, Op::Save),
     };
     commands::run(&opts, op).await
 }

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use cryptomem::client::Credentials;
+use cryptomem::persist::PersistError;
 use cryptomem::persist::{DataDir, InitReport};
-use cryptomem::server::{Server, Settings};
+use cryptomem::server::{Server, ServerError, Settings};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, clap::Args)]
@@ -38,10 +39,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = args.settings.or(file).resolve().map_err(anyhow::Error::msg)?;
     let (data, init) = DataDir::open_or_init(&config.data_dir, config.token_hash)
         .with_context(|| format!("cannot open data dir {}", config.data_dir.display()))?;
-    let server = Server::bind(config, &data).await?;
+    let data_path = config.data_dir.display().to_string();
+    let server = Server::bind(config, data).await.map_err(|e| match e {
+        ServerError::Persist(PersistError::Corrupted { .. }) => anyhow::anyhow!(
+            "{e}\nnothing was changed. `cryptomem-tool verify --data {data_path}` shows every problem; \
+             `cryptomem-tool repair --data {data_path}` cuts a damaged log at its last good record (keeping a backup)"
+        ),
+        other => other.into(),
+    })?;
     let addr = server.local_addr().context("cannot read the listen address")?;
     if let Some(report) = init {
-        announce_new_data_dir(&data, &report, addr)?;
+        announce_new_data_dir(server.data_dir(), &report, addr)?;
     }
     server.run(shutdown_signal()).await;
     Ok(ExitCode::SUCCESS)

@@ -410,6 +410,17 @@ impl Client {
         ))
     }
 
+    /// Asks the server to take a snapshot now; returns its cut sequence number.
+    ///
+    /// # Errors
+    /// [`Error::Server`] with code `IOERR` if the snapshot failed; any other [`Error`].
+    pub async fn save(&self) -> Result<u64> {
+        let r = self.request(&Request::Save).await?;
+        Ok(u64::from_be_bytes(
+            r.body.as_ref().try_into().map_err(|_| Error::Protocol("SAVE reply is not 8 bytes".into()))?,
+        ))
+    }
+
     /// The server's INFO text.
     ///
     /// # Errors

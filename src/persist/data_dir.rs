@@ -6,6 +6,8 @@
 //! | `server.pub`       | 0644 | its public key, 64 hex digits: what clients pin      |
 //! | `tokens.toml`      | 0600 | argon2id hashes of the access tokens ([`crate::auth::table`]) |
 //! | `credentials.toml` | 0600 | server address, public key and the first admin token, for the CLI ([`crate::client::credentials`]) |
+//! | `LOCK`             | 0600 | empty; a running server holds an exclusive lock on it |
+//! | `log-*.cml`, `snapshot-*.cms` | 0600 / 0644 | the keyspace ([`crate::persist`]) |
 //!
 //! A directory without `tokens.toml` is new: it is initialised (an existing
 //! valid `server.key` is kept, so a pinned key stays valid), `tokens.toml` is
@@ -26,6 +28,8 @@ pub const SERVER_PUB_FILE: &str = "server.pub";
 pub const TOKENS_FILE: &str = "tokens.toml";
 /// `credentials.toml`.
 pub const CREDENTIALS_FILE: &str = "credentials.toml";
+/// `LOCK`.
+pub const LOCK_FILE: &str = "LOCK";
 
 /// A data dir that could not be opened or initialised.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +51,24 @@ pub enum DataDirError {
     /// Token creation failed.
     #[error("{0}")]
     Init(String),
+    /// Another process holds the data dir.
+    #[error("data dir {0} is in use by another cryptomem process (it holds {0}/LOCK)")]
+    Locked(String),
+}
+
+/// Takes the exclusive lock on `root`'s `LOCK` file; held until the file is dropped.
+///
+/// # Errors
+/// [`DataDirError::Locked`] if another process holds it, I/O errors otherwise.
+pub fn lock_data_dir(root: &Path) -> Result<std::fs::File, DataDirError> {
+    let path = root.join(LOCK_FILE);
+    let file =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DataDirError::Locked(root.display().to_string())),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
+    }
 }
 
 /// An opened data directory.
@@ -55,6 +77,7 @@ pub struct DataDir {
     root: PathBuf,
     identity: ServerIdentity,
     tokens: TokenTable,
+    _lock: std::fs::File,
 }
 
 /// What initialising a new data dir created; the token is shown to the user once.
@@ -77,12 +100,13 @@ impl DataDir {
     /// [`DataDirError`] naming the file at fault.
     pub fn open_or_init(root: &Path, params: HashParams) -> Result<(Self, Option<InitReport>), DataDirError> {
         create_private_dir(root).map_err(io_err(root))?;
+        let lock = lock_data_dir(root)?;
         let key_path = root.join(SERVER_KEY_FILE);
         let tokens_path = root.join(TOKENS_FILE);
         if tokens_path.exists() {
             let identity = ServerIdentity::load(&key_path)?;
             let tokens = TokenTable::load(&tokens_path)?;
-            return Ok((Self { root: root.to_path_buf(), identity, tokens }, None));
+            return Ok((Self { root: root.to_path_buf(), identity, tokens, _lock: lock }, None));
         }
 
         let (identity, new_server_key) = match ServerIdentity::load(&key_path) {
@@ -106,7 +130,7 @@ impl DataDir {
             created_unix_ms: crate::store::Clock::System.now_ms(),
         });
         write_atomic(&tokens_path, tokens.to_toml().as_bytes(), PRIVATE_MODE).map_err(io_err(&tokens_path))?;
-        let dir = Self { root: root.to_path_buf(), identity, tokens };
+        let dir = Self { root: root.to_path_buf(), identity, tokens, _lock: lock };
         Ok((dir, Some(InitReport { admin_token, new_server_key })))
     }
 
@@ -150,21 +174,32 @@ mod tests {
         assert!(crate::auth::verify_secret(report.admin_token.secret(), &record.hash));
         let tokens_text = std::fs::read_to_string(root.join(TOKENS_FILE)).unwrap();
         assert!(!tokens_text.contains(report.admin_token.secret()), "secret must not be stored");
+        let (public, tokens) = (dir.identity().public_hex(), dir.tokens().clone());
+        drop(dir);
 
         let (again, none) = DataDir::open_or_init(&root, cheap()).unwrap();
         assert!(none.is_none());
-        assert_eq!(again.identity().public_hex(), dir.identity().public_hex());
-        assert_eq!(again.tokens(), dir.tokens());
+        assert_eq!(again.identity().public_hex(), public);
+        assert_eq!(again.tokens(), &tokens);
     }
 
     #[test]
     fn interrupted_init_keeps_the_key_and_finishes() {
         let tmp = tempfile::tempdir().unwrap();
-        let (dir, _) = DataDir::open_or_init(tmp.path(), cheap()).unwrap();
+        let public = DataDir::open_or_init(tmp.path(), cheap()).unwrap().0.identity().public_hex();
         std::fs::remove_file(tmp.path().join(TOKENS_FILE)).unwrap();
         let (again, report) = DataDir::open_or_init(tmp.path(), cheap()).unwrap();
         assert!(!report.unwrap().new_server_key);
-        assert_eq!(again.identity().public_hex(), dir.identity().public_hex());
+        assert_eq!(again.identity().public_hex(), public);
+    }
+
+    #[test]
+    fn a_second_opener_is_locked_out_until_the_first_closes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (first, _) = DataDir::open_or_init(tmp.path(), cheap()).unwrap();
+        assert!(matches!(DataDir::open_or_init(tmp.path(), cheap()), Err(DataDirError::Locked(_))));
+        drop(first);
+        DataDir::open_or_init(tmp.path(), cheap()).unwrap();
     }
 
     #[test]

@@ -28,7 +28,9 @@
 //! | 7      | body_len| body                                                     |
 //!
 //! An error body is UTF-8: an upper-case code, a space, and a message, like
-//! Redis (`ERR`, `NOAUTH`, `WRONGPASS`, `NOPERM`, `TOOBIG`, `PROTO`, `BUSY`).
+//! Redis (`ERR`, `NOAUTH`, `WRONGPASS`, `NOPERM`, `TOOBIG`, `PROTO`, `BUSY`,
+//! and `IOERR` when the server cannot persist writes: it then refuses every
+//! write, while reads keep working).
 //!
 //! Responses come back in request order, so clients may pipeline: send many
 //! requests without waiting, then read the responses in the same order.
@@ -55,6 +57,7 @@
 //! | 13 | INFO    | -   | - | - | UTF-8 `name:value` lines, `# Section` headers | - |
 //! | 14 | SETNX   | key | value | >= 0 | empty | key exists (nothing written) |
 //! | 15 | SETXX   | key | value | >= 0 | empty | key missing (nothing written) |
+//! | 16 | SAVE    | -   | - | - | u64: the snapshot's cut sequence number | - |
 //!
 //! A key list is `count: u32` then `count` times (`len: u16`, key bytes).
 //! A pair list is `count: u32` then `count` times (`key_len: u16`,
@@ -139,6 +142,8 @@ pub mod command {
     pub const SETNX: u8 = 14;
     /// SET only if the key exists.
     pub const SETXX: u8 = 15;
+    /// SAVE: snapshot now.
+    pub const SAVE: u8 = 16;
 }
 
 /// Size limits a decoder enforces before allocating anything.

@@ -91,6 +91,8 @@ pub enum Request {
     DbSize,
     /// INFO.
     Info,
+    /// SAVE: take a snapshot now.
+    Save,
 }
 
 impl fmt::Debug for Request {
@@ -111,11 +113,20 @@ impl fmt::Debug for Request {
             Self::MSet { pairs, ttl } => write!(f, "MSet({} pairs, ttl {ttl:?})", pairs.len()),
             Self::DbSize => f.write_str("DbSize"),
             Self::Info => f.write_str("Info"),
+            Self::Save => f.write_str("Save"),
         }
     }
 }
 
 impl Request {
+    /// Whether the command can change the keyspace.
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Self::Set { .. } | Self::Delete { .. } | Self::Expire { .. } | Self::Persist { .. } | Self::MSet { .. }
+        )
+    }
+
     /// The command's name as users know it.
     pub fn name(&self) -> &'static str {
         match self {
@@ -134,6 +145,7 @@ impl Request {
             Self::MSet { .. } => "MSET",
             Self::DbSize => "DBSIZE",
             Self::Info => "INFO",
+            Self::Save => "SAVE",
         }
     }
 }
@@ -230,11 +242,15 @@ fn parse_command(code: u8, key: Bytes, value: Bytes, ttl: i64, limits: &Limits) 
             let ttl = fields.optional_ttl()?;
             Request::MSet { pairs: parse_pair_list(fields.value, limits)?, ttl }
         }
-        command::DBSIZE | command::INFO => {
+        command::DBSIZE | command::INFO | command::SAVE => {
             fields.no_key()?;
             fields.no_value()?;
             fields.no_ttl()?;
-            if code == command::DBSIZE { Request::DbSize } else { Request::Info }
+            match code {
+                command::DBSIZE => Request::DbSize,
+                command::INFO => Request::Info,
+                _ => Request::Save,
+            }
         }
         other => return Err(format!("unknown command code {other}")),
     })
@@ -384,6 +400,7 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) -> Result<(), FrameE
         }
         Request::DbSize => write_frame(out, command::DBSIZE, none, none, 0),
         Request::Info => write_frame(out, command::INFO, none, none, 0),
+        Request::Save => write_frame(out, command::SAVE, none, none, 0),
     }
 }
 

@@ -40,6 +40,7 @@ fn request() -> impl Strategy<Value = Request> {
             .prop_map(|(pairs, ttl)| Request::MSet { pairs, ttl }),
         Just(Request::DbSize),
         Just(Request::Info),
+        Just(Request::Save),
     ]
 }
 

@@ -13,6 +13,9 @@
 //! | `--max-batch-keys`    | `CRYPTOMEM_MAX_BATCH_KEYS`   | `max_batch_keys`    | 10000            |
 //! | `--shards`            | `CRYPTOMEM_SHARDS`           | `shards`            | 8 per core, a power of two, 16..=1024 |
 //! | `--auth-concurrency`  | `CRYPTOMEM_AUTH_CONCURRENCY` | `auth_concurrency`  | half the cores, at least 1 |
+//! | `--fsync`             | `CRYPTOMEM_FSYNC`            | `fsync`             | `everysec` (`always`, `no`) |
+//! | `--snapshot-interval` | `CRYPTOMEM_SNAPSHOT_INTERVAL`| `snapshot_interval` | `5m` |
+//! | `--snapshot-after-writes` | `CRYPTOMEM_SNAPSHOT_AFTER_WRITES` | `snapshot_after_writes` | 100000; 0 = only by time |
 //!
 //! The file is named by `--config` / `CRYPTOMEM_CONFIG`; unknown keys in it are errors.
 
@@ -23,6 +26,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::HashParams;
+use crate::persist::PersistConfig;
 use crate::protocol::{HARD_MAX_VALUE_LEN, Limits};
 use crate::store::{Clock, default_shard_count};
 use crate::units::{parse_duration, parse_size};
@@ -64,6 +68,15 @@ pub struct Settings {
     /// Most argon2 token verifications running at once [default: half the cores].
     #[arg(long, env = "CRYPTOMEM_AUTH_CONCURRENCY")]
     pub auth_concurrency: Option<usize>,
+    /// When the append-only log fsyncs: always, everysec or no [default: everysec].
+    #[arg(long, env = "CRYPTOMEM_FSYNC")]
+    pub fsync: Option<String>,
+    /// Snapshot at least this often when anything changed [default: 5m].
+    #[arg(long, env = "CRYPTOMEM_SNAPSHOT_INTERVAL")]
+    pub snapshot_interval: Option<String>,
+    /// Snapshot after this many changes; 0 = only by time [default: 100000].
+    #[arg(long, env = "CRYPTOMEM_SNAPSHOT_AFTER_WRITES")]
+    pub snapshot_after_writes: Option<u64>,
 }
 
 impl Settings {
@@ -90,6 +103,9 @@ impl Settings {
             max_batch_keys: self.max_batch_keys.or(lower.max_batch_keys),
             shards: self.shards.or(lower.shards),
             auth_concurrency: self.auth_concurrency.or(lower.auth_concurrency),
+            fsync: self.fsync.or(lower.fsync),
+            snapshot_interval: self.snapshot_interval.or(lower.snapshot_interval),
+            snapshot_after_writes: self.snapshot_after_writes.or(lower.snapshot_after_writes),
         }
     }
 
@@ -126,6 +142,17 @@ impl Settings {
         if max_connections == 0 {
             return Err("max-connections: must be at least 1".into());
         }
+        let fsync = self.fsync.as_deref().unwrap_or("everysec").parse().map_err(|e| format!("fsync: {e}"))?;
+        let snapshot_interval = parse_duration(self.snapshot_interval.as_deref().unwrap_or("5m"))
+            .map_err(|e| format!("snapshot-interval: {e}"))?;
+        if snapshot_interval.is_zero() {
+            return Err("snapshot-interval: must be more than 0".into());
+        }
+        let persist = PersistConfig {
+            fsync,
+            snapshot_interval,
+            snapshot_after_writes: self.snapshot_after_writes.unwrap_or(100_000),
+        };
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         Ok(ServerConfig {
             listen,
@@ -139,6 +166,7 @@ impl Settings {
             token_hash: HashParams::default(),
             clock: Clock::System,
             shutdown_grace: Duration::from_secs(5),
+            persist,
         })
     }
 }
@@ -168,6 +196,8 @@ pub struct ServerConfig {
     pub clock: Clock,
     /// How long shutdown waits for open connections to finish.
     pub shutdown_grace: Duration,
+    /// Log and snapshot settings.
+    pub persist: PersistConfig,
 }
 
 impl Default for ServerConfig {

@@ -4,27 +4,42 @@
 use bytes::Bytes;
 
 use crate::protocol::{Request, Response, Status, encode_response, encode_response_header};
-use crate::store::PersistOutcome;
+use crate::store::{PersistOutcome, StoreError};
 
 use super::Shared;
 
-/// Runs `request` and appends its response to `out`.
-pub(super) fn execute(shared: &Shared, request: Request, out: &mut Vec<u8>) {
+/// Runs `request` and appends its response to `out`. Returns whether it
+/// changed the store (so the session knows to wait for durability).
+pub(super) fn execute(shared: &Shared, request: Request, out: &mut Vec<u8>) -> bool {
+    let is_write = request.is_write();
+    match run(shared, request, out) {
+        Ok(Some(response)) => push(out, &response),
+        Ok(None) => {}
+        Err(e) => push(out, &Response::error("IOERR", &e.to_string())),
+    }
+    is_write
+}
+
+/// Executes one request; `Ok(None)` when the response was written directly.
+fn run(shared: &Shared, request: Request, out: &mut Vec<u8>) -> Result<Option<Response>, StoreError> {
     let store = &shared.store;
     let now = shared.config.clock.now_ms();
     let response = match request {
         Request::Get { key } => match store.get(&key, now) {
             // Written straight from the stored bytes: no intermediate Response.
-            Some(value) => return write_ok(out, &value),
+            Some(value) => {
+                write_ok(out, &value);
+                return Ok(None);
+            }
             None => Response::not_found(),
         },
         Request::Set { key, value, ttl, condition } => {
-            found(store.set(owned(&key), owned(&value), ttl, condition, now))
+            found(store.set(owned(&key), owned(&value), ttl, condition, now)?)
         }
-        Request::Delete { key } => found(store.delete(&key, now)),
+        Request::Delete { key } => found(store.delete(&key, now)?),
         Request::Exists { key } => found(store.exists(&key, now)),
-        Request::Expire { key, ttl } => found(store.expire(&key, ttl, now)),
-        Request::Persist { key } => match store.persist(&key, now) {
+        Request::Expire { key, ttl } => found(store.expire(&key, ttl, now)?),
+        Request::Persist { key } => match store.persist(&key, now)? {
             PersistOutcome::Missing => Response::not_found(),
             PersistOutcome::Removed => Response::ok(Bytes::from_static(&[1])),
             PersistOutcome::HadNone => Response::ok(Bytes::from_static(&[0])),
@@ -54,17 +69,21 @@ pub(super) fn execute(shared: &Shared, request: Request, out: &mut Vec<u8>) {
         }
         Request::MSet { pairs, ttl } => {
             for (key, value) in pairs {
-                store.set(owned(&key), owned(&value), ttl, crate::protocol::SetCondition::Always, now);
+                store.set(owned(&key), owned(&value), ttl, crate::protocol::SetCondition::Always, now)?;
             }
             Response::ok_empty()
         }
         Request::Ping { message } if message.is_empty() => Response::ok(Bytes::from_static(b"PONG")),
         Request::Ping { message } => Response::ok(message),
         Request::DbSize => Response::ok(Bytes::copy_from_slice(&(store.len() as u64).to_be_bytes())),
-        Request::Info => Response::ok(shared.stats.render(store, shared.config.max_connections)),
-        Request::Auth { .. } => unreachable_auth(),
+        Request::Info => {
+            let mut info = shared.stats.render(store, shared.config.max_connections);
+            info.push_str(&shared.persistence.info());
+            Response::ok(info)
+        }
+        Request::Auth { .. } | Request::Save => session_only(),
     };
-    push(out, &response);
+    Ok(Some(response))
 }
 
 /// Decoded keys and values share the connection's receive buffer; storing
@@ -77,10 +96,10 @@ fn found(yes: bool) -> Response {
     if yes { Response::ok_empty() } else { Response::not_found() }
 }
 
-/// AUTH is handled by the session before dispatch; answering here keeps the
-/// function total without a panic path.
-fn unreachable_auth() -> Response {
-    Response::error("ERR", "AUTH is handled by the session")
+/// AUTH and SAVE wait on other tasks, so the session runs them; answering
+/// here keeps the function total without a panic path.
+fn session_only() -> Response {
+    Response::error("ERR", "this command is handled by the session")
 }
 
 fn write_ok(out: &mut Vec<u8>, value: &[u8]) {

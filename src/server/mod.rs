@@ -9,6 +9,11 @@
 //! and are closed at once. Every connection must finish the handshake within
 //! `handshake_timeout` and send AUTH within another `handshake_timeout`;
 //! authenticated connections idle for `idle_timeout` are closed.
+//!
+//! Every change goes through the append-only log before it is applied
+//! ([`crate::persist`]); with `--fsync always` a session holds the replies to
+//! a batch that wrote until the log reports those records fsynced. At shutdown
+//! a final snapshot is taken and the log is flushed.
 
 pub mod config;
 mod dispatch;
@@ -28,7 +33,7 @@ pub use config::{ServerConfig, Settings};
 pub use stats::Stats;
 
 use crate::auth::Authenticator;
-use crate::persist::DataDir;
+use crate::persist::{DataDir, Persistence};
 use crate::secure::ServerIdentity;
 use crate::store::Store;
 
@@ -51,11 +56,17 @@ pub enum ServerError {
     /// The authenticator could not be set up.
     #[error("{0}")]
     Auth(String),
+    /// Recovery failed: the data dir is damaged or unreadable.
+    #[error("cannot recover the data dir: {0}")]
+    Persist(#[from] crate::persist::PersistError),
 }
 
 /// State every session shares.
 pub(crate) struct Shared {
+    /// Held for the server's lifetime: it owns the data dir's lock.
+    pub(crate) data: DataDir,
     pub(crate) store: Arc<Store>,
+    pub(crate) persistence: Arc<Persistence>,
     pub(crate) auth: Authenticator,
     pub(crate) identity: ServerIdentity,
     pub(crate) config: ServerConfig,
@@ -75,20 +86,36 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Binds the listener for the opened data dir.
+    /// Recovers the keyspace from the opened data dir and binds the listener.
     ///
     /// # Errors
-    /// [`ServerError::Bind`] if the address is taken or not allowed.
-    pub async fn bind(config: ServerConfig, data: &DataDir) -> Result<Self, ServerError> {
+    /// [`ServerError::Persist`] if the data dir's snapshot or log is damaged
+    /// (naming file and offset), [`ServerError::Bind`] if the address is taken.
+    pub async fn bind(config: ServerConfig, data: DataDir) -> Result<Self, ServerError> {
+        let store = Arc::new(Store::new(config.shards));
+        let started = std::time::Instant::now();
+        let (persistence, report) =
+            Persistence::open(data.root(), Arc::clone(&store), config.clock.clone(), config.persist)?;
+        info!(
+            keys = store.len(),
+            snapshot = %report.snapshot.as_ref().map_or_else(|| "none".into(), |(p, _)| p.display().to_string()),
+            replayed = report.replayed,
+            segments = report.segments.len(),
+            ms = started.elapsed().as_millis() as u64,
+            fsync = %config.persist.fsync,
+            "recovered the keyspace"
+        );
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
         let auth = Authenticator::new(data.tokens().clone(), config.auth_concurrency, config.token_hash)
             .map_err(|e| ServerError::Auth(e.to_string()))?;
         let shared = Shared {
-            store: Arc::new(Store::new(config.shards)),
-            auth,
             identity: data.identity().clone(),
+            data,
+            store,
+            persistence,
+            auth,
             config,
             stats: Stats::default(),
         };
@@ -103,6 +130,11 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// The data dir this server owns.
+    pub fn data_dir(&self) -> &DataDir {
+        &self.shared.data
+    }
+
     /// The keyspace, for embedding and tests.
     pub fn store(&self) -> Arc<Store> {
         Arc::clone(&self.shared.store)
@@ -115,6 +147,7 @@ impl Server {
         let permits = Arc::new(Semaphore::new(permits_total));
         let (stop_tx, stop_rx) = watch::channel(false);
         let janitor = tokio::spawn(janitor(Arc::clone(&shared), stop_rx.clone()));
+        let snapshots = shared.persistence.spawn_scheduler(stop_rx.clone());
         info!(
             addr = %self.listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
             public_key = %shared.identity.public_hex(),
@@ -167,6 +200,8 @@ impl Server {
             warn!("some connections did not close within the shutdown grace period");
         }
         let _ = janitor.await;
+        let _ = snapshots.await;
+        shared.persistence.shutdown().await;
         info!("shutdown complete");
     }
 }

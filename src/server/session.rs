@@ -22,6 +22,7 @@ use tokio::time::{Instant, timeout_at};
 use tracing::{debug, info, warn};
 
 use crate::auth::Principal;
+use crate::persist::FsyncPolicy;
 use crate::protocol::{Decoded, FrameError, Request, Response, decode_request};
 use crate::secure::{RecordOpener, RecordSealer, SecureError, server_handshake};
 
@@ -56,6 +57,8 @@ struct Session {
     principal: Option<Principal>,
     /// When an unauthenticated connection must have completed AUTH.
     auth_deadline: Instant,
+    /// Whether the responses waiting in `plain_out` include a write.
+    wrote: bool,
 }
 
 /// Serves one accepted connection until it closes, fails, or the server shuts down.
@@ -94,6 +97,7 @@ pub(super) async fn serve_connection(
         principal: None,
         // AUTH must arrive and be verified within a second handshake timeout.
         auth_deadline: Instant::now() + auth_window,
+        wrote: false,
     };
     if let Err(e) = session.run(&mut shutdown).await {
         debug!(%peer, error = %e, "connection closed with an error");
@@ -104,7 +108,9 @@ impl Session {
     async fn run(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), SecureError> {
         loop {
             let next = self.process_buffered().await?;
-            self.flush().await?;
+            if !self.flush_when_durable().await? {
+                return Ok(());
+            }
             if matches!(next, Next::Close) {
                 return Ok(());
             }
@@ -142,8 +148,8 @@ impl Session {
     /// Executes every complete request in the input buffer.
     async fn process_buffered(&mut self) -> Result<Next, SecureError> {
         loop {
-            if self.plain_out.len() >= FLUSH_AT {
-                self.flush().await?;
+            if self.plain_out.len() >= FLUSH_AT && !self.flush_when_durable().await? {
+                return Ok(Next::Close);
             }
             let decoded = match decode_request(&mut self.plain_in, &self.shared.config.limits) {
                 Ok(Some(d)) => d,
@@ -171,6 +177,14 @@ impl Session {
                         return Ok(Next::Close);
                     }
                 }
+                Decoded::Request(Request::Save) if self.principal.is_some() => {
+                    bump(&self.shared.stats.commands_processed);
+                    let response = match self.shared.persistence.snapshot().await {
+                        Ok(header) => Response::ok(bytes::Bytes::copy_from_slice(&header.cut_seq.to_be_bytes())),
+                        Err(e) => Response::error("IOERR", &format!("snapshot failed: {e}")),
+                    };
+                    push(&mut self.plain_out, &response);
+                }
                 Decoded::Request(request) => {
                     if self.principal.is_none() {
                         push(
@@ -180,7 +194,7 @@ impl Session {
                         return Ok(Next::Close);
                     }
                     bump(&self.shared.stats.commands_processed);
-                    execute(&self.shared, request, &mut self.plain_out);
+                    self.wrote |= execute(&self.shared, request, &mut self.plain_out);
                 }
             }
         }
@@ -213,6 +227,25 @@ impl Session {
                 Next::Close
             }
         }
+    }
+
+    /// Sends the pending responses, first waiting (with `--fsync always`) until
+    /// the writes among them are fsynced. Returns false if the log failed: the
+    /// responses are then dropped and the connection closes, so no client is
+    /// told a write succeeded that may not be on disk.
+    async fn flush_when_durable(&mut self) -> Result<bool, SecureError> {
+        if std::mem::take(&mut self.wrote) {
+            let log = self.shared.persistence.log();
+            if log.policy() == FsyncPolicy::Always
+                && let Err(e) = log.wait_durable(log.last_seq()).await
+            {
+                warn!(peer = %self.peer, error = %e, "closing: writes could not be made durable");
+                self.plain_out.clear();
+                return Ok(false);
+            }
+        }
+        self.flush().await?;
+        Ok(true)
     }
 
     /// Seals and sends everything in the output buffer, in one write.

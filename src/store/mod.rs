@@ -15,12 +15,19 @@
 //!   expiry, so its work is proportional to what has expired.
 //!
 //! Values are opaque bytes: the server stores exactly what clients sent.
+//!
+//! Durability hooks in through a [`Journal`]: every change is appended to it
+//! while the shard's writer lock is held, before it is applied, so the
+//! journal's order of changes to one key is the order they were applied in,
+//! and a change the journal refuses is not applied. [`Store::cut`] holds every
+//! shard's writer lock for the instant it takes to load each map and read the
+//! journal's position, which gives snapshots an exact sequence-number cut.
 
 mod clock;
 mod shard;
 
 use std::hash::BuildHasher;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,7 +36,38 @@ pub use clock::{Clock, deadline, duration_ms_ceil};
 pub use shard::ENTRY_OVERHEAD;
 use shard::Shard;
 
+use crate::persist::frame::{LogOp, LogOpRef};
 use crate::protocol::SetCondition;
+
+/// Where the store records every change before applying it.
+pub trait Journal: Send + Sync {
+    /// Appends `op`; returns its sequence number.
+    ///
+    /// # Errors
+    /// [`StoreError::Journal`] when the change cannot be recorded; the store
+    /// then does not apply it.
+    fn append(&self, op: LogOpRef<'_>) -> Result<u64, StoreError>;
+}
+
+/// A write the store refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The journal cannot record changes (I/O failure); reads still work.
+    #[error("writes are disabled: {0}")]
+    Journal(String),
+}
+
+/// Every shard's map at one instant, and the journal position of that instant:
+/// all changes with a sequence number up to `seq` are in the maps, none after.
+#[derive(Debug, Clone)]
+pub struct Cut {
+    /// One map per shard.
+    pub maps: Vec<Arc<ShardMap>>,
+    /// Per shard, the sequence number of the last change applied to it.
+    pub shard_seqs: Vec<u64>,
+    /// The cut's sequence number.
+    pub seq: u64,
+}
 
 /// One shard's map.
 pub type ShardMap = imbl::HashMap<Bytes, Entry>;
@@ -66,6 +104,7 @@ pub struct Store {
     shards: Box<[Shard]>,
     mask: usize,
     hasher: std::hash::RandomState,
+    journal: OnceLock<Arc<dyn Journal>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -84,7 +123,25 @@ impl Store {
     /// A store with `shards` shards, rounded up to a power of two (at least 1).
     pub fn new(shards: usize) -> Self {
         let n = shards.max(1).next_power_of_two();
-        Self { shards: (0..n).map(|_| Shard::new()).collect(), mask: n - 1, hasher: std::hash::RandomState::new() }
+        Self {
+            shards: (0..n).map(|_| Shard::new()).collect(),
+            mask: n - 1,
+            hasher: std::hash::RandomState::new(),
+            journal: OnceLock::new(),
+        }
+    }
+
+    /// Starts journaling every change (once; later calls are ignored). Load
+    /// recovered data before attaching, so it is not journaled again.
+    pub fn attach_journal(&self, journal: Arc<dyn Journal>) {
+        let _ = self.journal.set(journal);
+    }
+
+    fn record(&self, w: &mut shard::Writer, op: LogOpRef<'_>) -> Result<(), StoreError> {
+        if let Some(j) = self.journal.get() {
+            w.last_seq = j.append(op)?;
+        }
+        Ok(())
     }
 
     fn shard(&self, key: &[u8]) -> &Shard {
@@ -110,7 +167,17 @@ impl Store {
     }
 
     /// Writes `value` if `condition` holds; returns whether it wrote.
-    pub fn set(&self, key: Bytes, value: Bytes, ttl: Option<Duration>, condition: SetCondition, now_ms: u64) -> bool {
+    ///
+    /// # Errors
+    /// [`StoreError`] if the journal refuses the change.
+    pub fn set(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        ttl: Option<Duration>,
+        condition: SetCondition,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
         let expires_at_ms = ttl.map(|t| deadline(now_ms, t));
         self.shard(&key).write(|w| {
             let exists = w.live(&key, now_ms).is_some();
@@ -119,18 +186,32 @@ impl Store {
                 SetCondition::IfAbsent => !exists,
                 SetCondition::IfPresent => exists,
             };
-            if allowed {
-                w.put(key, Entry { value, expires_at_ms });
+            if !allowed {
+                return (Ok(false), false);
             }
-            (allowed, allowed)
+            if let Err(e) = self.record(w, LogOpRef::Set { key: &key, value: &value, expires_at_ms }) {
+                return (Err(e), false);
+            }
+            w.put(key, Entry { value, expires_at_ms });
+            (Ok(true), true)
         })
     }
 
     /// Deletes `key`; returns whether a live key was there.
-    pub fn delete(&self, key: &[u8], now_ms: u64) -> bool {
-        self.shard(key).write(|w| match w.remove(key) {
-            Some(old) => (old.is_live(now_ms), true),
-            None => (false, false),
+    ///
+    /// # Errors
+    /// [`StoreError`] if the journal refuses the change.
+    pub fn delete(&self, key: &[u8], now_ms: u64) -> Result<bool, StoreError> {
+        self.shard(key).write(|w| match w.live(key, now_ms) {
+            Some(_) => {
+                if let Err(e) = self.record(w, LogOpRef::Delete { key }) {
+                    return (Err(e), false);
+                }
+                w.remove(key);
+                (Ok(true), true)
+            }
+            // An expired entry goes without a journal record: replay drops it too.
+            None => (Ok(false), w.remove(key).is_some()),
         })
     }
 
@@ -140,29 +221,97 @@ impl Store {
     }
 
     /// Sets a new TTL on a live key; returns whether the key existed.
-    pub fn expire(&self, key: &[u8], ttl: Duration, now_ms: u64) -> bool {
+    ///
+    /// # Errors
+    /// [`StoreError`] if the journal refuses the change.
+    pub fn expire(&self, key: &[u8], ttl: Duration, now_ms: u64) -> Result<bool, StoreError> {
         let at = deadline(now_ms, ttl);
-        self.shard(key).write(|w| match w.live(key, now_ms) {
-            Some(entry) => {
-                let entry = Entry { value: entry.value.clone(), expires_at_ms: Some(at) };
-                w.put(Bytes::copy_from_slice(key), entry);
-                (true, true)
+        self.shard(key).write(|w| match w.live(key, now_ms).map(|e| e.value.clone()) {
+            Some(value) => {
+                if let Err(e) = self.record(w, LogOpRef::Expire { key, expires_at_ms: at }) {
+                    return (Err(e), false);
+                }
+                w.put(Bytes::copy_from_slice(key), Entry { value, expires_at_ms: Some(at) });
+                (Ok(true), true)
             }
-            None => (false, false),
+            None => (Ok(false), false),
         })
     }
 
     /// Removes the TTL of a live key.
-    pub fn persist(&self, key: &[u8], now_ms: u64) -> PersistOutcome {
-        self.shard(key).write(|w| match w.live(key, now_ms) {
-            None => (PersistOutcome::Missing, false),
-            Some(entry) if entry.expires_at_ms.is_none() => (PersistOutcome::HadNone, false),
+    ///
+    /// # Errors
+    /// [`StoreError`] if the journal refuses the change.
+    pub fn persist(&self, key: &[u8], now_ms: u64) -> Result<PersistOutcome, StoreError> {
+        self.shard(key).write(|w| match w.live(key, now_ms).cloned() {
+            None => (Ok(PersistOutcome::Missing), false),
+            Some(entry) if entry.expires_at_ms.is_none() => (Ok(PersistOutcome::HadNone), false),
             Some(entry) => {
-                let entry = Entry { value: entry.value.clone(), expires_at_ms: None };
-                w.put(Bytes::copy_from_slice(key), entry);
-                (PersistOutcome::Removed, true)
+                if let Err(e) = self.record(w, LogOpRef::Persist { key }) {
+                    return (Err(e), false);
+                }
+                w.put(Bytes::copy_from_slice(key), Entry { value: entry.value, expires_at_ms: None });
+                (Ok(PersistOutcome::Removed), true)
             }
         })
+    }
+
+    /// Applies a change read back from the journal, without journaling it.
+    /// Idempotent for the sequences recovery feeds it; a `Set` whose expiry
+    /// has passed removes the key.
+    pub fn apply_replayed(&self, op: LogOp, now_ms: u64) {
+        match op {
+            LogOp::Set { key, value, expires_at_ms } => {
+                let entry = Entry { value: Bytes::from(value), expires_at_ms };
+                self.load(Bytes::from(key), entry, now_ms);
+            }
+            LogOp::Delete { key } => {
+                self.shard(&key).write(|w| ((), w.remove(&key).is_some()));
+            }
+            LogOp::Expire { key, expires_at_ms } => {
+                self.shard(&key).write(|w| match w.live(&key, now_ms).map(|e| e.value.clone()) {
+                    Some(value) if expires_at_ms > now_ms => {
+                        w.put(Bytes::from(key), Entry { value, expires_at_ms: Some(expires_at_ms) });
+                        ((), true)
+                    }
+                    _ => ((), w.remove(&key).is_some()),
+                });
+            }
+            LogOp::Persist { key } => {
+                self.shard(&key).write(|w| match w.live(&key, now_ms).map(|e| e.value.clone()) {
+                    Some(value) => {
+                        w.put(Bytes::from(key), Entry { value, expires_at_ms: None });
+                        ((), true)
+                    }
+                    None => ((), false),
+                });
+            }
+        }
+    }
+
+    /// Inserts an entry read from a snapshot or the journal, without
+    /// journaling it; an already expired entry removes the key instead.
+    pub fn load(&self, key: Bytes, entry: Entry, now_ms: u64) {
+        self.shard(&key).write(|w| {
+            if entry.is_live(now_ms) {
+                w.put(key, entry);
+                ((), true)
+            } else {
+                ((), w.remove(&key).is_some())
+            }
+        });
+    }
+
+    /// Every shard's map at one instant. All writer locks are held while
+    /// `position` runs (it returns the journal's last sequence number and may
+    /// start a new log segment) and the maps are loaded; nothing is copied.
+    pub fn cut(&self, position: impl FnOnce() -> u64) -> Cut {
+        let guards: Vec<_> = self.shards.iter().map(Shard::lock_writer).collect();
+        let seq = position();
+        let maps = self.shards.iter().map(Shard::load).collect();
+        let shard_seqs = guards.iter().map(|g| g.last_seq).collect();
+        drop(guards);
+        Cut { maps, shard_seqs, seq }
     }
 
     /// The expiry of a live key: `None` if missing, `Some(None)` if it never expires.

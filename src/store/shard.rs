@@ -27,13 +27,15 @@ pub(super) struct Writer {
     /// proportional to what expired.
     expiry: BTreeSet<(u64, Bytes)>,
     bytes: u64,
+    /// Sequence number of the last journaled change applied here.
+    pub(super) last_seq: u64,
 }
 
 impl Shard {
     pub(super) fn new() -> Self {
         Self {
             current: ArcSwap::from_pointee(ShardMap::default()),
-            writer: Mutex::new(Writer { map: ShardMap::default(), expiry: BTreeSet::new(), bytes: 0 }),
+            writer: Mutex::new(Writer { map: ShardMap::default(), expiry: BTreeSet::new(), bytes: 0, last_seq: 0 }),
             bytes: AtomicU64::new(0),
         }
     }
@@ -49,6 +51,11 @@ impl Shard {
 
     pub(super) fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Holds this shard's writers off; used to take a cut across all shards.
+    pub(super) fn lock_writer(&self) -> MutexGuard<'_, Writer> {
+        lock(&self.writer)
     }
 
     /// Runs `f` on the writer state and publishes the result if `f` says it changed.

@@ -24,9 +24,10 @@ pub struct TestServer {
     pub token: Token,
     pub store: Arc<Store>,
     pub clock: Clock,
+    pub data_dir: std::path::PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
+    dir: Arc<tempfile::TempDir>,
 }
 
 impl TestServer {
@@ -36,7 +37,15 @@ impl TestServer {
 
     /// Starts a server after `adjust` has changed the default config.
     pub async fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(Arc::new(tempfile::tempdir().unwrap()), None, adjust).await
+    }
+
+    /// Starts a server on `dir/data`; `token` is the admin token of an existing data dir.
+    pub async fn start_in(
+        dir: Arc<tempfile::TempDir>,
+        token: Option<Token>,
+        adjust: impl FnOnce(&mut ServerConfig),
+    ) -> Self {
         let mut config = ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().join("data"),
@@ -45,25 +54,25 @@ impl TestServer {
         };
         adjust(&mut config);
         let (data, report) = DataDir::open_or_init(&config.data_dir, HashParams::default()).unwrap();
-        let token = report.expect("fresh data dir").admin_token;
+        let token = token.or_else(|| report.map(|r| r.admin_token)).expect("a token for this data dir");
+        let public_key = data.identity().public();
         let clock = config.clock.clone();
-        let server = Server::bind(config, &data).await.unwrap();
+        let data_dir = config.data_dir.clone();
+        let server = Server::bind(config, data).await.unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let addr = server.local_addr().unwrap();
         let store = server.store();
         let task = tokio::spawn(server.run(async move {
             let _ = stopped.await;
         }));
-        Self {
-            addr,
-            public_key: data.identity().public(),
-            token,
-            store,
-            clock,
-            stop: Some(stop),
-            task: Some(task),
-            _dir: dir,
-        }
+        Self { addr, public_key, token, store, clock, data_dir, stop: Some(stop), task: Some(task), dir }
+    }
+
+    /// Stops gracefully and starts again on the same data dir.
+    pub async fn restart(self, adjust: impl FnOnce(&mut ServerConfig)) -> Self {
+        let (dir, token) = (Arc::clone(&self.dir), self.token.clone());
+        self.stop().await;
+        Self::start_in(dir, Some(token), adjust).await
     }
 
     pub fn keyring() -> Keyring {

@@ -1,0 +1,230 @@
+//! The running persistence: recovery at open, the log as the store's journal,
+//! scheduled snapshots, and the numbers INFO shows.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::PersistError;
+use super::log::{FsyncPolicy, Log};
+use super::recovery::{RecoveryReport, TailMode, list, recover};
+use super::snapshot::{SnapshotHeader, write_snapshot};
+use crate::store::{Clock, Store};
+
+/// Persistence settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PersistConfig {
+    /// When the log fsyncs.
+    pub fsync: FsyncPolicy,
+    /// Snapshot at least this often (if anything changed).
+    pub snapshot_interval: Duration,
+    /// Snapshot after this many changes; 0 disables.
+    pub snapshot_after_writes: u64,
+}
+
+impl Default for PersistConfig {
+    fn default() -> Self {
+        Self {
+            fsync: FsyncPolicy::EverySec,
+            snapshot_interval: Duration::from_secs(300),
+            snapshot_after_writes: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Stats {
+    last_snapshot_unix_ms: Option<u64>,
+    last_snapshot_duration: Option<Duration>,
+    last_snapshot_keys: u64,
+    snapshots: u64,
+    last_error: Option<String>,
+}
+
+/// Persistence for one data dir. Share it behind an `Arc`.
+pub struct Persistence {
+    dir: PathBuf,
+    store: Arc<Store>,
+    log: Arc<Log>,
+    clock: Clock,
+    config: PersistConfig,
+    snapshotting: tokio::sync::Mutex<()>,
+    stats: Mutex<Stats>,
+}
+
+impl std::fmt::Debug for Persistence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Persistence").field("dir", &self.dir).field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Persistence {
+    /// Recovers `dir` into `store` (which must be empty, without a journal),
+    /// starts a new log segment and makes the log the store's journal.
+    ///
+    /// # Errors
+    /// [`PersistError`]: corruption (with file and offset) stops startup.
+    pub fn open(
+        dir: &Path,
+        store: Arc<Store>,
+        clock: Clock,
+        config: PersistConfig,
+    ) -> Result<(Arc<Self>, RecoveryReport), PersistError> {
+        let report = recover(dir, &store, clock.now_ms(), TailMode::Truncate)?;
+        let log = Log::open(dir, report.next_seq, config.fsync)
+            .map_err(|source| PersistError::Io { file: dir.to_path_buf(), source })?;
+        let log = Arc::new(log);
+        store.attach_journal(Arc::clone(&log) as Arc<dyn crate::store::Journal>);
+        let stats = Stats {
+            last_snapshot_unix_ms: report.snapshot.as_ref().map(|(_, h)| h.created_unix_ms),
+            last_snapshot_keys: report.snapshot.as_ref().map_or(0, |(_, h)| h.entries),
+            ..Stats::default()
+        };
+        let engine = Self {
+            dir: dir.to_path_buf(),
+            store,
+            log,
+            clock,
+            config,
+            snapshotting: tokio::sync::Mutex::new(()),
+            stats: Mutex::new(stats),
+        };
+        Ok((Arc::new(engine), report))
+    }
+
+    /// The log.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
+        self.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes a snapshot now (one at a time) and removes what it supersedes.
+    /// Writers keep going while it is written.
+    ///
+    /// # Errors
+    /// [`PersistError`] if writing fails; the previous snapshot and all
+    /// segments stay, so nothing is lost.
+    pub async fn snapshot(&self) -> Result<SnapshotHeader, PersistError> {
+        let _one_at_a_time = self.snapshotting.lock().await;
+        let started = Instant::now();
+        let cut = self.store.cut(|| self.log.cut());
+        let dir = self.dir.clone();
+        let now = self.clock.now_ms();
+        let written = tokio::task::spawn_blocking(move || {
+            write_snapshot(&dir, &cut, now, |n| info!(entries = n, "snapshot in progress"))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(PersistError::Io { file: self.dir.clone(), source: std::io::Error::other(e.to_string()) })
+        });
+        let (path, header) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                warn!(error = %e, "snapshot failed; the log still has every change");
+                self.stats().last_error = Some(e.to_string());
+                return Err(e);
+            }
+        };
+        if let Err(e) = remove_superseded(&self.dir, header.cut_seq) {
+            warn!(error = %e, "could not remove files the new snapshot supersedes; they will be retried next time");
+        }
+        let took = started.elapsed();
+        info!(file = %path.display(), keys = header.entries, cut_seq = header.cut_seq, ms = took.as_millis() as u64, "snapshot written");
+        let mut stats = self.stats();
+        stats.last_snapshot_unix_ms = Some(header.created_unix_ms);
+        stats.last_snapshot_duration = Some(took);
+        stats.last_snapshot_keys = header.entries;
+        stats.snapshots += 1;
+        Ok(header)
+    }
+
+    /// Snapshots on the interval and after `snapshot_after_writes` changes,
+    /// until `stop` flips.
+    pub fn spawn_scheduler(self: &Arc<Self>, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut last = Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tick.tick() => {}
+                }
+                let changes = this.log.since_cut();
+                let by_count = this.config.snapshot_after_writes > 0 && changes >= this.config.snapshot_after_writes;
+                let by_time = changes > 0 && last.elapsed() >= this.config.snapshot_interval;
+                if (by_count || by_time) && this.log.status().failed.is_none() {
+                    let _ = this.snapshot().await;
+                    last = Instant::now();
+                }
+            }
+        })
+    }
+
+    /// At shutdown: a final snapshot if anything changed, then flush and stop the log.
+    pub async fn shutdown(&self) {
+        if self.log.since_cut() > 0 && self.log.status().failed.is_none() {
+            let _ = self.snapshot().await;
+        }
+        let log = Arc::clone(&self.log);
+        let _ = tokio::task::spawn_blocking(move || log.close()).await;
+    }
+
+    /// The `# Persistence` section of INFO.
+    pub fn info(&self) -> String {
+        let stats = self.stats().clone();
+        let status = self.log.status();
+        let log_bytes: u64 = list(&self.dir)
+            .map(|l| l.segments.iter().filter_map(|(_, p)| std::fs::metadata(p).ok()).map(|m| m.len()).sum())
+            .unwrap_or(0);
+        let mut out = String::new();
+        let _ = writeln!(out, "\n# Persistence");
+        let _ = writeln!(out, "fsync:{}", self.config.fsync);
+        let _ = writeln!(out, "writes_enabled:{}", u8::from(status.failed.is_none()));
+        let _ = writeln!(out, "log_last_seq:{}", self.log.last_seq());
+        let _ = writeln!(out, "log_durable_seq:{}", status.durable_seq);
+        let _ = writeln!(out, "log_bytes:{log_bytes}");
+        let _ = writeln!(out, "changes_since_snapshot:{}", self.log.since_cut());
+        let _ = writeln!(out, "snapshots_taken:{}", stats.snapshots);
+        let _ = writeln!(out, "last_snapshot_unix_ms:{}", stats.last_snapshot_unix_ms.unwrap_or(0));
+        let _ =
+            writeln!(out, "last_snapshot_duration_ms:{}", stats.last_snapshot_duration.map_or(0, |d| d.as_millis()));
+        let _ = writeln!(out, "last_snapshot_keys:{}", stats.last_snapshot_keys);
+        let error = status.failed.or(stats.last_error).unwrap_or_default();
+        let _ = writeln!(out, "last_error:{}", error.replace('\n', " "));
+        out
+    }
+}
+
+/// Deletes snapshots older than `cut_seq` and every segment whose records
+/// are all at or below it (the next segment starts at or below `cut_seq + 1`).
+///
+/// # Errors
+/// I/O errors; a partial removal is safe to retry.
+pub fn remove_superseded(dir: &Path, cut_seq: u64) -> Result<(), PersistError> {
+    let listing = list(dir)?;
+    let io = |file: &Path| {
+        let file = file.to_path_buf();
+        move |source| PersistError::Io { file, source }
+    };
+    for (seq, path) in &listing.snapshots {
+        if *seq < cut_seq {
+            std::fs::remove_file(path).map_err(io(path))?;
+        }
+    }
+    for pair in listing.segments.windows(2) {
+        let ((_, path), (next_first, _)) = (&pair[0], &pair[1]);
+        if *next_first <= cut_seq + 1 {
+            std::fs::remove_file(path).map_err(io(path))?;
+        }
+    }
+    super::files::sync_dir(dir).map_err(io(dir))
+}

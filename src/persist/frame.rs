@@ -1,0 +1,245 @@
+//! The checksummed frame shared by log records and snapshot entries, and the
+//! bincode payloads inside.
+//!
+//! | offset | size | field                                              |
+//! |-------:|-----:|----------------------------------------------------|
+//! | 0      | 4    | `len`, big-endian u32: payload length, 1..=[`MAX_PAYLOAD`] |
+//! | 4      | 4    | `crc`, big-endian u32: CRC-32 (IEEE, as crc32fast) of the payload |
+//! | 8      | len  | payload, bincode 2 (see below)                     |
+//!
+//! bincode configuration: big-endian, fixed-size integers (no varints). So a
+//! `u64` is 8 bytes big-endian, `Option<u64>` is a tag byte (0 none, 1 some)
+//! followed by the value when present, a byte string is a u64 length then the
+//! bytes, and an enum is a u32 variant index then its fields in order.
+
+use bincode::{Decode, Encode};
+
+/// Frame header length.
+pub const FRAME_HEADER_LEN: usize = 8;
+/// Largest payload accepted: a maximum value plus a maximum key and slack.
+pub const MAX_PAYLOAD: usize = crate::protocol::HARD_MAX_VALUE_LEN + (1 << 20);
+
+/// The bincode configuration of every payload.
+pub fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_big_endian().with_fixed_int_encoding().with_limit::<MAX_PAYLOAD>()
+}
+
+/// One log record's payload: the sequence number and the change.
+///
+/// | field | encoding |
+/// |---|---|
+/// | `seq` | u64 |
+/// | `op`  | [`LogOp`] |
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct LogRecord {
+    /// Global sequence number, 1 and up, unique and increasing in file order.
+    pub seq: u64,
+    /// The change.
+    pub op: LogOp,
+}
+
+/// A change to one key. Variant indexes: 0 Set, 1 Delete, 2 Expire, 3 Persist.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum LogOp {
+    /// 0: key, value (as the client sent it, still sealed), expiry.
+    Set {
+        /// Key bytes.
+        key: Vec<u8>,
+        /// Value bytes.
+        value: Vec<u8>,
+        /// Absolute expiry in Unix ms.
+        expires_at_ms: Option<u64>,
+    },
+    /// 1: key.
+    Delete {
+        /// Key bytes.
+        key: Vec<u8>,
+    },
+    /// 2: key, new absolute expiry in Unix ms.
+    Expire {
+        /// Key bytes.
+        key: Vec<u8>,
+        /// Absolute expiry in Unix ms.
+        expires_at_ms: u64,
+    },
+    /// 3: key.
+    Persist {
+        /// Key bytes.
+        key: Vec<u8>,
+    },
+}
+
+/// The same change, borrowed, for encoding without copies. Encodes exactly as [`LogOp`].
+#[derive(Debug, Clone, Copy, Encode)]
+pub enum LogOpRef<'a> {
+    /// See [`LogOp::Set`].
+    Set {
+        /// Key bytes.
+        key: &'a [u8],
+        /// Value bytes.
+        value: &'a [u8],
+        /// Absolute expiry in Unix ms.
+        expires_at_ms: Option<u64>,
+    },
+    /// See [`LogOp::Delete`].
+    Delete {
+        /// Key bytes.
+        key: &'a [u8],
+    },
+    /// See [`LogOp::Expire`].
+    Expire {
+        /// Key bytes.
+        key: &'a [u8],
+        /// Absolute expiry in Unix ms.
+        expires_at_ms: u64,
+    },
+    /// See [`LogOp::Persist`].
+    Persist {
+        /// Key bytes.
+        key: &'a [u8],
+    },
+}
+
+/// A snapshot entry's payload: key, value, expiry (u8-length-free: both are
+/// byte strings as above, expiry an `Option<u64>`).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct SnapshotEntry {
+    /// Key bytes.
+    pub key: Vec<u8>,
+    /// Value bytes.
+    pub value: Vec<u8>,
+    /// Absolute expiry in Unix ms.
+    pub expires_at_ms: Option<u64>,
+}
+
+/// Borrowed form of [`SnapshotEntry`] for encoding.
+#[derive(Debug, Clone, Copy, Encode)]
+pub struct SnapshotEntryRef<'a> {
+    /// Key bytes.
+    pub key: &'a [u8],
+    /// Value bytes.
+    pub value: &'a [u8],
+    /// Absolute expiry in Unix ms.
+    pub expires_at_ms: Option<u64>,
+}
+
+/// Appends one frame holding `payload` (encoded in place) to `out`.
+///
+/// # Errors
+/// If encoding fails or the payload exceeds [`MAX_PAYLOAD`]; `out` is restored.
+pub fn append_frame<E: Encode>(out: &mut Vec<u8>, payload: &E) -> Result<(), String> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
+    if let Err(e) = bincode::encode_into_std_write(payload, out, config()) {
+        out.truncate(start);
+        return Err(e.to_string());
+    }
+    let len = out.len() - start - FRAME_HEADER_LEN;
+    let Ok(len32) = u32::try_from(len).map_err(|_| ()).and_then(|l| if len <= MAX_PAYLOAD { Ok(l) } else { Err(()) })
+    else {
+        out.truncate(start);
+        return Err(format!("payload of {len} bytes exceeds the {MAX_PAYLOAD}-byte limit"));
+    };
+    let crc = crc32fast::hash(&out[start + FRAME_HEADER_LEN..]);
+    out[start..start + 4].copy_from_slice(&len32.to_be_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
+
+/// What the frame at the front of a byte slice is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FrameRead<'a> {
+    /// A whole frame with a matching CRC: its payload and total length.
+    Frame(&'a [u8], usize),
+    /// The slice ends inside the frame (a torn write if at the end of a file).
+    Truncated,
+    /// Structurally invalid: the reason.
+    Corrupt(&'static str),
+}
+
+/// Reads the frame at the front of `bytes` (which must not be empty).
+pub fn read_frame(bytes: &[u8]) -> FrameRead<'_> {
+    if bytes.len() < FRAME_HEADER_LEN {
+        return FrameRead::Truncated;
+    }
+    let len = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+    let crc = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+    if len == 0 || len > MAX_PAYLOAD {
+        return FrameRead::Corrupt("frame length is zero or over the limit");
+    }
+    let Some(payload) = bytes.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
+        return FrameRead::Truncated;
+    };
+    if crc32fast::hash(payload) != crc {
+        return FrameRead::Corrupt("CRC mismatch");
+    }
+    FrameRead::Frame(payload, FRAME_HEADER_LEN + len)
+}
+
+/// Decodes a payload.
+///
+/// # Errors
+/// A description if the bytes are not a valid `T` or have trailing bytes.
+pub fn decode<T: Decode<()>>(payload: &[u8]) -> Result<T, String> {
+    let (value, used) = bincode::decode_from_slice(payload, config()).map_err(|e| e.to_string())?;
+    if used != payload.len() {
+        return Err(format!("{} trailing bytes after the payload", payload.len() - used));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn borrowed_and_owned_forms_encode_identically_and_round_trip() {
+        let owned =
+            LogRecord { seq: 7, op: LogOp::Set { key: b"k".to_vec(), value: b"vv".to_vec(), expires_at_ms: Some(9) } };
+        #[derive(Encode)]
+        struct R<'a> {
+            seq: u64,
+            op: LogOpRef<'a>,
+        }
+        let borrowed = R { seq: 7, op: LogOpRef::Set { key: b"k", value: b"vv", expires_at_ms: Some(9) } };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        append_frame(&mut a, &owned).unwrap();
+        append_frame(&mut b, &borrowed).unwrap();
+        assert_eq!(a, b);
+        // seq u64 BE, variant u32 BE 0, key len u64 + "k", value len u64 + "vv", Some tag + u64.
+        let expect: Vec<u8> = [
+            &7u64.to_be_bytes()[..],
+            &0u32.to_be_bytes(),
+            &1u64.to_be_bytes(),
+            b"k",
+            &2u64.to_be_bytes(),
+            b"vv",
+            &[1],
+            &9u64.to_be_bytes(),
+        ]
+        .concat();
+        assert_eq!(&a[FRAME_HEADER_LEN..], &expect[..]);
+        let FrameRead::Frame(payload, used) = read_frame(&a) else { panic!("frame") };
+        assert_eq!(used, a.len());
+        assert_eq!(decode::<LogRecord>(payload).unwrap(), owned);
+    }
+
+    #[test]
+    fn every_truncation_and_bit_flip_is_detected() {
+        let mut f = Vec::new();
+        append_frame(&mut f, &SnapshotEntry { key: b"key".to_vec(), value: vec![1, 2, 3], expires_at_ms: None })
+            .unwrap();
+        for cut in 0..f.len() {
+            assert_eq!(read_frame(&f[..cut]), FrameRead::Truncated, "cut {cut}");
+        }
+        for i in 0..f.len() {
+            for bit in 0..8 {
+                let mut g = f.clone();
+                g[i] ^= 1 << bit;
+                assert!(!matches!(read_frame(&g), FrameRead::Frame(..)), "flip {i}:{bit} undetected");
+            }
+        }
+        assert!(matches!(read_frame(&[0; 8]), FrameRead::Corrupt(_)));
+        assert!(decode::<SnapshotEntry>(&[0xFF; 3]).is_err());
+    }
+}

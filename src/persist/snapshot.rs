@@ -1,0 +1,290 @@
+//! Snapshot files: the whole keyspace at one sequence-number cut.
+//!
+//! # File `snapshot-<cut_seq, 20 digits>.cms`
+//!
+//! Header, `H = 36 + 8n` bytes:
+//!
+//! | offset | size | field                                                   |
+//! |-------:|-----:|---------------------------------------------------------|
+//! | 0      | 4    | magic `"CMSN"`                                           |
+//! | 4      | 4    | format version, big-endian u32, 1                       |
+//! | 8      | 8    | creation time, Unix ms                                  |
+//! | 16     | 8    | `cut_seq`: every change up to it is included, none after |
+//! | 24     | 8    | number of entries                                       |
+//! | 32     | 4    | `n`, number of shards of the writing server (at most 65,536) |
+//! | 36     | 8n   | per shard, the last sequence number applied to it       |
+//! | 36+8n  | 4    | CRC-32 of bytes 0..36+8n                                 |
+//!
+//! Body: one [`super::frame`] frame per entry, holding a [`SnapshotEntry`]
+//! (key, value exactly as stored, expiry).
+//!
+//! Trailer, 16 bytes:
+//!
+//! | offset | size | field                                   |
+//! |-------:|-----:|-----------------------------------------|
+//! | 0      | 4    | magic `"CMSE"`                           |
+//! | 4      | 8    | number of entries (equals the header's) |
+//! | 12     | 4    | CRC-32 of the whole body                |
+//!
+//! Snapshots are written to a temp file in the data dir, fsynced, renamed into
+//! place and the directory fsynced, so a visible snapshot is always complete.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::PersistError;
+use super::files::{PRIVATE_MODE, set_mode, sync_dir};
+use super::frame::{FRAME_HEADER_LEN, MAX_PAYLOAD, SnapshotEntry, SnapshotEntryRef, append_frame, decode};
+use crate::store::Cut;
+
+/// Header magic.
+pub const SNAPSHOT_MAGIC: [u8; 4] = *b"CMSN";
+/// Trailer magic.
+pub const TRAILER_MAGIC: [u8; 4] = *b"CMSE";
+/// Format version.
+pub const SNAPSHOT_VERSION: u32 = 1;
+const FIXED_HEADER_LEN: usize = 36;
+const TRAILER_LEN: usize = 16;
+/// Most shards a header may list.
+pub const MAX_SHARDS: usize = 1 << 16;
+
+/// The file name of the snapshot at `cut_seq`.
+pub fn snapshot_name(cut_seq: u64) -> String {
+    format!("snapshot-{cut_seq:020}.cms")
+}
+
+/// The cut sequence number in a snapshot file name, if it is one.
+pub fn parse_snapshot_name(name: &str) -> Option<u64> {
+    name.strip_prefix("snapshot-")?.strip_suffix(".cms")?.parse().ok()
+}
+
+/// A snapshot header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotHeader {
+    /// Creation time, Unix ms.
+    pub created_unix_ms: u64,
+    /// The cut.
+    pub cut_seq: u64,
+    /// Entries in the body.
+    pub entries: u64,
+    /// Per-shard last sequence numbers.
+    pub shard_seqs: Vec<u64>,
+}
+
+impl SnapshotHeader {
+    fn encode(&self) -> Vec<u8> {
+        let mut h = Vec::with_capacity(FIXED_HEADER_LEN + 8 * self.shard_seqs.len() + 4);
+        h.extend_from_slice(&SNAPSHOT_MAGIC);
+        h.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
+        h.extend_from_slice(&self.created_unix_ms.to_be_bytes());
+        h.extend_from_slice(&self.cut_seq.to_be_bytes());
+        h.extend_from_slice(&self.entries.to_be_bytes());
+        h.extend_from_slice(&(self.shard_seqs.len() as u32).to_be_bytes());
+        for s in &self.shard_seqs {
+            h.extend_from_slice(&s.to_be_bytes());
+        }
+        let crc = crc32fast::hash(&h);
+        h.extend_from_slice(&crc.to_be_bytes());
+        h
+    }
+}
+
+/// Writes a snapshot of `cut` into `dir`, skipping entries expired at
+/// `now_ms`, calling `progress` with the entry count every 100,000 entries.
+/// Returns the final path and header.
+///
+/// # Errors
+/// [`PersistError::Io`]; the temp file is removed.
+pub fn write_snapshot(
+    dir: &Path,
+    cut: &Cut,
+    now_ms: u64,
+    mut progress: impl FnMut(u64),
+) -> Result<(PathBuf, SnapshotHeader), PersistError> {
+    let path = dir.join(snapshot_name(cut.seq));
+    let io_err = |source| PersistError::Io { file: path.clone(), source };
+    let tmp = tempfile::Builder::new().prefix(".tmp-snapshot-").tempfile_in(dir).map_err(io_err)?;
+    set_mode(tmp.path(), PRIVATE_MODE).map_err(io_err)?;
+    let mut header =
+        SnapshotHeader { created_unix_ms: now_ms, cut_seq: cut.seq, entries: 0, shard_seqs: cut.shard_seqs.clone() };
+    let header_len = header.encode().len();
+    let mut out = BufWriter::with_capacity(1 << 20, tmp);
+    out.write_all(&header.encode()).map_err(io_err)?;
+    let mut body_crc = crc32fast::Hasher::new();
+    let mut frame = Vec::new();
+    for map in &cut.maps {
+        for (key, entry) in map.iter() {
+            if !entry.is_live(now_ms) {
+                continue;
+            }
+            frame.clear();
+            append_frame(
+                &mut frame,
+                &SnapshotEntryRef { key, value: &entry.value, expires_at_ms: entry.expires_at_ms },
+            )
+            .map_err(|e| io_err(io::Error::other(e)))?;
+            body_crc.update(&frame);
+            out.write_all(&frame).map_err(io_err)?;
+            header.entries += 1;
+            if header.entries.is_multiple_of(100_000) {
+                progress(header.entries);
+            }
+        }
+    }
+    out.write_all(&TRAILER_MAGIC).map_err(io_err)?;
+    out.write_all(&header.entries.to_be_bytes()).map_err(io_err)?;
+    out.write_all(&body_crc.finalize().to_be_bytes()).map_err(io_err)?;
+    let mut tmp = out.into_inner().map_err(|e| io_err(e.into_error()))?;
+    // The entry count is only known now; the header has a fixed size, so rewrite it in place.
+    tmp.as_file_mut().seek(SeekFrom::Start(0)).map_err(io_err)?;
+    let encoded = header.encode();
+    debug_assert_eq!(encoded.len(), header_len);
+    tmp.as_file_mut().write_all(&encoded).map_err(io_err)?;
+    tmp.as_file().sync_all().map_err(io_err)?;
+    tmp.persist(&path).map_err(|e| io_err(e.error))?;
+    sync_dir(dir).map_err(io_err)?;
+    Ok((path, header))
+}
+
+/// Reads and checks a snapshot, one entry at a time.
+pub struct SnapshotReader {
+    path: PathBuf,
+    file: BufReader<File>,
+    len: u64,
+    offset: u64,
+    header: SnapshotHeader,
+    seen: u64,
+    body_crc: crc32fast::Hasher,
+}
+
+impl std::fmt::Debug for SnapshotReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotReader").field("path", &self.path).field("offset", &self.offset).finish()
+    }
+}
+
+impl SnapshotReader {
+    /// Opens `path` and checks its header.
+    ///
+    /// # Errors
+    /// [`PersistError::Io`] or [`PersistError::Corrupted`] at the header.
+    pub fn open(path: &Path) -> Result<Self, PersistError> {
+        let io_err = |source| PersistError::Io { file: path.to_path_buf(), source };
+        let corrupt =
+            |offset: u64, reason: String| PersistError::Corrupted { file: path.to_path_buf(), offset, reason };
+        let file = File::open(path).map_err(io_err)?;
+        let len = file.metadata().map_err(io_err)?.len();
+        let mut file = BufReader::with_capacity(1 << 20, file);
+        let mut fixed = [0u8; FIXED_HEADER_LEN];
+        read_exact_or(&mut file, &mut fixed, || corrupt(0, "file is shorter than a snapshot header".into()))?;
+        if fixed[..4] != SNAPSHOT_MAGIC {
+            return Err(corrupt(0, "bad magic: not a cryptomem snapshot".into()));
+        }
+        let version = u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
+        if version != SNAPSHOT_VERSION {
+            return Err(corrupt(4, format!("format version {version}; this build reads {SNAPSHOT_VERSION}")));
+        }
+        let be64 = |at: usize| u64::from_be_bytes(fixed[at..at + 8].try_into().unwrap_or_default());
+        let shards = u32::from_be_bytes([fixed[32], fixed[33], fixed[34], fixed[35]]) as usize;
+        if shards > MAX_SHARDS {
+            return Err(corrupt(32, format!("shard count {shards} exceeds {MAX_SHARDS}")));
+        }
+        let mut rest = vec![0u8; 8 * shards + 4];
+        read_exact_or(&mut file, &mut rest, || corrupt(FIXED_HEADER_LEN as u64, "header is truncated".into()))?;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&fixed);
+        crc.update(&rest[..8 * shards]);
+        let stored = u32::from_be_bytes(rest[8 * shards..].try_into().unwrap_or_default());
+        if crc.finalize() != stored {
+            return Err(corrupt(0, "header CRC mismatch".into()));
+        }
+        let shard_seqs =
+            rest[..8 * shards].chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().unwrap_or_default())).collect();
+        let header = SnapshotHeader { created_unix_ms: be64(8), cut_seq: be64(16), entries: be64(24), shard_seqs };
+        let offset = (FIXED_HEADER_LEN + rest.len()) as u64;
+        Ok(Self { path: path.to_path_buf(), file, len, offset, header, seen: 0, body_crc: crc32fast::Hasher::new() })
+    }
+
+    /// The checked header.
+    pub fn header(&self) -> &SnapshotHeader {
+        &self.header
+    }
+
+    /// File size in bytes.
+    pub fn file_len(&self) -> u64 {
+        self.len
+    }
+
+    fn corrupt(&self, offset: u64, reason: impl Into<String>) -> PersistError {
+        corrupted(&self.path, offset, reason)
+    }
+
+    /// The next entry, `Ok(None)` after the last one once the trailer checked out.
+    ///
+    /// # Errors
+    /// [`PersistError::Corrupted`] with the entry's offset, or I/O errors.
+    pub fn next_entry(&mut self) -> Result<Option<SnapshotEntry>, PersistError> {
+        if self.seen == self.header.entries {
+            self.check_trailer()?;
+            return Ok(None);
+        }
+        let at = self.offset;
+        let mut head = [0u8; FRAME_HEADER_LEN];
+        let path = self.path.clone();
+        read_exact_or(&mut self.file, &mut head, || corrupted(&path, at, "file ends inside an entry"))?;
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let crc = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+        if len == 0 || len > MAX_PAYLOAD {
+            return Err(self.corrupt(at, format!("entry length {len} is impossible")));
+        }
+        if at + (FRAME_HEADER_LEN + len) as u64 > self.len {
+            return Err(self.corrupt(at, "file ends inside an entry: the snapshot is truncated"));
+        }
+        let mut payload = vec![0u8; len];
+        read_exact_or(&mut self.file, &mut payload, || corrupted(&path, at, "file ends inside an entry"))?;
+        if crc32fast::hash(&payload) != crc {
+            return Err(self.corrupt(at, "entry CRC mismatch"));
+        }
+        let entry: SnapshotEntry = decode(&payload).map_err(|e| self.corrupt(at, format!("undecodable entry: {e}")))?;
+        self.body_crc.update(&head);
+        self.body_crc.update(&payload);
+        self.offset += (FRAME_HEADER_LEN + len) as u64;
+        self.seen += 1;
+        Ok(Some(entry))
+    }
+
+    fn check_trailer(&mut self) -> Result<(), PersistError> {
+        let at = self.offset;
+        let mut t = [0u8; TRAILER_LEN];
+        let path = self.path.clone();
+        read_exact_or(&mut self.file, &mut t, || corrupted(&path, at, "trailer missing: the snapshot is truncated"))?;
+        if t[..4] != TRAILER_MAGIC {
+            return Err(self.corrupt(at, "bad trailer magic"));
+        }
+        let count = u64::from_be_bytes(t[4..12].try_into().unwrap_or_default());
+        let crc = u32::from_be_bytes(t[12..16].try_into().unwrap_or_default());
+        if count != self.header.entries {
+            return Err(self.corrupt(at + 4, format!("trailer counts {count} entries, header {}", self.header.entries)));
+        }
+        if crc != self.body_crc.clone().finalize() {
+            return Err(self.corrupt(at + 12, "body CRC mismatch"));
+        }
+        if at + TRAILER_LEN as u64 != self.len {
+            return Err(self.corrupt(at + TRAILER_LEN as u64, "unexpected bytes after the trailer"));
+        }
+        Ok(())
+    }
+}
+
+fn corrupted(path: &Path, offset: u64, reason: impl Into<String>) -> PersistError {
+    PersistError::Corrupted { file: path.to_path_buf(), offset, reason: reason.into() }
+}
+
+fn read_exact_or(r: &mut impl Read, buf: &mut [u8], eof: impl FnOnce() -> PersistError) -> Result<(), PersistError> {
+    match r.read_exact(buf) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(eof()),
+        Err(e) => Err(PersistError::Io { file: PathBuf::from("(snapshot)"), source: e }),
+    }
+}

@@ -1,0 +1,249 @@
+//! Recovery from damaged and half-written data dirs, at the file level.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cryptomem::persist::log::{FsyncPolicy, segment_name};
+use cryptomem::persist::recovery::{TailMode, list, recover};
+use cryptomem::persist::snapshot::snapshot_name;
+use cryptomem::persist::{PersistConfig, PersistError, Persistence};
+use cryptomem::protocol::SetCondition;
+use cryptomem::store::{Clock, Store};
+
+fn config() -> PersistConfig {
+    PersistConfig { fsync: FsyncPolicy::Always, snapshot_after_writes: 0, ..PersistConfig::default() }
+}
+
+fn set(store: &Store, i: u32) {
+    let key = Bytes::from(format!("k{i:03}"));
+    store.set(key, Bytes::from(format!("value {i}")), None, SetCondition::Always, Clock::System.now_ms()).unwrap();
+}
+
+/// A data dir with keys 0..10 in a snapshot (cut 10) and 10..20 only in the log.
+async fn build(dir: &Path, snapshot: bool) {
+    let store = Arc::new(Store::new(4));
+    let (p, _) = Persistence::open(dir, Arc::clone(&store), Clock::System, config()).unwrap();
+    for i in 0..10 {
+        set(&store, i);
+    }
+    if snapshot {
+        assert_eq!(p.snapshot().await.unwrap().cut_seq, 10);
+    }
+    for i in 10..20 {
+        set(&store, i);
+    }
+    // A crash-like stop: the log is flushed, but no final snapshot is taken.
+    p.log().close();
+}
+
+fn reload(dir: &Path) -> Result<(Store, cryptomem::persist::recovery::RecoveryReport), PersistError> {
+    let store = Store::new(4);
+    let report = recover(dir, &store, Clock::System.now_ms(), TailMode::Truncate)?;
+    Ok((store, report))
+}
+
+fn only_segment(dir: &Path) -> PathBuf {
+    let l = list(dir).unwrap();
+    assert_eq!(l.segments.len(), 1, "{l:?}");
+    l.segments[0].1.clone()
+}
+
+fn flip(path: &Path, at: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[usize::try_from(at).unwrap()] ^= 0x40;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn truncate(path: &Path, by: u64) {
+    let len = std::fs::metadata(path).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len(len - by).unwrap();
+}
+
+fn assert_corrupted(result: Result<impl std::fmt::Debug, PersistError>, file: &Path, reason_part: &str) -> u64 {
+    match result {
+        Err(PersistError::Corrupted { file: f, offset, reason }) => {
+            assert_eq!(f, file);
+            assert!(reason.contains(reason_part), "{reason}");
+            offset
+        }
+        other => panic!("expected corruption in {}, got {other:?}", file.display()),
+    }
+}
+
+#[tokio::test]
+async fn snapshot_plus_log_and_log_alone_both_recover_everything() {
+    for with_snapshot in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        build(dir.path(), with_snapshot).await;
+        let (store, report) = reload(dir.path()).unwrap();
+        assert_eq!(store.len(), 20);
+        assert_eq!(store.get(b"k019", Clock::System.now_ms()).unwrap(), Bytes::from("value 19"));
+        assert_eq!(report.replayed, if with_snapshot { 10 } else { 20 });
+        assert_eq!(report.next_seq, 21);
+        assert_eq!(report.snapshot.is_some(), with_snapshot);
+    }
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_the_snapshot_body_stops_recovery_with_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), true).await;
+    let snap = dir.path().join(snapshot_name(10));
+    let len = std::fs::metadata(&snap).unwrap().len();
+    flip(&snap, len / 2);
+    let offset = assert_corrupted(reload(dir.path()), &snap, "CRC");
+    assert!(offset <= len / 2 && offset > 36, "{offset}");
+}
+
+#[tokio::test]
+async fn a_truncated_snapshot_stops_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), true).await;
+    let snap = dir.path().join(snapshot_name(10));
+    truncate(&snap, 10);
+    assert_corrupted(reload(dir.path()), &snap, "truncated");
+    truncate(&snap, 60);
+    assert_corrupted(reload(dir.path()), &snap, "ends inside an entry");
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_a_middle_log_record_stops_recovery_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), false).await;
+    let seg = only_segment(dir.path());
+    let before = std::fs::read(&seg).unwrap();
+    flip(&seg, 16 + 8 + 3);
+    let offset = assert_corrupted(reload(dir.path()), &seg, "CRC");
+    assert_eq!(offset, 16, "the first record");
+    let mut after = std::fs::read(&seg).unwrap();
+    after[16 + 8 + 3] ^= 0x40;
+    assert_eq!(after, before, "recovery did not modify the damaged file");
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_truncated_and_the_rest_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), true).await;
+    let seg = only_segment(dir.path());
+    truncate(&seg, 5);
+    let (store, report) = reload(dir.path()).unwrap();
+    assert_eq!(store.len(), 19, "all but the torn last record");
+    let torn = report.segments.last().unwrap().torn_at.unwrap();
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), torn, "truncated at the last good record");
+    let (again, report) = reload(dir.path()).unwrap();
+    assert_eq!(again.len(), 19);
+    assert!(report.segments.iter().all(|s| s.torn_at.is_none()), "clean the second time");
+}
+
+#[tokio::test]
+async fn a_garbled_last_record_and_a_zero_filled_tail_count_as_torn() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), false).await;
+    let seg = only_segment(dir.path());
+    let len = std::fs::metadata(&seg).unwrap().len();
+    flip(&seg, len - 1);
+    assert_eq!(reload(dir.path()).unwrap().0.len(), 19);
+
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), false).await;
+    let seg = only_segment(dir.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes.extend_from_slice(&[0u8; 4096]);
+    std::fs::write(&seg, bytes).unwrap();
+    assert_eq!(reload(dir.path()).unwrap().0.len(), 20);
+}
+
+#[tokio::test]
+async fn report_mode_leaves_a_torn_tail_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), false).await;
+    let seg = only_segment(dir.path());
+    truncate(&seg, 3);
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let report = recover(dir.path(), &Store::new(1), Clock::System.now_ms(), TailMode::Report).unwrap();
+    assert!(report.segments[0].torn_at.is_some());
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
+}
+
+#[tokio::test]
+async fn every_crash_point_of_a_snapshot_rotation_recovers() {
+    // Crash before the rename: a temp file is left behind.
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), false).await;
+    std::fs::write(dir.path().join(".tmp-snapshot-abc"), b"half a snapshot").unwrap();
+    assert_eq!(reload(dir.path()).unwrap().0.len(), 20);
+
+    // Crash after the rename, before old segments were deleted.
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), false).await;
+    let first_segment = only_segment(dir.path());
+    let kept = std::fs::read(&first_segment).unwrap();
+    build_snapshot_over(dir.path()).await;
+    std::fs::write(&first_segment, kept).unwrap();
+    let (store, report) = reload(dir.path()).unwrap();
+    assert_eq!(store.len(), 25);
+    assert!(report.skipped >= 20, "records already in the snapshot are skipped: {report:?}");
+
+    // Crash while creating the new segment: its header is torn.
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), true).await;
+    let next = list(dir.path()).unwrap().segments.last().unwrap().0 + 10;
+    std::fs::write(dir.path().join(segment_name(next)), b"CMLG").unwrap();
+    assert_eq!(reload(dir.path()).unwrap().0.len(), 20);
+    assert!(!dir.path().join(segment_name(next)).exists(), "the torn segment is removed");
+}
+
+/// Reopens a data dir, adds 5 keys, snapshots (which deletes covered segments).
+async fn build_snapshot_over(dir: &Path) {
+    let store = Arc::new(Store::new(4));
+    let (p, _) = Persistence::open(dir, Arc::clone(&store), Clock::System, config()).unwrap();
+    for i in 100..105 {
+        set(&store, i);
+    }
+    p.snapshot().await.unwrap();
+    p.log().close();
+}
+
+#[tokio::test]
+async fn a_missing_segment_is_detected_as_lost_records() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), false).await;
+    build_snapshot_over(dir.path()).await;
+    // Segments now: the one after the snapshot. Add records after it, then drop a middle one.
+    let store = Arc::new(Store::new(4));
+    let (p, _) = Persistence::open(dir.path(), Arc::clone(&store), Clock::System, config()).unwrap();
+    set(&store, 200);
+    p.snapshot().await.unwrap();
+    set(&store, 201);
+    p.log().close();
+    drop(p);
+    let store = Arc::new(Store::new(4));
+    let (p, _) = Persistence::open(dir.path(), Arc::clone(&store), Clock::System, config()).unwrap();
+    set(&store, 202);
+    p.log().close();
+    let segments = list(dir.path()).unwrap().segments;
+    assert!(segments.len() >= 2, "{segments:?}");
+    std::fs::remove_file(&segments[0].1).unwrap();
+    let err = reload(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("records are missing"), "{err}");
+}
+
+#[tokio::test]
+async fn unknown_format_versions_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), true).await;
+    let snap = dir.path().join(snapshot_name(10));
+    let mut bytes = std::fs::read(&snap).unwrap();
+    bytes[7] = 9;
+    std::fs::write(&snap, bytes).unwrap();
+    assert_corrupted(reload(dir.path()), &snap, "version 9");
+
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), false).await;
+    let seg = only_segment(dir.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[7] = 2;
+    std::fs::write(&seg, bytes).unwrap();
+    assert_corrupted(reload(dir.path()), &seg, "version 2");
+}
