@@ -22,12 +22,13 @@
 //! let (data, init) = DataDir::open_or_init(dir.path(), HashParams::default())?;
 //! let token = init.expect("a new data dir issues an admin token").admin_token;
 //! let config = ServerConfig { listen: "127.0.0.1:0".parse()?, ..ServerConfig::default() };
+//! let server_key = data.identity().public();
 //! let server = Server::bind(config, data).await?;
 //! let addr = server.local_addr()?;
 //! tokio::spawn(server.run(std::future::pending()));
 //!
 //! let keyring = Keyring::new(ValueKey::generate()?);
-//! let config = ClientConfig::new(addr.to_string(), data.identity().public(), token).with_keyring(keyring);
+//! let config = ClientConfig::new(addr.to_string(), server_key, token).with_keyring(keyring);
 //! let client = Client::connect(config).await?;
 //! client.set("greeting", b"hello").await?;
 //! assert_eq!(client.get("greeting").await?, Some(b"hello".to_vec()));
