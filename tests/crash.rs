@@ -57,7 +57,8 @@ fn kill9(running: &mut Running) {
 
 async fn client(data: &Path, addr: &str) -> Client {
     let creds = Credentials::load(&data.join("credentials.toml")).unwrap();
-    let config = ClientConfig::new(addr, creds.server_public_key, creds.token).with_keyring(Keyring::new(ValueKey::from_bytes([3; 32])));
+    let config = ClientConfig::new(addr, creds.server_public_key, creds.token)
+        .with_keyring(Keyring::new(ValueKey::from_bytes([3; 32])));
     Client::connect(config).await.unwrap()
 }
 
@@ -69,7 +70,13 @@ struct Ledger {
 }
 
 /// Writes unique keys from several tasks until the server dies; returns when all writers stopped.
-async fn write_until_killed(data: &Path, addr: &str, round: usize, ledger: &Arc<Mutex<Ledger>>, run_for: Duration) -> tokio::task::JoinHandle<()> {
+async fn write_until_killed(
+    data: &Path,
+    addr: &str,
+    round: usize,
+    ledger: &Arc<Mutex<Ledger>>,
+    run_for: Duration,
+) -> tokio::task::JoinHandle<()> {
     let clients = [client(data, addr).await, client(data, addr).await];
     let ledger = Arc::clone(ledger);
     tokio::spawn(async move {
@@ -99,9 +106,10 @@ async fn write_until_killed(data: &Path, addr: &str, round: usize, ledger: &Arc<
 
 /// Checks the restarted server: acknowledged writes present (except those the
 /// policy may lose, acknowledged after `may_lose_after`), nothing unexpected.
-async fn verify(data: &Path, addr: &str, ledger: &Ledger, may_lose_after: Option<Instant>) -> usize {
+/// Returns the keys lost within the policy's promise.
+async fn verify(data: &Path, addr: &str, ledger: &Ledger, may_lose_after: Option<Instant>) -> Vec<String> {
     let c = client(data, addr).await;
-    let mut lost = 0;
+    let mut lost = Vec::new();
     let acked: Vec<(&String, &(String, Instant))> = ledger.acked.iter().collect();
     for chunk in acked.chunks(500) {
         let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
@@ -110,7 +118,7 @@ async fn verify(data: &Path, addr: &str, ledger: &Ledger, may_lose_after: Option
             match got {
                 Some(v) => assert_eq!(String::from_utf8(v).unwrap(), *value, "{key}"),
                 None => match may_lose_after {
-                    Some(t) if *at >= t => lost += 1,
+                    Some(t) if *at >= t => lost.push((*key).clone()),
                     _ => panic!("acknowledged write {key} was lost"),
                 },
             }
@@ -144,11 +152,14 @@ async fn fsync_always_keeps_every_acknowledged_write_across_sigkill() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         kill9(&mut server);
-        tokio::time::timeout(Duration::from_secs(30), writers).await.expect("writers stop once the server is gone").unwrap();
+        tokio::time::timeout(Duration::from_secs(30), writers)
+            .await
+            .expect("writers stop once the server is gone")
+            .unwrap();
         server = start(&data, "always");
         let ledger = ledger.lock().unwrap();
         assert!(!ledger.acked.is_empty());
-        assert_eq!(verify(&data, &server.addr, &ledger, None).await, 0);
+        assert!(verify(&data, &server.addr, &ledger, None).await.is_empty());
     }
 }
 
@@ -166,9 +177,13 @@ async fn fsync_everysec_loses_at_most_the_last_seconds() {
         kill9(&mut server);
         tokio::time::timeout(Duration::from_secs(30), writers).await.expect("writers stop").unwrap();
         server = start(&data, "everysec");
-        let ledger = ledger.lock().unwrap();
+        let mut ledger = ledger.lock().unwrap();
         // The policy's promise is one second; allow one more for scheduling on a loaded machine.
         let lost = verify(&data, &server.addr, &ledger, Some(killed_at - Duration::from_secs(2))).await;
-        eprintln!("round {round}: {} acknowledged, {lost} lost in the last seconds", ledger.acked.len());
+        eprintln!("round {round}: {} acknowledged, {} lost in the last seconds", ledger.acked.len(), lost.len());
+        // Legitimately lost in this crash: later rounds must not expect them back.
+        for key in lost {
+            ledger.acked.remove(&key);
+        }
     }
 }
