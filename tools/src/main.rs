@@ -1,17 +1,25 @@
-//! `cryptomem-tool`: offline work on a cryptomem data directory.
+//! `cryptomem-tool`: offline work on a cryptomem data directory, like
+//! `redis-check-aof` / `redis-check-rdb`.
 //!
-//! Today it inspects a data dir's identity and token table. Snapshot and log
-//! inspection, `verify`, `compact` and `repair` arrive with persistence.
+//! `inspect` and `verify` only read, so they are safe next to a running
+//! server (whose newest log segment may then show a torn tail: it is being
+//! written). `compact` and `repair` modify files and refuse to run while a
+//! server holds the data dir's lock.
+//!
+//! Exit status: 0 clean; 1 a problem was found (or the user declined);
+//! 2 `inspect` found key files readable by others.
 #![forbid(unsafe_code)]
 
-use std::path::{Path, PathBuf};
+mod compact;
+mod inspect;
+mod repair;
+mod state;
+mod verify;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use cryptomem::auth::TokenTable;
-use cryptomem::persist::data_dir::{CREDENTIALS_FILE, SERVER_KEY_FILE, SERVER_PUB_FILE, TOKENS_FILE};
-use cryptomem::secure::ServerIdentity;
 
 /// Offline tool for cryptomem data directories.
 #[derive(Debug, Parser)]
@@ -23,75 +31,53 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show what a data dir holds: server public key, tokens (ids, roles,
-    /// labels; never hashes or secrets) and file permissions. Read-only.
+    /// Show snapshots, log segments, key counts, tokens and file permissions (read-only; never decrypts).
     Inspect {
         /// The data directory.
         #[arg(long, default_value = "data")]
         data: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Also list every key with its value size and expiry.
+        #[arg(long)]
+        keys: bool,
+    },
+    /// Check every CRC and record (read-only); exit 0 when clean.
+    Verify {
+        /// The data directory.
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+    },
+    /// Replace the snapshot and log with one new snapshot of the current state (server stopped).
+    Compact {
+        /// The data directory.
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+    },
+    /// Cut a damaged log at its last good record, keeping the cut bytes as a backup (server stopped).
+    Repair {
+        /// The data directory.
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
+    let result = match Args::parse().command {
+        Command::Inspect { data, json, keys } => inspect::run(&data, json, keys),
+        Command::Verify { data } => verify::run(&data),
+        Command::Compact { data } => compact::run(&data),
+        Command::Repair { data, yes } => repair::run(&data, yes),
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(1)
         }
     }
-}
-
-fn run(args: Args) -> anyhow::Result<ExitCode> {
-    match args.command {
-        Command::Inspect { data } => inspect(&data),
-    }
-}
-
-fn inspect(data: &Path) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(data.is_dir(), "{} is not a directory", data.display());
-    let identity = ServerIdentity::load(&data.join(SERVER_KEY_FILE)).context("server key")?;
-    let tokens = TokenTable::load(&data.join(TOKENS_FILE)).context("token table")?;
-    println!("data dir:          {}", data.display());
-    println!("server public key: {}", identity.public_hex());
-    println!("tokens:            {}", tokens.records().len());
-    for t in tokens.records() {
-        println!(
-            "  {}  {:<5}  created {}  {}",
-            t.id,
-            format!("{:?}", t.role).to_lowercase(),
-            t.created_unix_ms,
-            t.label
-        );
-    }
-    let mut problems = 0;
-    for (file, secret) in
-        [(SERVER_KEY_FILE, true), (TOKENS_FILE, true), (CREDENTIALS_FILE, true), (SERVER_PUB_FILE, false)]
-    {
-        let path = data.join(file);
-        let Ok(meta) = std::fs::metadata(&path) else {
-            println!("file {file:<17} missing");
-            continue;
-        };
-        let mode = file_mode(&meta);
-        let loose = secret && mode & 0o077 != 0;
-        problems += usize::from(loose);
-        println!(
-            "file {file:<17} {} bytes, mode {mode:o}{}",
-            meta.len(),
-            if loose { "  WARNING: readable by others; chmod 600" } else { "" }
-        );
-    }
-    Ok(if problems == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
-}
-
-#[cfg(unix)]
-fn file_mode(meta: &std::fs::Metadata) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    meta.permissions().mode() & 0o777
-}
-
-#[cfg(not(unix))]
-fn file_mode(_meta: &std::fs::Metadata) -> u32 {
-    0o600
 }

@@ -1,0 +1,48 @@
+//! The keyspace a data dir holds, rebuilt read-only from its snapshot and log.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use cryptomem::persist::PersistError;
+use cryptomem::persist::frame::LogOp;
+use cryptomem::persist::recovery::{Item, RecoveryReport, TailMode, scan};
+
+/// Value size and expiry per key, before expiry is applied.
+pub struct State {
+    pub keys: HashMap<Vec<u8>, (usize, Option<u64>)>,
+    pub report: RecoveryReport,
+}
+
+/// Replays `dir` without touching any file.
+pub fn load(dir: &Path) -> Result<State, PersistError> {
+    let mut keys: HashMap<Vec<u8>, (usize, Option<u64>)> = HashMap::new();
+    let report = scan(dir, TailMode::Report, |item| match item {
+        Item::Entry(key, entry) => {
+            keys.insert(key, (entry.value.len(), entry.expires_at_ms));
+        }
+        Item::Record(record) => match record.op {
+            LogOp::Set { key, value, expires_at_ms } => {
+                keys.insert(key, (value.len(), expires_at_ms));
+            }
+            LogOp::Delete { key } => {
+                keys.remove(&key);
+            }
+            LogOp::Expire { key, expires_at_ms } => {
+                if let Some(k) = keys.get_mut(&key) {
+                    k.1 = Some(expires_at_ms);
+                }
+            }
+            LogOp::Persist { key } => {
+                if let Some(k) = keys.get_mut(&key) {
+                    k.1 = None;
+                }
+            }
+        },
+    })?;
+    Ok(State { keys, report })
+}
+
+/// Now, in Unix ms.
+pub fn now_ms() -> u64 {
+    cryptomem::store::Clock::System.now_ms()
+}
