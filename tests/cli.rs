@@ -134,6 +134,8 @@ fn serve_keygen_and_every_command() {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(cli.ok(&["get", "short"]), "(nil)\n");
     assert!(cli.ok(&["info"]).contains("connected_clients:"));
+    assert_eq!(cli.ok(&["save"]), "OK\n");
+    assert!(cli.ok(&["info"]).contains("snapshots_taken:1"));
 
     let wrong_key = tmp.path().join("other.key");
     cli.ok(&["keygen", "--out", wrong_key.to_str().unwrap()]);

@@ -7,7 +7,7 @@
 //! | `tokens.toml`      | 0600 | argon2id hashes of the access tokens ([`crate::auth::table`]) |
 //! | `credentials.toml` | 0600 | server address, public key and the first admin token, for the CLI ([`crate::client::credentials`]) |
 //! | `LOCK`             | 0600 | empty; a running server holds an exclusive lock on it |
-//! | `log-*.cml`, `snapshot-*.cms` | 0600 / 0644 | the keyspace ([`crate::persist`]) |
+//! | `log-*.cml`, `snapshot-*.cms` | 0600 | the keyspace ([`crate::persist`]) |
 //!
 //! A directory without `tokens.toml` is new: it is initialised (an existing
 //! valid `server.key` is kept, so a pinned key stays valid), `tokens.toml` is

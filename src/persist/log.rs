@@ -279,7 +279,11 @@ impl Journal for Log {
 
 fn create_segment(dir: &Path, first_seq: u64) -> io::Result<File> {
     let path = dir.join(segment_name(first_seq));
-    let mut file = OpenOptions::new().create(true).write(true).truncate(true).open(&path)?;
+    let mut options = OpenOptions::new();
+    options.create(true).write(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, super::files::PRIVATE_MODE);
+    let mut file = options.open(&path)?;
     file.write_all(&segment_header(first_seq))?;
     file.sync_all()?;
     sync_dir(dir)?;
