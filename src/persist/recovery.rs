@@ -105,10 +105,13 @@ pub struct RecoveryReport {
 /// # Errors
 /// [`PersistError::Corrupted`] naming file and offset, or I/O errors.
 pub fn recover(dir: &Path, store: &Store, now_ms: u64, tail: TailMode) -> Result<RecoveryReport, PersistError> {
-    scan(dir, tail, |item| match item {
+    let report = scan(dir, tail, |item| match item {
         Item::Entry(key, entry) => store.load(key.into(), entry, now_ms),
         Item::Record(record) => store.apply_replayed(record.op, now_ms),
-    })
+    });
+    // Also after a failure, so a caller inspecting the store sees what was read.
+    store.publish_all();
+    report
 }
 
 /// One thing recovery found, in replay order.

@@ -258,7 +258,8 @@ impl Store {
 
     /// Applies a change read back from the journal, without journaling it.
     /// Idempotent for the sequences recovery feeds it; a `Set` whose expiry
-    /// has passed removes the key.
+    /// has passed removes the key. Recovery only: readers see nothing until
+    /// [`Store::publish_all`].
     pub fn apply_replayed(&self, op: LogOp, now_ms: u64) {
         match op {
             LogOp::Set { key, value, expires_at_ms } => {
@@ -266,24 +267,23 @@ impl Store {
                 self.load(Bytes::from(key), entry, now_ms);
             }
             LogOp::Delete { key } => {
-                self.shard(&key).write(|w| ((), w.remove(&key).is_some()));
+                self.shard(&key).write_unpublished(|w| w.remove(&key));
             }
             LogOp::Expire { key, expires_at_ms } => {
-                self.shard(&key).write(|w| match w.live(&key, now_ms).map(|e| e.value.clone()) {
+                self.shard(&key).write_unpublished(|w| match w.live(&key, now_ms).map(|e| e.value.clone()) {
                     Some(value) if expires_at_ms > now_ms => {
                         w.put(Bytes::from(key), Entry { value, expires_at_ms: Some(expires_at_ms) });
-                        ((), true)
                     }
-                    _ => ((), w.remove(&key).is_some()),
+                    _ => {
+                        w.remove(&key);
+                    }
                 });
             }
             LogOp::Persist { key } => {
-                self.shard(&key).write(|w| match w.live(&key, now_ms).map(|e| e.value.clone()) {
-                    Some(value) => {
+                self.shard(&key).write_unpublished(|w| {
+                    if let Some(value) = w.live(&key, now_ms).map(|e| e.value.clone()) {
                         w.put(Bytes::from(key), Entry { value, expires_at_ms: None });
-                        ((), true)
                     }
-                    None => ((), false),
                 });
             }
         }
@@ -291,15 +291,20 @@ impl Store {
 
     /// Inserts an entry read from a snapshot or the journal, without
     /// journaling it; an already expired entry removes the key instead.
+    /// Recovery only: readers see nothing until [`Store::publish_all`].
     pub fn load(&self, key: Bytes, entry: Entry, now_ms: u64) {
-        self.shard(&key).write(|w| {
+        self.shard(&key).write_unpublished(|w| {
             if entry.is_live(now_ms) {
                 w.put(key, entry);
-                ((), true)
             } else {
-                ((), w.remove(&key).is_some())
+                w.remove(&key);
             }
         });
+    }
+
+    /// Publishes every shard after [`Store::load`] / [`Store::apply_replayed`].
+    pub fn publish_all(&self) {
+        self.shards.iter().for_each(Shard::publish);
     }
 
     /// Every shard's map at one instant. All writer locks are held while

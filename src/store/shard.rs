@@ -58,6 +58,20 @@ impl Shard {
         lock(&self.writer)
     }
 
+    /// Runs `f` on the writer state without publishing. With no published
+    /// version sharing its nodes, the master map is then changed in place,
+    /// which is what makes bulk loading fast. Callers must [`Shard::publish`].
+    pub(super) fn write_unpublished<R>(&self, f: impl FnOnce(&mut Writer) -> R) -> R {
+        f(&mut lock(&self.writer))
+    }
+
+    /// Makes the writer's current map visible to readers.
+    pub(super) fn publish(&self) {
+        let w = lock(&self.writer);
+        self.current.store(Arc::new(w.map.clone()));
+        self.bytes.store(w.bytes, Ordering::Relaxed);
+    }
+
     /// Runs `f` on the writer state and publishes the result if `f` says it changed.
     pub(super) fn write<R>(&self, f: impl FnOnce(&mut Writer) -> (R, bool)) -> R {
         let mut w = lock(&self.writer);
