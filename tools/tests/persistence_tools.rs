@@ -163,6 +163,12 @@ async fn verify_reports_a_damaged_snapshot() {
     let out = tool(&["verify"], &dir);
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains("corrupted at byte offset"), "{}", stdout(&out));
+
+    let len = std::fs::metadata(&snap).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&snap).unwrap().set_len(len - 100).unwrap();
+    let out = tool(&["verify"], &dir);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("truncated"), "{}", stdout(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
