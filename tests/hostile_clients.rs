@@ -257,7 +257,7 @@ async fn random_bytes_inside_the_channel_never_crash_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_auth_flood_is_answered_busy_instead_of_queued_forever() {
     let server = TestServer::start_with(|c| {
-        c.auth_concurrency = 1;
+        c.auth.max_concurrent = 1;
         c.handshake_timeout = Duration::from_secs(1);
     })
     .await;

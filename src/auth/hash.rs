@@ -28,6 +28,12 @@ impl Default for HashParams {
 #[error("cannot hash token secret: {0}")]
 pub struct HashError(String);
 
+impl HashError {
+    pub(crate) fn new(message: String) -> Self {
+        Self(message)
+    }
+}
+
 /// Hashes `secret` to a PHC string with a fresh random salt.
 ///
 /// # Errors

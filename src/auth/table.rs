@@ -8,6 +8,7 @@
 //! id = "3f9a0c11d2e4"                      # 12 hex digits, the token's public id
 //! hash = "$argon2id$v=19$m=19456,t=2,p=1$..." # PHC hash of the secret part
 //! role = "admin"                           # read | write | admin
+//! prefixes = []                            # if non-empty, every key must start with one of these
 //! label = "initial admin token"
 //! created_unix_ms = 1763800000000
 //! ```
@@ -44,6 +45,9 @@ pub struct TokenRecord {
     pub hash: String,
     /// Permissions.
     pub role: Role,
+    /// Key prefixes the token is limited to; empty means every key.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
     /// Free text for humans.
     #[serde(default)]
     pub label: String,
@@ -135,6 +139,49 @@ impl TokenTable {
     pub fn records(&self) -> &[TokenRecord] {
         &self.tokens
     }
+
+    /// Removes the record with `id`; returns whether it was there.
+    pub fn remove(&mut self, id: &str) -> bool {
+        let before = self.tokens.len();
+        self.tokens.retain(|t| t.id != id);
+        self.tokens.len() != before
+    }
+
+    /// Writes the table atomically with mode 0600.
+    ///
+    /// # Errors
+    /// [`TableError::Io`].
+    pub fn save(&self, path: &Path) -> Result<(), TableError> {
+        crate::persist::files::write_atomic(path, self.to_toml().as_bytes(), crate::persist::files::PRIVATE_MODE)
+            .map_err(|source| TableError::Io { path: path.display().to_string(), source })
+    }
+}
+
+/// The TOKEN LIST reply: the records as TOML `[[token]]` tables, without hashes.
+pub fn listing_toml(records: &[TokenRecord]) -> String {
+    #[derive(Serialize)]
+    struct Listed<'a> {
+        id: &'a str,
+        role: Role,
+        prefixes: &'a [String],
+        label: &'a str,
+        created_unix_ms: u64,
+    }
+    #[derive(Serialize)]
+    struct Listing<'a> {
+        token: Vec<Listed<'a>>,
+    }
+    let token = records
+        .iter()
+        .map(|r| Listed {
+            id: &r.id,
+            role: r.role,
+            prefixes: &r.prefixes,
+            label: &r.label,
+            created_unix_ms: r.created_unix_ms,
+        })
+        .collect();
+    toml::to_string(&Listing { token }).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -148,6 +195,7 @@ mod tests {
             id: "0123456789ab".into(),
             hash: "$argon2id$x".into(),
             role: Role::Admin,
+            prefixes: vec!["app:".into()],
             label: "l".into(),
             created_unix_ms: 5,
         });

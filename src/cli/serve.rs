@@ -37,7 +37,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => Settings::default(),
     };
     let config = args.settings.or(file).resolve().map_err(anyhow::Error::msg)?;
-    let (data, init) = DataDir::open_or_init(&config.data_dir, config.token_hash)
+    let (data, init) = DataDir::open_or_init(&config.data_dir, config.auth.hash)
         .with_context(|| format!("cannot open data dir {}", config.data_dir.display()))?;
     let data_path = config.data_dir.display().to_string();
     let server = Server::bind(config, data).await.map_err(|e| match e {

@@ -126,6 +126,7 @@ impl DataDir {
             id: admin_token.id().to_string(),
             hash: hash_secret(admin_token.secret(), params).map_err(|e| DataDirError::Init(e.to_string()))?,
             role: Role::Admin,
+            prefixes: Vec::new(),
             label: "initial admin token".into(),
             created_unix_ms: crate::store::Clock::System.now_ms(),
         });

@@ -28,7 +28,7 @@
 //! | 7      | body_len| body                                                     |
 //!
 //! An error body is UTF-8: an upper-case code, a space, and a message, like
-//! Redis (`ERR`, `NOAUTH`, `WRONGPASS`, `NOPERM`, `TOOBIG`, `PROTO`, `BUSY`,
+//! Redis (`ERR`, `NOAUTH`, `WRONGPASS`, `NOPERM`, `LOCKED`, `TOOBIG`, `PROTO`, `BUSY`,
 //! and `IOERR` when the server cannot persist writes: it then refuses every
 //! write, while reads keep working).
 //!
@@ -58,6 +58,16 @@
 //! | 14 | SETNX   | key | value | >= 0 | empty | key exists (nothing written) |
 //! | 15 | SETXX   | key | value | >= 0 | empty | key missing (nothing written) |
 //! | 16 | SAVE    | -   | - | - | u64: the snapshot's cut sequence number | - |
+//! | 17 | TOKEN ADD | role: `read`, `write` or `admin` | token spec | - | the new token, UTF-8, shown once | - |
+//! | 18 | TOKEN LIST | - | - | - | UTF-8 TOML: `[[token]]` tables with `id`, `role`, `prefixes`, `label`, `created_unix_ms` (never hashes) | - |
+//! | 19 | TOKEN REVOKE | token id | - | - | empty | no such token |
+//!
+//! A token spec is `label_len: u16`, the label (UTF-8), then `count: u32`
+//! (0..=64) and `count` times (`len: u16`, prefix bytes, UTF-8). SAVE and the
+//! TOKEN commands need an admin token; writes need write or admin; a refused
+//! command gets `NOPERM` and the connection stays usable (roles table in
+//! [`crate::auth::permissions`]). A token revoked while a connection uses it
+//! makes that connection's next request fail with `NOAUTH` and close.
 //!
 //! A key list is `count: u32` then `count` times (`len: u16`, key bytes).
 //! A pair list is `count: u32` then `count` times (`key_len: u16`,
@@ -144,6 +154,12 @@ pub mod command {
     pub const SETXX: u8 = 15;
     /// SAVE: snapshot now.
     pub const SAVE: u8 = 16;
+    /// TOKEN ADD.
+    pub const TOKEN_ADD: u8 = 17;
+    /// TOKEN LIST.
+    pub const TOKEN_LIST: u8 = 18;
+    /// TOKEN REVOKE.
+    pub const TOKEN_REVOKE: u8 = 19;
 }
 
 /// Size limits a decoder enforces before allocating anything.

@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::{FrameError, Limits, MAGIC, MAX_TOKEN_LEN, REQUEST_HEADER_LEN, RequestError, command};
+use crate::auth::Role;
 
 /// When a SET writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -93,6 +94,22 @@ pub enum Request {
     Info,
     /// SAVE: take a snapshot now.
     Save,
+    /// TOKEN ADD: create a token.
+    TokenAdd {
+        /// Its role.
+        role: Role,
+        /// Its key prefixes (empty: every key).
+        prefixes: Vec<String>,
+        /// Its label.
+        label: String,
+    },
+    /// TOKEN LIST.
+    TokenList,
+    /// TOKEN REVOKE.
+    TokenRevoke {
+        /// The token's id.
+        id: String,
+    },
 }
 
 impl fmt::Debug for Request {
@@ -114,6 +131,9 @@ impl fmt::Debug for Request {
             Self::DbSize => f.write_str("DbSize"),
             Self::Info => f.write_str("Info"),
             Self::Save => f.write_str("Save"),
+            Self::TokenAdd { role, prefixes, label } => write!(f, "TokenAdd({role:?}, {prefixes:?}, {label:?})"),
+            Self::TokenList => f.write_str("TokenList"),
+            Self::TokenRevoke { id } => write!(f, "TokenRevoke({id})"),
         }
     }
 }
@@ -146,6 +166,9 @@ impl Request {
             Self::DbSize => "DBSIZE",
             Self::Info => "INFO",
             Self::Save => "SAVE",
+            Self::TokenAdd { .. } => "TOKEN ADD",
+            Self::TokenList => "TOKEN LIST",
+            Self::TokenRevoke { .. } => "TOKEN REVOKE",
         }
     }
 }
@@ -252,6 +275,32 @@ fn parse_command(code: u8, key: Bytes, value: Bytes, ttl: i64, limits: &Limits) 
                 _ => Request::Save,
             }
         }
+        command::TOKEN_ADD => {
+            fields.no_ttl()?;
+            let role = match &fields.key[..] {
+                b"read" => Role::Read,
+                b"write" => Role::Write,
+                b"admin" => Role::Admin,
+                _ => return Err("TOKEN ADD needs a role of read, write or admin as its key".into()),
+            };
+            let (label, prefixes) = parse_token_spec(fields.value)?;
+            Request::TokenAdd { role, prefixes, label }
+        }
+        command::TOKEN_LIST => {
+            fields.no_key()?;
+            fields.no_value()?;
+            fields.no_ttl()?;
+            Request::TokenList
+        }
+        command::TOKEN_REVOKE => {
+            fields.no_value()?;
+            fields.no_ttl()?;
+            let id = std::str::from_utf8(&fields.key).map_err(|_| "TOKEN REVOKE needs a token id as its key")?;
+            if id.is_empty() || id.len() > 64 {
+                return Err("TOKEN REVOKE needs a token id as its key".into());
+            }
+            Request::TokenRevoke { id: id.to_string() }
+        }
         other => return Err(format!("unknown command code {other}")),
     })
 }
@@ -354,6 +403,28 @@ fn parse_pair_list(mut list: Bytes, limits: &Limits) -> Result<Vec<(Bytes, Bytes
     Ok(pairs)
 }
 
+/// A TOKEN ADD value: `label_len: u16`, label (UTF-8), then a key list of
+/// prefixes (UTF-8) whose count may be zero.
+fn parse_token_spec(mut value: Bytes) -> Result<(String, Vec<String>), String> {
+    let text =
+        |b: Bytes, what: &str| String::from_utf8(b.to_vec()).map_err(|_| format!("TOKEN ADD {what} is not UTF-8"));
+    let label_len = usize::from(take(&mut value, 2, "label length")?.get_u16());
+    let label = text(take(&mut value, label_len, "label")?, "label")?;
+    let count = take(&mut value, 4, "prefix count")?.get_u32() as usize;
+    if count > 64 {
+        return Err("TOKEN ADD takes at most 64 prefixes".into());
+    }
+    let mut prefixes = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = usize::from(take(&mut value, 2, "prefix length")?.get_u16());
+        prefixes.push(text(take(&mut value, len, "prefix")?, "prefix")?);
+    }
+    if value.has_remaining() {
+        return Err("trailing bytes after the TOKEN ADD prefixes".into());
+    }
+    Ok((label, prefixes))
+}
+
 /// Appends the encoding of `request` to `out`.
 ///
 /// # Errors
@@ -401,6 +472,24 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) -> Result<(), FrameE
         Request::DbSize => write_frame(out, command::DBSIZE, none, none, 0),
         Request::Info => write_frame(out, command::INFO, none, none, 0),
         Request::Save => write_frame(out, command::SAVE, none, none, 0),
+        Request::TokenAdd { role, prefixes, label } => {
+            let role: &[u8] = match role {
+                Role::Read => b"read",
+                Role::Write => b"write",
+                Role::Admin => b"admin",
+            };
+            let mut spec = Vec::new();
+            spec.extend_from_slice(&len_u16(label.len())?.to_be_bytes());
+            spec.extend_from_slice(label.as_bytes());
+            spec.extend_from_slice(&len_u32(prefixes.len(), "prefix count")?.to_be_bytes());
+            for p in prefixes {
+                spec.extend_from_slice(&len_u16(p.len())?.to_be_bytes());
+                spec.extend_from_slice(p.as_bytes());
+            }
+            write_frame(out, command::TOKEN_ADD, role, &spec, 0)
+        }
+        Request::TokenList => write_frame(out, command::TOKEN_LIST, none, none, 0),
+        Request::TokenRevoke { id } => write_frame(out, command::TOKEN_REVOKE, id.as_bytes(), none, 0),
     }
 }
 

@@ -41,6 +41,14 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::DbSize),
         Just(Request::Info),
         Just(Request::Save),
+        Just(Request::TokenList),
+        "[0-9a-f]{12}".prop_map(|id| Request::TokenRevoke { id }),
+        (
+            prop_oneof![Just(crate::auth::Role::Read), Just(crate::auth::Role::Write), Just(crate::auth::Role::Admin)],
+            proptest::collection::vec("[a-z:]{1,8}", 0..4),
+            "[a-z ]{0,20}"
+        )
+            .prop_map(|(role, prefixes, label)| Request::TokenAdd { role, prefixes, label }),
     ]
 }
 

@@ -13,6 +13,13 @@
 //! | `--max-batch-keys`    | `CRYPTOMEM_MAX_BATCH_KEYS`   | `max_batch_keys`    | 10000            |
 //! | `--shards`            | `CRYPTOMEM_SHARDS`           | `shards`            | 8 per core, a power of two, 16..=1024 |
 //! | `--auth-concurrency`  | `CRYPTOMEM_AUTH_CONCURRENCY` | `auth_concurrency`  | half the cores, at least 1 |
+//! | `--auth-max-failures` | `CRYPTOMEM_AUTH_MAX_FAILURES`| `auth_max_failures` | 10 failed AUTHs per address per window ... |
+//! | `--auth-failure-window` | `CRYPTOMEM_AUTH_FAILURE_WINDOW` | `auth_failure_window` | `60s` |
+//! | `--auth-lockout`      | `CRYPTOMEM_AUTH_LOCKOUT`     | `auth_lockout`      | `5m` ... lock the address out this long |
+//! | `--auth-failure-delay` | `CRYPTOMEM_AUTH_FAILURE_DELAY` | `auth_failure_delay` | `250ms` added to every failed AUTH |
+//! | `--auth-cache`        | `CRYPTOMEM_AUTH_CACHE`       | `auth_cache`        | `true`: reconnects of a verified token skip argon2 |
+//! | `--token-hash-memory` | `CRYPTOMEM_TOKEN_HASH_MEMORY`| `token_hash_memory` | `19MiB`, at least 19MiB (OWASP) |
+//! | `--token-hash-passes` | `CRYPTOMEM_TOKEN_HASH_PASSES`| `token_hash_passes` | 2, at least 2 (OWASP) |
 //! | `--fsync`             | `CRYPTOMEM_FSYNC`            | `fsync`             | `everysec` (`always`, `no`) |
 //! | `--snapshot-interval` | `CRYPTOMEM_SNAPSHOT_INTERVAL`| `snapshot_interval` | `5m` |
 //! | `--snapshot-after-writes` | `CRYPTOMEM_SNAPSHOT_AFTER_WRITES` | `snapshot_after_writes` | 100000; 0 = only by time |
@@ -25,7 +32,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::auth::HashParams;
+use crate::auth::{AuthConfig, HashParams, ThrottleConfig};
 use crate::persist::PersistConfig;
 use crate::protocol::{HARD_MAX_VALUE_LEN, Limits};
 use crate::store::{Clock, default_shard_count};
@@ -68,6 +75,27 @@ pub struct Settings {
     /// Most argon2 token verifications running at once [default: half the cores].
     #[arg(long, env = "CRYPTOMEM_AUTH_CONCURRENCY")]
     pub auth_concurrency: Option<usize>,
+    /// Failed AUTHs from one address within the window before it is locked out [default: 10].
+    #[arg(long, env = "CRYPTOMEM_AUTH_MAX_FAILURES")]
+    pub auth_max_failures: Option<u32>,
+    /// Window in which failed AUTHs are counted [default: 60s].
+    #[arg(long, env = "CRYPTOMEM_AUTH_FAILURE_WINDOW")]
+    pub auth_failure_window: Option<String>,
+    /// How long a locked-out address is refused [default: 5m].
+    #[arg(long, env = "CRYPTOMEM_AUTH_LOCKOUT")]
+    pub auth_lockout: Option<String>,
+    /// Delay added to every failed AUTH [default: 250ms].
+    #[arg(long, env = "CRYPTOMEM_AUTH_FAILURE_DELAY")]
+    pub auth_failure_delay: Option<String>,
+    /// Let reconnects of an already verified token skip argon2 [default: true].
+    #[arg(long, env = "CRYPTOMEM_AUTH_CACHE")]
+    pub auth_cache: Option<bool>,
+    /// Argon2id memory for new token hashes, at least 19MiB [default: 19MiB].
+    #[arg(long, env = "CRYPTOMEM_TOKEN_HASH_MEMORY")]
+    pub token_hash_memory: Option<String>,
+    /// Argon2id passes for new token hashes, at least 2 [default: 2].
+    #[arg(long, env = "CRYPTOMEM_TOKEN_HASH_PASSES")]
+    pub token_hash_passes: Option<u32>,
     /// When the append-only log fsyncs: always, everysec or no [default: everysec].
     #[arg(long, env = "CRYPTOMEM_FSYNC")]
     pub fsync: Option<String>,
@@ -103,6 +131,13 @@ impl Settings {
             max_batch_keys: self.max_batch_keys.or(lower.max_batch_keys),
             shards: self.shards.or(lower.shards),
             auth_concurrency: self.auth_concurrency.or(lower.auth_concurrency),
+            auth_max_failures: self.auth_max_failures.or(lower.auth_max_failures),
+            auth_failure_window: self.auth_failure_window.or(lower.auth_failure_window),
+            auth_lockout: self.auth_lockout.or(lower.auth_lockout),
+            auth_failure_delay: self.auth_failure_delay.or(lower.auth_failure_delay),
+            auth_cache: self.auth_cache.or(lower.auth_cache),
+            token_hash_memory: self.token_hash_memory.or(lower.token_hash_memory),
+            token_hash_passes: self.token_hash_passes.or(lower.token_hash_passes),
             fsync: self.fsync.or(lower.fsync),
             snapshot_interval: self.snapshot_interval.or(lower.snapshot_interval),
             snapshot_after_writes: self.snapshot_after_writes.or(lower.snapshot_after_writes),
@@ -154,6 +189,31 @@ impl Settings {
             snapshot_after_writes: self.snapshot_after_writes.unwrap_or(100_000),
         };
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        let duration = |value: &Option<String>, default: &str, name: &str| {
+            parse_duration(value.as_deref().unwrap_or(default)).map_err(|e| format!("{name}: {e}"))
+        };
+        let memory = parse_size(self.token_hash_memory.as_deref().unwrap_or("19MiB"))
+            .map_err(|e| format!("token-hash-memory: {e}"))?;
+        let min = HashParams::default();
+        let hash = HashParams {
+            m_cost_kib: u32::try_from(memory / 1024).map_err(|_| "token-hash-memory: too large".to_string())?,
+            t_cost: self.token_hash_passes.unwrap_or(min.t_cost),
+            p_cost: 1,
+        };
+        if hash.m_cost_kib < min.m_cost_kib || hash.t_cost < min.t_cost {
+            return Err("token-hash-memory/passes: below OWASP's argon2id minimum (19MiB, 2 passes)".into());
+        }
+        let auth = AuthConfig {
+            max_concurrent: self.auth_concurrency.unwrap_or(cores / 2).max(1),
+            hash,
+            cache: self.auth_cache.unwrap_or(true),
+            throttle: ThrottleConfig {
+                max_failures: self.auth_max_failures.unwrap_or(10).max(1),
+                window: duration(&self.auth_failure_window, "60s", "auth-failure-window")?,
+                lockout: duration(&self.auth_lockout, "5m", "auth-lockout")?,
+                failure_delay: duration(&self.auth_failure_delay, "250ms", "auth-failure-delay")?,
+            },
+        };
         Ok(ServerConfig {
             listen,
             data_dir: self.data.unwrap_or_else(|| PathBuf::from("./data")),
@@ -162,8 +222,7 @@ impl Settings {
             idle_timeout: (!idle.is_zero()).then_some(idle),
             limits: Limits { max_key_len, max_value_len, max_batch_keys },
             shards: self.shards.unwrap_or_else(default_shard_count).clamp(1, 1 << 16),
-            auth_concurrency: self.auth_concurrency.unwrap_or(cores / 2).max(1),
-            token_hash: HashParams::default(),
+            auth,
             clock: Clock::System,
             shutdown_grace: Duration::from_secs(5),
             persist,
@@ -188,10 +247,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Store shard count.
     pub shards: usize,
-    /// Concurrent argon2 verifications.
-    pub auth_concurrency: usize,
-    /// Argon2id cost for tokens this server creates.
-    pub token_hash: HashParams,
+    /// Token verification, hashing and brute-force settings.
+    pub auth: AuthConfig,
     /// Time source (tests use a manual clock).
     pub clock: Clock,
     /// How long shutdown waits for open connections to finish.

@@ -78,10 +78,15 @@ fn run(shared: &Shared, request: Request, out: &mut Vec<u8>) -> Result<Option<Re
         Request::DbSize => Response::ok(Bytes::copy_from_slice(&(store.len() as u64).to_be_bytes())),
         Request::Info => {
             let mut info = shared.stats.render(store, shared.config.max_connections);
+            info.push_str(&auth_info(shared));
             info.push_str(&shared.persistence.info());
             Response::ok(info)
         }
-        Request::Auth { .. } | Request::Save => session_only(),
+        Request::Auth { .. }
+        | Request::Save
+        | Request::TokenAdd { .. }
+        | Request::TokenList
+        | Request::TokenRevoke { .. } => session_only(),
     };
     Ok(Some(response))
 }
@@ -90,6 +95,22 @@ fn run(shared: &Shared, request: Request, out: &mut Vec<u8>) -> Result<Option<Re
 /// them as they are would let one small value pin a whole 64 KiB read buffer.
 fn owned(bytes: &Bytes) -> Bytes {
     Bytes::copy_from_slice(bytes)
+}
+
+/// The `# Auth` section of INFO.
+fn auth_info(shared: &Shared) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let a = &shared.auth;
+    format!(
+        "\n# Auth\ntokens:{}\nauth_failures:{}\nauth_lockouts:{}\nlocked_out_addresses:{}\nauth_refused_locked:{}\nauth_cache_hits:{}\nargon2_verifications:{}\n",
+        a.token_count(),
+        a.stats.failures.load(Relaxed),
+        a.throttle().lockouts.load(Relaxed),
+        a.throttle().locked_now(),
+        a.stats.refused_locked.load(Relaxed),
+        a.stats.cache_hits.load(Relaxed),
+        a.stats.argon2_runs.load(Relaxed),
+    )
 }
 
 fn found(yes: bool) -> Response {

@@ -108,7 +108,8 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
-        let auth = Authenticator::new(data.tokens().clone(), config.auth_concurrency, config.token_hash)
+        let tokens_file = data.root().join(crate::persist::data_dir::TOKENS_FILE);
+        let auth = Authenticator::new(data.tokens().clone(), Some(tokens_file), config.auth, config.clock.clone())
             .map_err(|e| ServerError::Auth(e.to_string()))?;
         let shared = Shared {
             identity: data.identity().clone(),
@@ -148,6 +149,7 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let janitor = tokio::spawn(janitor(Arc::clone(&shared), stop_rx.clone()));
         let snapshots = shared.persistence.spawn_scheduler(stop_rx.clone());
+        let token_watch = tokio::spawn(watch_tokens(Arc::clone(&shared), stop_rx.clone()));
         info!(
             addr = %self.listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
             public_key = %shared.identity.public_hex(),
@@ -201,6 +203,7 @@ impl Server {
         }
         let _ = janitor.await;
         let _ = snapshots.await;
+        let _ = token_watch.await;
         shared.persistence.shutdown().await;
         info!("shutdown complete");
     }
@@ -219,6 +222,23 @@ impl<'a> OpenConnection<'a> {
 impl Drop for OpenConnection<'_> {
     fn drop(&mut self) {
         self.0.connections_current.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Picks up offline edits of `tokens.toml` within a second.
+async fn watch_tokens(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {}
+        }
+        match shared.auth.reload_if_changed() {
+            Ok(true) => info!(tokens = shared.auth.token_count(), "token table changed on disk: reloaded"),
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "token table changed on disk but cannot be read; keeping the previous one"),
+        }
     }
 }
 

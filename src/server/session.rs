@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, timeout_at};
 use tracing::{debug, info, warn};
 
-use crate::auth::Principal;
+use crate::auth::{AuthError, Principal};
 use crate::persist::FsyncPolicy;
 use crate::protocol::{Decoded, FrameError, Request, Response, decode_request};
 use crate::secure::{RecordOpener, RecordSealer, SecureError, server_handshake};
@@ -59,6 +59,8 @@ struct Session {
     auth_deadline: Instant,
     /// Whether the responses waiting in `plain_out` include a write.
     wrote: bool,
+    /// The token table generation `principal` was read at.
+    seen_generation: u64,
 }
 
 /// Serves one accepted connection until it closes, fails, or the server shuts down.
@@ -98,6 +100,7 @@ pub(super) async fn serve_connection(
         // AUTH must arrive and be verified within a second handshake timeout.
         auth_deadline: Instant::now() + auth_window,
         wrote: false,
+        seen_generation: 0,
     };
     if let Err(e) = session.run(&mut shutdown).await {
         debug!(%peer, error = %e, "connection closed with an error");
@@ -177,26 +180,76 @@ impl Session {
                         return Ok(Next::Close);
                     }
                 }
-                Decoded::Request(Request::Save) if self.principal.is_some() => {
-                    bump(&self.shared.stats.commands_processed);
-                    let response = match self.shared.persistence.snapshot().await {
-                        Ok(header) => Response::ok(bytes::Bytes::copy_from_slice(&header.cut_seq.to_be_bytes())),
-                        Err(e) => Response::error("IOERR", &format!("snapshot failed: {e}")),
-                    };
-                    push(&mut self.plain_out, &response);
-                }
                 Decoded::Request(request) => {
-                    if self.principal.is_none() {
-                        push(
-                            &mut self.plain_out,
-                            &Response::error("NOAUTH", "authentication required: the first request must be AUTH"),
-                        );
+                    let was_authenticated = self.principal.is_some();
+                    self.refresh_principal();
+                    let Some(verdict) = self.principal.as_ref().map(|p| p.check(&request)) else {
+                        let message = if was_authenticated {
+                            "this connection's token was revoked"
+                        } else {
+                            "authentication required: the first request must be AUTH"
+                        };
+                        push(&mut self.plain_out, &Response::error("NOAUTH", message));
                         return Ok(Next::Close);
-                    }
+                    };
                     bump(&self.shared.stats.commands_processed);
-                    self.wrote |= execute(&self.shared, request, &mut self.plain_out);
+                    if let Err(why) = verdict {
+                        push(&mut self.plain_out, &Response::error("NOPERM", &why));
+                        continue;
+                    }
+                    match request {
+                        Request::Save | Request::TokenAdd { .. } | Request::TokenList | Request::TokenRevoke { .. } => {
+                            let response = self.admin(request).await;
+                            push(&mut self.plain_out, &response);
+                        }
+                        request => self.wrote |= execute(&self.shared, request, &mut self.plain_out),
+                    }
                 }
             }
+        }
+    }
+
+    /// Re-reads the connection's rights if the token table changed since they
+    /// were read (one atomic load otherwise); clears them if the token was revoked.
+    fn refresh_principal(&mut self) {
+        let Some(principal) = &self.principal else { return };
+        let generation = self.shared.auth.generation();
+        if generation == self.seen_generation {
+            return;
+        }
+        let refreshed = self.shared.auth.principal_for(&principal.token_id);
+        if refreshed.is_none() {
+            info!(peer = %self.peer, token_id = %principal.token_id, "closing a connection whose token was revoked");
+        }
+        self.principal = refreshed;
+        self.seen_generation = generation;
+    }
+
+    /// SAVE and token management: they wait on disk or argon2, so they run here.
+    async fn admin(&mut self, request: Request) -> Response {
+        let auth = &self.shared.auth;
+        match request {
+            Request::Save => match self.shared.persistence.snapshot().await {
+                Ok(header) => Response::ok(bytes::Bytes::copy_from_slice(&header.cut_seq.to_be_bytes())),
+                Err(e) => Response::error("IOERR", &format!("snapshot failed: {e}")),
+            },
+            Request::TokenAdd { role, prefixes, label } => match auth.add_token(role, prefixes, label).await {
+                Ok(token) => {
+                    info!(peer = %self.peer, token_id = %token.id(), role = ?role, "token added");
+                    Response::ok(token.expose().as_bytes().to_vec())
+                }
+                Err(e) => Response::error("ERR", &e.to_string()),
+            },
+            Request::TokenList => Response::ok(crate::auth::table::listing_toml(&auth.list())),
+            Request::TokenRevoke { id } => match auth.revoke(&id).await {
+                Ok(true) => {
+                    info!(peer = %self.peer, token_id = %id, "token revoked");
+                    Response::ok_empty()
+                }
+                Ok(false) => Response::not_found(),
+                Err(e) => Response::error("ERR", &e.to_string()),
+            },
+            _ => Response::error("ERR", "not an administrative command"),
         }
     }
 
@@ -208,7 +261,7 @@ impl Session {
             None => self.auth_deadline,
             Some(_) => Instant::now() + self.shared.config.handshake_timeout,
         };
-        let Ok(verdict) = timeout_at(deadline, self.shared.auth.authenticate(token)).await else {
+        let Ok(verdict) = timeout_at(deadline, self.shared.auth.authenticate(token, self.peer.ip())).await else {
             warn!(peer = %self.peer, "AUTH not verified in time: verifier overloaded");
             push(&mut self.plain_out, &Response::error("BUSY", "authentication is overloaded; retry later"));
             return Next::Close;
@@ -216,6 +269,7 @@ impl Session {
         match verdict {
             Ok(principal) => {
                 debug!(peer = %self.peer, token_id = %principal.token_id, "authenticated");
+                self.seen_generation = self.shared.auth.generation();
                 self.principal = Some(principal);
                 push(&mut self.plain_out, &Response::ok_empty());
                 Next::Continue
@@ -223,7 +277,12 @@ impl Session {
             Err(e) => {
                 bump(&self.shared.stats.auth_failures);
                 warn!(peer = %self.peer, "AUTH failed: {e}");
-                push(&mut self.plain_out, &Response::error("WRONGPASS", "invalid token"));
+                let response = match e {
+                    AuthError::InvalidToken => Response::error("WRONGPASS", "invalid token"),
+                    AuthError::LockedOut(_) => Response::error("LOCKED", &e.to_string()),
+                    AuthError::Unavailable => Response::error("BUSY", &e.to_string()),
+                };
+                push(&mut self.plain_out, &response);
                 Next::Close
             }
         }
