@@ -12,8 +12,12 @@ struct ServerProcess(Option<Child>);
 
 impl ServerProcess {
     fn start(data: &Path) -> Self {
+        Self::start_logging(data, "info")
+    }
+
+    fn start_logging(data: &Path, level: &str) -> Self {
         let child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--log", level, "--data"])
             .arg(data)
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
@@ -65,14 +69,21 @@ struct Cli {
 
 impl Cli {
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
+        self.run_as(None, args)
+    }
+
+    /// Runs with `token` (if any) in CRYPTOMEM_TOKEN, overriding the credentials file's.
+    fn run_as(&self, token: Option<&str>, args: &[&str]) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
             .env("CRYPTOMEM_CREDENTIALS", &self.credentials)
             .env("CRYPTOMEM_VALUE_KEY_FILE", &self.key)
             .env_remove("CRYPTOMEM_PASSPHRASE")
-            .env_remove("CRYPTOMEM_TOKEN")
-            .output()
-            .unwrap()
+            .env_remove("CRYPTOMEM_TOKEN");
+        if let Some(t) = token {
+            cmd.env("CRYPTOMEM_TOKEN", t);
+        }
+        cmd.output().unwrap()
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -171,4 +182,77 @@ fn helpful_errors_without_a_server_or_credentials() {
     let out = Command::new(BIN).args(["serve", "--config"]).arg(&bad_config).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml"));
+}
+
+#[test]
+fn token_management_online_and_offline_and_no_secret_in_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = ServerProcess::start_logging(&data, "debug");
+    let credentials = data.join("credentials.toml");
+    wait_for(&credentials);
+    let cli = Cli { credentials: credentials.clone(), key: tmp.path().join("value.key") };
+
+    let online = cli
+        .ok(&["token", "add", "--role", "read", "--prefix", "app:", "--label", "cli test", "--raw"])
+        .trim()
+        .to_string();
+    assert!(online.starts_with("cmt_"));
+    let online_id = online.split('_').nth(1).unwrap().to_string();
+    let listed = cli.ok(&["token", "list"]);
+    assert!(
+        listed.contains(&online_id)
+            && listed.contains("read")
+            && listed.contains("app:")
+            && listed.contains("cli test"),
+        "{listed}"
+    );
+    assert!(!listed.contains(online.split('_').nth(2).unwrap()), "list never shows a secret");
+
+    // Offline, straight into the data dir: the running server picks it up.
+    let offline =
+        cli.ok(&["token", "add", "--data", data.to_str().unwrap(), "--role", "write", "--raw"]).trim().to_string();
+    let mut ok = false;
+    for _ in 0..50 {
+        if cli.run_as(Some(&offline), &["ping"]).status.success() {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ok, "an offline-added token works without a restart");
+    assert!(cli.ok(&["token", "list", "--data", data.to_str().unwrap()]).contains(&online_id));
+
+    // A read token cannot write; a wrong secret for a known id is refused.
+    let refused = cli.run_as(Some(&online), &["del", "app:x"]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("NOPERM"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let forged = format!("cmt_{online_id}_{}", "0".repeat(64));
+    let wrong = cli.run_as(Some(&forged), &["ping"]);
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("WRONGPASS"));
+
+    assert_eq!(cli.ok(&["token", "revoke", &online_id]), format!("revoked {online_id}\n"));
+    assert!(!cli.run_as(Some(&online), &["ping"]).status.success());
+    assert!(!cli.run(&["token", "revoke", &online_id]).status.success(), "a second revoke reports the missing id");
+
+    let out = server.terminate();
+    let log = String::from_utf8(out.stderr).unwrap();
+    let admin = std::fs::read_to_string(&credentials).unwrap();
+    let admin_secret = admin
+        .lines()
+        .find(|l| l.starts_with("token"))
+        .unwrap()
+        .rsplit('_')
+        .next()
+        .unwrap()
+        .trim_end_matches('"')
+        .to_string();
+    assert!(log.contains("token added") && log.contains("AUTH failed"), "the debug log has the events");
+    for secret in [online.rsplit('_').next().unwrap(), offline.rsplit('_').next().unwrap(), admin_secret.as_str()] {
+        assert_eq!(secret.len(), 64);
+        assert!(!log.contains(secret), "a token secret appeared in the log");
+    }
 }

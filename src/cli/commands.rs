@@ -76,13 +76,18 @@ fn ttl_arg(ttl: Option<&str>) -> anyhow::Result<Option<std::time::Duration>> {
         .transpose()
 }
 
-pub async fn run(opts: &ClientOpts, op: Op) -> anyhow::Result<ExitCode> {
+/// Connects with the options' credentials, and the value key if `values`.
+pub async fn connect(opts: &ClientOpts, values: bool) -> anyhow::Result<Client> {
     let mut config = client_config(opts)?;
-    if op.needs_value_key() {
+    if values {
         config = config.with_keyring(load_keyring(opts)?);
     }
     let server = config.server.clone();
-    let client = Client::connect(config).await.with_context(|| format!("cannot reach cryptomem at {server}"))?;
+    Client::connect(config).await.with_context(|| format!("cannot reach cryptomem at {server}"))
+}
+
+pub async fn run(opts: &ClientOpts, op: Op) -> anyhow::Result<ExitCode> {
+    let client = connect(opts, op.needs_value_key()).await?;
     let out = Printer { raw: opts.raw };
     match op {
         Op::Ping => {

@@ -3,6 +3,7 @@
 mod commands;
 mod keys;
 mod serve;
+mod tokens;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +76,8 @@ enum Command {
     Info(NoArgs),
     /// Take a snapshot now.
     Save(NoArgs),
+    /// Manage access tokens: add, list, revoke.
+    Token(tokens::TokenArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -150,6 +153,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (opts, op) = match args.command {
         Command::Serve(a) => return serve::run(a).await,
         Command::Keygen(a) => return keys::keygen(&a),
+        Command::Token(a) => return tokens::run(a).await,
         Command::Ping(c) => (c.opts, Op::Ping),
         Command::Get(k) => (k.opts, Op::Get(k.key)),
         Command::Set(s) => (s.opts, Op::Set { key: s.key, value: s.value, ttl: s.ttl, nx: s.nx, xx: s.xx }),

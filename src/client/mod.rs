@@ -40,7 +40,7 @@ use connection::{ConnectParams, Connection, Pending};
 pub use credentials::{Credentials, CredentialsError};
 pub use error::{Error, Result};
 
-use crate::auth::Token;
+use crate::auth::{Role, Token};
 use crate::protocol::{HARD_MAX_VALUE_LEN, Request, Response, SetCondition, Status, encode_request};
 use crate::value_crypto::Keyring;
 
@@ -118,6 +118,23 @@ impl SetOptions {
         self.condition = SetCondition::IfPresent;
         self
     }
+}
+
+/// One token as TOKEN LIST shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct TokenInfo {
+    /// Public id.
+    pub id: String,
+    /// Role.
+    pub role: Role,
+    /// Key prefixes (empty: every key).
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    /// Label.
+    #[serde(default)]
+    pub label: String,
+    /// Creation time, Unix ms.
+    pub created_unix_ms: u64,
 }
 
 /// A key's time to live.
@@ -419,6 +436,41 @@ impl Client {
         Ok(u64::from_be_bytes(
             r.body.as_ref().try_into().map_err(|_| Error::Protocol("SAVE reply is not 8 bytes".into()))?,
         ))
+    }
+
+    /// Creates a token (admin only); returns it in full. It is shown only here.
+    ///
+    /// # Errors
+    /// [`Error::Server`] with `NOPERM` for a non-admin token; any other [`Error`].
+    pub async fn token_add(&self, role: Role, prefixes: Vec<String>, label: impl Into<String>) -> Result<Token> {
+        let r = self.request(&Request::TokenAdd { role, prefixes, label: label.into() }).await?;
+        let text = std::str::from_utf8(&r.body).map_err(|_| Error::Protocol("TOKEN ADD reply is not UTF-8".into()))?;
+        Token::parse(text).map_err(|e| Error::Protocol(e.to_string()))
+    }
+
+    /// Lists the server's tokens (admin only): ids, roles, prefixes, labels; never secrets or hashes.
+    ///
+    /// # Errors
+    /// [`Error::Server`] with `NOPERM` for a non-admin token; any other [`Error`].
+    pub async fn token_list(&self) -> Result<Vec<TokenInfo>> {
+        #[derive(serde::Deserialize)]
+        struct Listing {
+            #[serde(default)]
+            token: Vec<TokenInfo>,
+        }
+        let r = self.request(&Request::TokenList).await?;
+        let text = std::str::from_utf8(&r.body).map_err(|_| Error::Protocol("TOKEN LIST reply is not UTF-8".into()))?;
+        let listing: Listing = toml::from_str(text).map_err(|e| Error::Protocol(e.to_string()))?;
+        Ok(listing.token)
+    }
+
+    /// Revokes a token (admin only); returns whether it existed. Connections
+    /// using it fail on their next request.
+    ///
+    /// # Errors
+    /// [`Error::Server`] with `NOPERM` for a non-admin token; any other [`Error`].
+    pub async fn token_revoke(&self, token_id: &str) -> Result<bool> {
+        self.found(Request::TokenRevoke { id: token_id.to_string() }).await
     }
 
     /// The server's INFO text.

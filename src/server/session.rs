@@ -275,7 +275,6 @@ impl Session {
                 Next::Continue
             }
             Err(e) => {
-                bump(&self.shared.stats.auth_failures);
                 warn!(peer = %self.peer, "AUTH failed: {e}");
                 let response = match e {
                     AuthError::InvalidToken => Response::error("WRONGPASS", "invalid token"),

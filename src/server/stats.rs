@@ -18,8 +18,6 @@ pub struct Stats {
     pub connections_rejected: AtomicU64,
     /// Handshakes that failed or timed out.
     pub handshake_failures: AtomicU64,
-    /// Failed AUTH attempts.
-    pub auth_failures: AtomicU64,
     /// Requests executed.
     pub commands_processed: AtomicU64,
     /// Connections closed for a protocol violation.
@@ -36,7 +34,6 @@ impl Default for Stats {
             connections_total: AtomicU64::new(0),
             connections_rejected: AtomicU64::new(0),
             handshake_failures: AtomicU64::new(0),
-            auth_failures: AtomicU64::new(0),
             commands_processed: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
             expired_keys: AtomicU64::new(0),
@@ -65,7 +62,6 @@ impl Stats {
         let _ = writeln!(out, "total_connections_received:{}", get(&self.connections_total));
         let _ = writeln!(out, "rejected_connections:{}", get(&self.connections_rejected));
         let _ = writeln!(out, "handshake_failures:{}", get(&self.handshake_failures));
-        let _ = writeln!(out, "auth_failures:{}", get(&self.auth_failures));
         let _ = writeln!(out, "\n# Memory");
         let _ = writeln!(out, "used_memory_dataset:{}", store.approx_bytes());
         if let Some(rss) = resident_bytes() {
