@@ -47,7 +47,7 @@ pub struct ClientOpts {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Create a value key file (or, with --passphrase, a salt file).
     Keygen(keys::KeygenArgs),
     /// Check the connection: prints PONG.
@@ -151,7 +151,7 @@ struct MsetArgs {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     use commands::Op;
     let (opts, op) = match args.command {
-        Command::Serve(a) => return serve::run(a).await,
+        Command::Serve(a) => return serve::run(*a).await,
         Command::Keygen(a) => return keys::keygen(&a),
         Command::Token(a) => return tokens::run(a).await,
         Command::Ping(c) => (c.opts, Op::Ping),
