@@ -6,10 +6,13 @@
 //! written). `compact` and `repair` modify files and refuse to run while a
 //! server holds the data dir's lock.
 //!
+//! `bench-auth` measures how fast clients can connect and authenticate.
+//!
 //! Exit status: 0 clean; 1 a problem was found (or the user declined);
 //! 2 `inspect` found key files readable by others.
 #![forbid(unsafe_code)]
 
+mod bench_auth;
 mod compact;
 mod inspect;
 mod repair;
@@ -55,6 +58,8 @@ enum Command {
         #[arg(long, default_value = "data")]
         data: PathBuf,
     },
+    /// Measure connect + handshake + AUTH + PING + close per second against a running server.
+    BenchAuth(bench_auth::Args),
     /// Cut a damaged log at its last good record, keeping the cut bytes as a backup (server stopped).
     Repair {
         /// The data directory.
@@ -72,6 +77,7 @@ fn main() -> ExitCode {
         Command::Verify { data } => verify::run(&data),
         Command::Compact { data } => compact::run(&data),
         Command::Repair { data, yes } => repair::run(&data, yes),
+        Command::BenchAuth(args) => bench_auth::run(&args),
     };
     match result {
         Ok(code) => code,
