@@ -6,12 +6,14 @@
 //! written). `compact` and `repair` modify files and refuse to run while a
 //! server holds the data dir's lock.
 //!
-//! `bench-auth` measures how fast clients can connect and authenticate.
+//! `bench` loads a running server like redis-benchmark; `bench-auth` measures
+//! how fast clients can connect and authenticate.
 //!
 //! Exit status: 0 clean; 1 a problem was found (or the user declined);
 //! 2 `inspect` found key files readable by others.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod bench_auth;
 mod compact;
 mod inspect;
@@ -58,6 +60,8 @@ enum Command {
         #[arg(long, default_value = "data")]
         data: PathBuf,
     },
+    /// Load a running server like redis-benchmark: ops/s and p50/p99/p99.9 per test.
+    Bench(bench::Args),
     /// Measure connect + handshake + AUTH + PING + close per second against a running server.
     BenchAuth(bench_auth::Args),
     /// Cut a damaged log at its last good record, keeping the cut bytes as a backup (server stopped).
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
         Command::Compact { data } => compact::run(&data),
         Command::Repair { data, yes } => repair::run(&data, yes),
         Command::BenchAuth(args) => bench_auth::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,223 @@
+//! `bench`: a redis-benchmark-style load generator for a running server.
+//!
+//! `-c` connections each keep `-P` requests in flight (one task per slot, all
+//! sharing the connection, which pipelines them); keys are `bench:key:<n>`
+//! with `n` random below `-r`; values are `-d` bytes, sealed by the client as
+//! real users do unless `--no-value-crypto`. Each test stops after `-n`
+//! requests or `--duration`, whichever comes first.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use cryptomem::client::Credentials;
+use cryptomem::units::parse_duration;
+use cryptomem::value_crypto::{Keyring, ValueKey};
+use cryptomem::{Client, ClientConfig, SetOptions};
+use serde::Serialize;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Credentials file (server, public key, token).
+    #[arg(long, default_value = "data/credentials.toml")]
+    credentials: PathBuf,
+    /// Server address, overriding the credentials file.
+    #[arg(long)]
+    server: Option<String>,
+    /// Parallel connections.
+    #[arg(short = 'c', default_value_t = 50)]
+    clients: usize,
+    /// Requests per test.
+    #[arg(short = 'n', default_value_t = 100_000)]
+    requests: u64,
+    /// Requests in flight per connection (pipelining).
+    #[arg(short = 'P', default_value_t = 1)]
+    pipeline: usize,
+    /// Value size in bytes (before sealing).
+    #[arg(short = 'd', default_value_t = 100)]
+    data_size: usize,
+    /// Keyspace: keys are bench:key:0 .. bench:key:<r - 1>.
+    #[arg(short = 'r', default_value_t = 100_000)]
+    keyspace: u64,
+    /// Tests to run, comma-separated: set, get, mixed (half each).
+    #[arg(short = 't', default_value = "set,get")]
+    tests: String,
+    /// Stop each test after this long even if -n is not reached (e.g. 10s).
+    #[arg(long)]
+    duration: Option<String>,
+    /// Send values unsealed, to measure the server alone.
+    #[arg(long)]
+    no_value_crypto: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Test {
+    Set,
+    Get,
+    Mixed,
+}
+
+#[derive(Debug, Serialize)]
+struct Outcome {
+    test: &'static str,
+    requests: u64,
+    errors: u64,
+    seconds: f64,
+    ops_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    clients: usize,
+    pipeline: usize,
+    value_bytes: usize,
+    value_crypto: bool,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let tests = args
+        .tests
+        .split(',')
+        .map(|t| match t.trim() {
+            "set" => Ok(Test::Set),
+            "get" => Ok(Test::Get),
+            "mixed" => Ok(Test::Mixed),
+            other => bail!("unknown test `{other}`: use set, get or mixed"),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(args.clients > 0 && args.pipeline > 0 && args.keyspace > 0, "-c, -P and -r must be at least 1");
+    let duration = args.duration.as_deref().map(parse_duration).transpose().map_err(anyhow::Error::msg)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let outcomes = runtime.block_on(async {
+        let clients = connect_all(args).await?;
+        let mut outcomes = Vec::new();
+        for test in tests {
+            outcomes.push(run_test(args, &clients, test, duration).await);
+        }
+        anyhow::Ok(outcomes)
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&outcomes)?);
+    } else {
+        for o in &outcomes {
+            println!(
+                "{:<5} {:>10.0} ops/s  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  ({} requests, {} errors, {:.1}s, -c {} -P {} -d {}{})",
+                o.test,
+                o.ops_per_sec,
+                o.p50_ms,
+                o.p99_ms,
+                o.p999_ms,
+                o.requests,
+                o.errors,
+                o.seconds,
+                o.clients,
+                o.pipeline,
+                o.value_bytes,
+                if o.value_crypto { "" } else { ", no value crypto" }
+            );
+        }
+    }
+    Ok(if outcomes.iter().all(|o| o.requests > 0 && o.errors == 0) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+async fn connect_all(args: &Args) -> anyhow::Result<Vec<Client>> {
+    let creds = Credentials::load(&args.credentials)?;
+    let server = args.server.clone().unwrap_or(creds.server.clone());
+    // A fixed key, so values written by one run open in the next.
+    let key = ValueKey::from_bytes(*b"cryptomem-bench-fixed-value-key!");
+    let mut config = ClientConfig::new(server.clone(), creds.server_public_key, creds.token);
+    if !args.no_value_crypto {
+        config = config.with_keyring(Keyring::new(key));
+    }
+    let mut clients = Vec::with_capacity(args.clients);
+    for _ in 0..args.clients {
+        clients.push(Client::connect(config.clone()).await.with_context(|| format!("cannot connect to {server}"))?);
+    }
+    Ok(clients)
+}
+
+async fn run_test(args: &Args, clients: &[Client], test: Test, duration: Option<Duration>) -> Outcome {
+    let issued = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = duration.map(|d| started + d);
+    let value = Arc::new(vec![b'x'; args.data_size]);
+    let mut slots = Vec::new();
+    for (ci, client) in clients.iter().enumerate() {
+        for slot in 0..args.pipeline {
+            let (client, issued, value) = (client.clone(), Arc::clone(&issued), Arc::clone(&value));
+            let (limit, keyspace, crypto) = (args.requests, args.keyspace, !args.no_value_crypto);
+            let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ ((ci as u64) << 20 | slot as u64);
+            slots.push(tokio::spawn(async move {
+                let mut latencies_us: Vec<u32> = Vec::new();
+                let mut errors = 0u64;
+                loop {
+                    let n = issued.fetch_add(1, Ordering::Relaxed);
+                    if n >= limit || deadline.is_some_and(|d| Instant::now() >= d) {
+                        break;
+                    }
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let key = format!("bench:key:{}", rng % keyspace);
+                    let write = match test {
+                        Test::Set => true,
+                        Test::Get => false,
+                        Test::Mixed => rng & (1 << 40) != 0,
+                    };
+                    let t = Instant::now();
+                    let ok = match (write, crypto) {
+                        (true, true) => client.set(&key, value.as_slice()).await.is_ok(),
+                        (true, false) => {
+                            client.set_raw_with(&key, value.as_slice().to_vec(), SetOptions::default()).await.is_ok()
+                        }
+                        (false, true) => client.get(&key).await.is_ok(),
+                        (false, false) => client.get_raw(&key).await.is_ok(),
+                    };
+                    latencies_us.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+                    errors += u64::from(!ok);
+                }
+                (latencies_us, errors)
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for s in slots {
+        if let Ok((l, e)) = s.await {
+            all.extend(l);
+            errors += e;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if all.is_empty() {
+            return 0.0;
+        }
+        let i = ((all.len() - 1) as f64 * p).round() as usize;
+        f64::from(all[i.min(all.len() - 1)]) / 1000.0
+    };
+    Outcome {
+        test: match test {
+            Test::Set => "SET",
+            Test::Get => "GET",
+            Test::Mixed => "MIXED",
+        },
+        requests: all.len() as u64,
+        errors,
+        seconds,
+        ops_per_sec: all.len() as f64 / seconds,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+        p999_ms: pct(0.999),
+        clients: clients.len(),
+        pipeline: args.pipeline,
+        value_bytes: args.data_size,
+        value_crypto: !args.no_value_crypto,
+    }
+}

@@ -1,0 +1,86 @@
+//! `bench` and `bench-auth` run against a live server and report non-zero rates.
+
+use std::process::Command;
+
+use cryptomem::auth::HashParams;
+use cryptomem::client::Credentials;
+use cryptomem::persist::DataDir;
+use cryptomem::server::{Server, ServerConfig};
+
+/// Starts a server in a temp dir and writes a credentials file for it.
+async fn serve(tmp: &std::path::Path) -> std::path::PathBuf {
+    let (data, report) = DataDir::open_or_init(tmp, HashParams::default()).unwrap();
+    let public = data.identity().public();
+    let config =
+        ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), data_dir: tmp.into(), ..ServerConfig::default() };
+    let server = Server::bind(config, data).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let creds = Credentials { server: addr.to_string(), server_public_key: public, token: report.unwrap().admin_token };
+    let creds_path = tmp.join("bench-credentials.toml");
+    creds.save(&creds_path).unwrap();
+    tokio::spawn(server.run(std::future::pending()));
+    creds_path
+}
+
+async fn tool(args: Vec<String>) -> String {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_cryptomem-tool")).args(args).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_runs_for_a_second_and_reports_rates_and_latencies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let creds = serve(tmp.path()).await;
+    let args = [
+        "bench",
+        "-c",
+        "4",
+        "-P",
+        "4",
+        "-n",
+        "1000000",
+        "-t",
+        "set,get,mixed",
+        "--duration",
+        "1s",
+        "--json",
+        "--credentials",
+    ];
+    let mut args: Vec<String> = args.iter().map(|s| (*s).to_string()).collect();
+    args.push(creds.display().to_string());
+    let json: serde_json::Value = serde_json::from_str(&tool(args).await).unwrap();
+    let tests = json.as_array().unwrap();
+    assert_eq!(tests.len(), 3);
+    for t in tests {
+        assert!(t["ops_per_sec"].as_f64().unwrap() > 0.0, "{t}");
+        assert_eq!(t["errors"], 0, "{t}");
+        assert!(t["p99_ms"].as_f64().unwrap() >= t["p50_ms"].as_f64().unwrap());
+        assert!(t["seconds"].as_f64().unwrap() < 10.0, "--duration bounds the run");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_auth_reports_a_rate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let creds = serve(tmp.path()).await;
+    let args = vec![
+        "bench-auth".into(),
+        "-c".into(),
+        "2".into(),
+        "--duration".into(),
+        "1s".into(),
+        "--credentials".into(),
+        creds.display().to_string(),
+    ];
+    let text = tool(args).await;
+    let rate: f64 =
+        text.split(": ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|r| r.parse().ok()).unwrap();
+    assert!(rate > 0.0, "{text}");
+    assert!(text.contains("0 errors"), "{text}");
+}
