@@ -1,0 +1,107 @@
+//! Micro-benchmarks of the hot pieces: `cargo bench --bench hot_paths`.
+//!
+//! Record seal/open (the channel), request encode/decode (the codec), store
+//! get/set at 10k and 1M keys (the keyspace), value seal/open (the client).
+
+use std::hint::black_box;
+
+use bytes::{Bytes, BytesMut};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use cryptomem::protocol::{Limits, Request, SetCondition, decode_request, encode_request};
+use cryptomem::secure::noise::{self, Initiator, responder_read_message};
+use cryptomem::secure::{RecordOpener, RecordSealer};
+use cryptomem::store::Store;
+use cryptomem::value_crypto::{Keyring, ValueKey};
+
+fn channel() -> (RecordSealer, RecordOpener) {
+    let server = noise::random_secret().unwrap();
+    let public = x25519_dalek::PublicKey::from(&server);
+    let (m1, awaiting) = Initiator::new(public, b"bench", noise::random_secret().unwrap()).write_message(&[]).unwrap();
+    let (_, ready) = responder_read_message(&server, b"bench", &m1).unwrap();
+    let (m2, server_keys) = ready.write_message(&[], noise::random_secret().unwrap()).unwrap();
+    let (_, client_keys) = awaiting.read_message(&m2).unwrap();
+    (RecordSealer::new(client_keys.send), RecordOpener::new(server_keys.recv))
+}
+
+fn records(c: &mut Criterion) {
+    let mut group = c.benchmark_group("record");
+    for size in [128usize, 4096, 65_519] {
+        let (mut sealer, mut opener) = channel();
+        let plain = vec![7u8; size];
+        let mut wire = Vec::with_capacity(size + 64);
+        let mut input = BytesMut::with_capacity(size + 64);
+        let mut out = BytesMut::with_capacity(size + 64);
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::new("seal+open", size), &size, |b, _| {
+            b.iter(|| {
+                wire.clear();
+                sealer.seal(black_box(&plain), &mut wire).unwrap();
+                input.extend_from_slice(&wire);
+                out.clear();
+                opener.open(&mut input, &mut out).unwrap();
+                black_box(&out);
+            });
+        });
+    }
+    group.finish();
+}
+
+fn codec(c: &mut Criterion) {
+    let request = Request::Set {
+        key: Bytes::from_static(b"user:1234567"),
+        value: Bytes::from(vec![1u8; 133]),
+        ttl: None,
+        condition: SetCondition::Always,
+    };
+    let limits = Limits::default();
+    let mut frame = Vec::new();
+    c.bench_function("codec/encode SET 133B", |b| {
+        b.iter(|| {
+            frame.clear();
+            encode_request(black_box(&request), &mut frame).unwrap();
+        });
+    });
+    c.bench_function("codec/decode SET 133B", |b| {
+        b.iter(|| {
+            let mut buf = BytesMut::from(&frame[..]);
+            black_box(decode_request(&mut buf, &limits).unwrap());
+        });
+    });
+}
+
+fn store(c: &mut Criterion) {
+    let mut group = c.benchmark_group("store");
+    for keys in [10_000u64, 1_000_000] {
+        let store = Store::new(16);
+        let value = Bytes::from(vec![0u8; 133]);
+        for i in 0..keys {
+            store.set(Bytes::from(format!("key:{i}")), value.clone(), None, SetCondition::Always, 0).unwrap();
+        }
+        let names: Vec<Bytes> = (0..1024).map(|i| Bytes::from(format!("key:{}", (i * 7919) % keys))).collect();
+        let mut i = 0;
+        group.bench_with_input(BenchmarkId::new("get", keys), &keys, |b, _| {
+            b.iter(|| {
+                i = (i + 1) % names.len();
+                black_box(store.get(&names[i], 0));
+            });
+        });
+        group.bench_with_input(BenchmarkId::new("set", keys), &keys, |b, _| {
+            b.iter(|| {
+                i = (i + 1) % names.len();
+                store.set(names[i].clone(), value.clone(), None, SetCondition::Always, 0).unwrap();
+            });
+        });
+    }
+    group.finish();
+}
+
+fn values(c: &mut Criterion) {
+    let ring = Keyring::new(ValueKey::from_bytes([3; 32]));
+    let plain = vec![5u8; 100];
+    let sealed = ring.seal(b"key", &plain).unwrap();
+    c.bench_function("value/seal 100B", |b| b.iter(|| black_box(ring.seal(b"key", black_box(&plain)).unwrap())));
+    c.bench_function("value/open 100B", |b| b.iter(|| black_box(ring.open(b"key", black_box(&sealed)).unwrap())));
+}
+
+criterion_group!(benches, records, codec, store, values);
+criterion_main!(benches);
