@@ -157,31 +157,46 @@ impl TokenTable {
     }
 }
 
-/// The TOKEN LIST reply: the records as TOML `[[token]]` tables, without hashes.
-pub fn listing_toml(records: &[TokenRecord]) -> String {
-    #[derive(Serialize)]
-    struct Listed<'a> {
-        id: &'a str,
-        role: Role,
-        prefixes: &'a [String],
-        label: &'a str,
-        created_unix_ms: u64,
-    }
-    #[derive(Serialize)]
-    struct Listing<'a> {
-        token: Vec<Listed<'a>>,
-    }
-    let token = records
-        .iter()
-        .map(|r| Listed {
-            id: &r.id,
+/// One token as TOKEN LIST shows it: a [`TokenRecord`] without its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// Public id.
+    pub id: String,
+    /// Role.
+    pub role: Role,
+    /// Key prefixes (empty: every key).
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    /// Label.
+    #[serde(default)]
+    pub label: String,
+    /// Creation time, Unix ms.
+    pub created_unix_ms: u64,
+}
+
+impl From<&TokenRecord> for TokenInfo {
+    fn from(r: &TokenRecord) -> Self {
+        Self {
+            id: r.id.clone(),
             role: r.role,
-            prefixes: &r.prefixes,
-            label: &r.label,
+            prefixes: r.prefixes.clone(),
+            label: r.label.clone(),
             created_unix_ms: r.created_unix_ms,
-        })
-        .collect();
-    toml::to_string(&Listing { token }).unwrap_or_default()
+        }
+    }
+}
+
+/// The TOKEN LIST reply body: `[[token]]` TOML tables of [`TokenInfo`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenListing {
+    /// The tokens.
+    #[serde(default)]
+    pub token: Vec<TokenInfo>,
+}
+
+/// Encodes the TOKEN LIST reply for `records`.
+pub fn listing_toml(records: &[TokenRecord]) -> String {
+    toml::to_string(&TokenListing { token: records.iter().map(TokenInfo::from).collect() }).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -40,6 +40,8 @@ use connection::{ConnectParams, Connection, Pending};
 pub use credentials::{Credentials, CredentialsError};
 pub use error::{Error, Result};
 
+pub use crate::auth::table::TokenInfo;
+use crate::auth::table::TokenListing;
 use crate::auth::{Role, Token};
 use crate::protocol::{HARD_MAX_VALUE_LEN, Request, Response, SetCondition, Status, encode_request};
 use crate::value_crypto::Keyring;
@@ -118,23 +120,6 @@ impl SetOptions {
         self.condition = SetCondition::IfPresent;
         self
     }
-}
-
-/// One token as TOKEN LIST shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-pub struct TokenInfo {
-    /// Public id.
-    pub id: String,
-    /// Role.
-    pub role: Role,
-    /// Key prefixes (empty: every key).
-    #[serde(default)]
-    pub prefixes: Vec<String>,
-    /// Label.
-    #[serde(default)]
-    pub label: String,
-    /// Creation time, Unix ms.
-    pub created_unix_ms: u64,
 }
 
 /// A key's time to live.
@@ -453,14 +438,9 @@ impl Client {
     /// # Errors
     /// [`Error::Server`] with `NOPERM` for a non-admin token; any other [`Error`].
     pub async fn token_list(&self) -> Result<Vec<TokenInfo>> {
-        #[derive(serde::Deserialize)]
-        struct Listing {
-            #[serde(default)]
-            token: Vec<TokenInfo>,
-        }
         let r = self.request(&Request::TokenList).await?;
         let text = std::str::from_utf8(&r.body).map_err(|_| Error::Protocol("TOKEN LIST reply is not UTF-8".into()))?;
-        let listing: Listing = toml::from_str(text).map_err(|e| Error::Protocol(e.to_string()))?;
+        let listing: TokenListing = toml::from_str(text).map_err(|e| Error::Protocol(e.to_string()))?;
         Ok(listing.token)
     }
 
