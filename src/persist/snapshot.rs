@@ -114,7 +114,8 @@ pub fn write_snapshot(
     let mut body_crc = crc32fast::Hasher::new();
     let mut frame = Vec::new();
     for map in &cut.maps {
-        for (key, entry) in map.iter() {
+        for (item, ()) in map.iter() {
+            let (key, entry) = (item.key(), item.entry());
             if !entry.is_live(now_ms) {
                 continue;
             }

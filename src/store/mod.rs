@@ -69,8 +69,60 @@ pub struct Cut {
     pub seq: u64,
 }
 
-/// One shard's map.
-pub type ShardMap = imbl::HashMap<Bytes, Entry>;
+/// One shard's map. The whole entry is the key (looked up by its key bytes)
+/// and the value is `()`, so a map node slot is one pointer.
+pub type ShardMap = imbl::HashMap<Item, ()>;
+
+/// A stored key with its entry, behind one shared pointer: every write copies
+/// the map nodes on its path, and copying a slot is then one refcount
+/// increment and 8 bytes instead of two increments and 80 bytes.
+#[derive(Clone)]
+pub struct Item(Arc<(Bytes, Entry)>);
+
+impl Item {
+    /// Wraps a key and its entry.
+    pub fn new(key: Bytes, entry: Entry) -> Self {
+        Self(Arc::new((key, entry)))
+    }
+
+    /// The key.
+    pub fn key(&self) -> &Bytes {
+        &self.0.0
+    }
+
+    /// The value and expiry.
+    pub fn entry(&self) -> &Entry {
+        &self.0.1
+    }
+}
+
+impl std::fmt::Debug for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Item({:?}, {} bytes)", self.key(), self.entry().value.len())
+    }
+}
+
+// Hash and equality are the key's alone, and hash exactly as `[u8]` does, so
+// a map of items can be searched with a plain key (the `Borrow` contract).
+impl std::hash::Hash for Item {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().as_ref().hash(state);
+    }
+}
+
+impl PartialEq for Item {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Item {}
+
+impl std::borrow::Borrow<[u8]> for Item {
+    fn borrow(&self) -> &[u8] {
+        self.key()
+    }
+}
 
 /// A stored value and its expiry.
 #[derive(Debug, Clone, PartialEq, Eq)]

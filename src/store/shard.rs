@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
-use super::{Entry, ShardMap};
+use super::{Entry, Item, ShardMap};
 
 /// Bytes charged per entry beyond key and value: map node share, the entry
 /// struct and the expiry index. An estimate for INFO, not an allocator count.
@@ -46,7 +46,7 @@ impl Shard {
 
     pub(super) fn get(&self, key: &[u8], now_ms: u64) -> Option<Entry> {
         let map = self.current.load();
-        map.get(key).filter(|e| e.is_live(now_ms)).cloned()
+        map.get_key_value(key).map(|(item, ())| item.entry()).filter(|e| e.is_live(now_ms)).cloned()
     }
 
     pub(super) fn bytes(&self) -> u64 {
@@ -97,16 +97,18 @@ fn footprint(key: &[u8], entry: &Entry) -> u64 {
 impl Writer {
     /// The live entry under `key`, if any.
     pub(super) fn live(&self, key: &[u8], now_ms: u64) -> Option<&Entry> {
-        self.map.get(key).filter(|e| e.is_live(now_ms))
+        self.map.get_key_value(key).map(|(item, ())| item.entry()).filter(|e| e.is_live(now_ms))
     }
 
     /// Inserts or replaces, keeping the expiry index and byte count right.
     pub(super) fn put(&mut self, key: Bytes, entry: Entry) {
         let added = footprint(&key, &entry);
         let expires_at = entry.expires_at_ms;
-        if let Some(old) = self.map.insert(key.clone(), entry) {
-            self.forget(&key, &old);
+        // The map hands back the old value, `()`, so read the old entry first.
+        if let Some(old) = self.map.get_key_value(key.as_ref()).map(|(item, ())| item.clone()) {
+            self.forget(&key, old.entry());
         }
+        self.map.insert(Item::new(key.clone(), entry), ());
         if let Some(at) = expires_at {
             self.expiry.insert((at, key));
         }
@@ -115,9 +117,9 @@ impl Writer {
 
     /// Removes `key`; returns the old entry.
     pub(super) fn remove(&mut self, key: &[u8]) -> Option<Entry> {
-        let old = self.map.remove(key)?;
-        self.forget(key, &old);
-        Some(old)
+        let (old, ()) = self.map.remove_with_key(key)?;
+        self.forget(key, old.entry());
+        Some(old.entry().clone())
     }
 
     fn forget(&mut self, key: &[u8], old: &Entry) {
@@ -140,10 +142,10 @@ impl Writer {
             }
             self.expiry.pop_first();
             // The index mirrors the map, but only remove what is really due.
-            if self.map.get(&key).is_some_and(|e| e.expires_at_ms == Some(at))
-                && let Some(old) = self.map.remove(&key)
+            if self.map.get_key_value(key.as_ref()).is_some_and(|(item, ())| item.entry().expires_at_ms == Some(at))
+                && let Some((old, ())) = self.map.remove_with_key(key.as_ref())
             {
-                self.bytes = self.bytes.saturating_sub(footprint(&key, &old));
+                self.bytes = self.bytes.saturating_sub(footprint(&key, old.entry()));
                 removed += 1;
             }
         }
