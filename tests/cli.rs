@@ -256,3 +256,29 @@ fn token_management_online_and_offline_and_no_secret_in_the_log() {
         assert!(!log.contains(secret), "a token secret appeared in the log");
     }
 }
+
+#[test]
+fn environment_variables_configure_the_server_and_flags_override_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(tmp.path().join("data"))
+        .env("CRYPTOMEM_MAX_KEY_SIZE", "70000")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max-key-size"), "the variable was read");
+
+    let data = tmp.path().join("data2");
+    let child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--max-key-size", "1KiB", "--data"])
+        .arg(&data)
+        .env("CRYPTOMEM_MAX_KEY_SIZE", "70000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let server = ServerProcess(Some(child));
+    wait_for(&data.join("credentials.toml"));
+    assert!(server.terminate().status.success(), "the flag won over the bad variable");
+}
