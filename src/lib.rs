@@ -58,6 +58,7 @@
 
 pub mod auth;
 pub mod client;
+mod periodic;
 pub mod persist;
 pub mod protocol;
 pub mod secure;

@@ -26,7 +26,7 @@ fn code(err: &Error) -> &str {
 }
 
 fn info_value(info: &str, field: &str) -> u64 {
-    info.lines().find_map(|l| l.strip_prefix(&format!("{field}:"))).and_then(|v| v.parse().ok()).unwrap_or(u64::MAX)
+    common::info_field(info, field).parse().unwrap_or(u64::MAX)
 }
 
 #[tokio::test]

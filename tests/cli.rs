@@ -74,15 +74,19 @@ impl Cli {
 
     /// Runs with `token` (if any) in CRYPTOMEM_TOKEN, overriding the credentials file's.
     fn run_as(&self, token: Option<&str>, args: &[&str]) -> Output {
+        let env: Vec<(&str, &str)> = token.map(|t| ("CRYPTOMEM_TOKEN", t)).into_iter().collect();
+        self.run_env(&env, args)
+    }
+
+    /// Runs with extra environment variables.
+    fn run_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
         let mut cmd = Command::new(BIN);
         cmd.args(args)
             .env("CRYPTOMEM_CREDENTIALS", &self.credentials)
             .env("CRYPTOMEM_VALUE_KEY_FILE", &self.key)
             .env_remove("CRYPTOMEM_PASSPHRASE")
             .env_remove("CRYPTOMEM_TOKEN");
-        if let Some(t) = token {
-            cmd.env("CRYPTOMEM_TOKEN", t);
-        }
+        cmd.envs(env.iter().copied());
         cmd.output().unwrap()
     }
 
@@ -281,4 +285,36 @@ fn environment_variables_configure_the_server_and_flags_override_them() {
     let server = ServerProcess(Some(child));
     wait_for(&data.join("credentials.toml"));
     assert!(server.terminate().status.success(), "the flag won over the bad variable");
+}
+
+#[test]
+fn passphrase_keys_and_key_rotation_from_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = ServerProcess::start(&data);
+    let credentials = data.join("credentials.toml");
+    wait_for(&credentials);
+    let path = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let cli = Cli { credentials, key: tmp.path().join("old.key") };
+
+    // A passphrase-derived key: same passphrase and salt open, another passphrase does not.
+    assert!(cli.ok(&["keygen", "--passphrase", "--out", &path("value.salt")]).contains("salt"));
+    let salt = path("value.salt");
+    let right = [("CRYPTOMEM_PASSPHRASE", "correct horse battery"), ("CRYPTOMEM_SALT_FILE", salt.as_str())];
+    let wrong = [("CRYPTOMEM_PASSPHRASE", "wrong horse"), ("CRYPTOMEM_SALT_FILE", salt.as_str())];
+    assert!(cli.run_env(&right, &["set", "p", "from a passphrase"]).status.success());
+    assert_eq!(String::from_utf8(cli.run_env(&right, &["get", "p"]).stdout).unwrap(), "from a passphrase\n");
+    assert!(String::from_utf8_lossy(&cli.run_env(&wrong, &["get", "p"]).stderr).contains("wrong value key"));
+
+    // Rotation: the new key seals, the old one passed as previous still opens old values.
+    cli.ok(&["keygen", "--out", &path("old.key")]);
+    cli.ok(&["set", "k", "sealed with the old key"]);
+    cli.ok(&["keygen", "--out", &path("new.key")]);
+    let with_new = ["--value-key-file", &path("new.key")];
+    assert!(!cli.run(&["get", "k", with_new[0], with_new[1]]).status.success());
+    let rotated = ["get", "k", with_new[0], with_new[1], "--previous-value-key-file", &path("old.key")];
+    assert_eq!(cli.ok(&rotated), "sealed with the old key\n");
+    cli.ok(&["set", "k2", "sealed with the new key", with_new[0], with_new[1]]);
+    assert!(!cli.run(&["get", "k2"]).status.success(), "the old key alone cannot open new values");
+    drop(server);
 }

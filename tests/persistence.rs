@@ -11,9 +11,7 @@ use cryptomem::persist::log::segment_name;
 use cryptomem::store::Clock;
 use cryptomem::{KeyTtl, SetOptions};
 
-fn info_value(info: &str, field: &str) -> String {
-    info.lines().find_map(|l| l.strip_prefix(&format!("{field}:"))).unwrap_or_default().to_string()
-}
+use common::info_field as info_value;
 
 #[tokio::test]
 async fn every_kind_of_write_survives_a_restart() {
@@ -85,6 +83,13 @@ async fn save_writes_a_snapshot_and_removes_the_log_it_covers() {
     let files: Vec<String> =
         std::fs::read_dir(&server.data_dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert!(files.contains(&"snapshot-00000000000000000100.cms".to_string()), "{files:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode =
+            std::fs::metadata(server.data_dir.join("snapshot-00000000000000000100.cms")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "snapshots hold key names: private");
+    }
     assert!(!files.contains(&segment_name(1)), "the segment the snapshot covers is gone: {files:?}");
     assert!(files.contains(&segment_name(101)), "{files:?}");
 }
@@ -105,6 +110,28 @@ async fn snapshots_are_taken_after_n_writes_in_the_background() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(taken >= 1);
+}
+
+#[tokio::test]
+async fn snapshots_are_taken_on_the_interval_when_something_changed() {
+    let server = TestServer::start_with(|c| {
+        c.persist.snapshot_after_writes = 0;
+        c.persist.snapshot_interval = Duration::from_secs(1);
+    })
+    .await;
+    let c = server.client().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(info_value(&c.info().await.unwrap(), "snapshots_taken"), "0", "nothing changed, nothing to snapshot");
+    c.set("k", b"v").await.unwrap();
+    let mut taken = String::new();
+    for _ in 0..50 {
+        taken = info_value(&c.info().await.unwrap(), "snapshots_taken");
+        if taken == "1" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(taken, "1");
 }
 
 #[tokio::test]

@@ -74,7 +74,7 @@ impl Principal {
     /// A message for the `NOPERM` reply (it names the command or key, never a secret).
     pub fn check(&self, request: &Request) -> Result<(), String> {
         if needs(request) > grants(self.role) {
-            return Err(format!("this token ({:?} role) may not run {}", self.role, request.name()).to_lowercase());
+            return Err(format!("this token ({} role) may not run {}", self.role, request.name().to_lowercase()));
         }
         let keys: Vec<&[u8]> = match request {
             Request::Get { key }

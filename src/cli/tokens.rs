@@ -26,7 +26,7 @@ enum TokenCommand {
         #[command(flatten)]
         target: Target,
         /// What the token may do.
-        #[arg(long, value_parser = parse_role)]
+        #[arg(long)]
         role: Role,
         /// Limit the token to keys starting with this prefix (repeatable).
         #[arg(long = "prefix")]
@@ -59,23 +59,6 @@ struct Target {
     opts: ClientOpts,
 }
 
-fn parse_role(s: &str) -> Result<Role, String> {
-    match s {
-        "read" => Ok(Role::Read),
-        "write" => Ok(Role::Write),
-        "admin" => Ok(Role::Admin),
-        other => Err(format!("`{other}`: use read, write or admin")),
-    }
-}
-
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Read => "read",
-        Role::Write => "write",
-        Role::Admin => "admin",
-    }
-}
-
 pub async fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         TokenCommand::Add { target, role, prefixes, label } => {
@@ -96,7 +79,7 @@ pub async fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
             } else {
                 println!("token:    {}", token.expose().as_str());
                 println!("id:       {}", token.id());
-                println!("role:     {}", role_name(role));
+                println!("role:     {}", role.as_str());
                 println!("prefixes: {}", if prefixes.is_empty() { "(every key)".into() } else { prefixes.join(" ") });
                 println!("label:    {label}");
                 println!("shown once: only its argon2id hash is kept");
@@ -122,7 +105,7 @@ pub async fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
             println!("{:<12}  {:<5}  {:<24}  {:<13}  label", "id", "role", "prefixes", "created_ms");
             for (id, role, prefixes, label, created) in rows {
                 let prefixes = if prefixes.is_empty() { "*".into() } else { prefixes.join(",") };
-                println!("{id:<12}  {:<5}  {prefixes:<24}  {created:<13}  {label}", role_name(role));
+                println!("{id:<12}  {:<5}  {prefixes:<24}  {created:<13}  {label}", role.as_str());
             }
         }
         TokenCommand::Revoke { target, id } => {

@@ -54,6 +54,8 @@ pub struct Persistence {
     config: PersistConfig,
     snapshotting: tokio::sync::Mutex<()>,
     stats: Mutex<Stats>,
+    /// When the last snapshot (scheduled, SAVE or at open) finished; the interval counts from here.
+    last_snapshot: Mutex<Instant>,
 }
 
 impl std::fmt::Debug for Persistence {
@@ -92,6 +94,7 @@ impl Persistence {
             config,
             snapshotting: tokio::sync::Mutex::new(()),
             stats: Mutex::new(stats),
+            last_snapshot: Mutex::new(Instant::now()),
         };
         Ok((Arc::new(engine), report))
     }
@@ -99,6 +102,10 @@ impl Persistence {
     /// The log.
     pub fn log(&self) -> &Log {
         &self.log
+    }
+
+    fn last_snapshot_at(&self) -> Instant {
+        *self.last_snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
@@ -137,6 +144,7 @@ impl Persistence {
         }
         let took = started.elapsed();
         info!(file = %path.display(), keys = header.entries, cut_seq = header.cut_seq, ms = took.as_millis() as u64, "snapshot written");
+        *self.last_snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
         let mut stats = self.stats();
         stats.last_snapshot_unix_ms = Some(header.created_unix_ms);
         stats.last_snapshot_duration = Some(took);
@@ -147,26 +155,19 @@ impl Persistence {
 
     /// Snapshots on the interval and after `snapshot_after_writes` changes,
     /// until `stop` flips.
-    pub fn spawn_scheduler(self: &Arc<Self>, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_scheduler(self: &Arc<Self>, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut last = Instant::now();
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    _ = tick.tick() => {}
-                }
+        tokio::spawn(crate::periodic::every(Duration::from_millis(500), stop, move || {
+            let this = Arc::clone(&this);
+            async move {
                 let changes = this.log.since_cut();
                 let by_count = this.config.snapshot_after_writes > 0 && changes >= this.config.snapshot_after_writes;
-                let by_time = changes > 0 && last.elapsed() >= this.config.snapshot_interval;
+                let by_time = changes > 0 && this.last_snapshot_at().elapsed() >= this.config.snapshot_interval;
                 if (by_count || by_time) && this.log.status().failed.is_none() {
                     let _ = this.snapshot().await;
-                    last = Instant::now();
                 }
             }
-        })
+        }))
     }
 
     /// At shutdown: a final snapshot if anything changed, then flush and stop the log.

@@ -277,12 +277,10 @@ fn parse_command(code: u8, key: Bytes, value: Bytes, ttl: i64, limits: &Limits) 
         }
         command::TOKEN_ADD => {
             fields.no_ttl()?;
-            let role = match &fields.key[..] {
-                b"read" => Role::Read,
-                b"write" => Role::Write,
-                b"admin" => Role::Admin,
-                _ => return Err("TOKEN ADD needs a role of read, write or admin as its key".into()),
-            };
+            let role: Role = std::str::from_utf8(&fields.key)
+                .ok()
+                .and_then(|r| r.parse().ok())
+                .ok_or("TOKEN ADD needs a role of read, write or admin as its key")?;
             let (label, prefixes) = parse_token_spec(fields.value)?;
             Request::TokenAdd { role, prefixes, label }
         }
@@ -473,11 +471,7 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) -> Result<(), FrameE
         Request::Info => write_frame(out, command::INFO, none, none, 0),
         Request::Save => write_frame(out, command::SAVE, none, none, 0),
         Request::TokenAdd { role, prefixes, label } => {
-            let role: &[u8] = match role {
-                Role::Read => b"read",
-                Role::Write => b"write",
-                Role::Admin => b"admin",
-            };
+            let role = role.as_str().as_bytes();
             let mut spec = Vec::new();
             spec.extend_from_slice(&len_u16(label.len())?.to_be_bytes());
             spec.extend_from_slice(label.as_bytes());

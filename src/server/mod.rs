@@ -33,6 +33,7 @@ pub use config::{ServerConfig, Settings};
 pub use stats::Stats;
 
 use crate::auth::Authenticator;
+use crate::periodic::every;
 use crate::persist::{DataDir, Persistence};
 use crate::secure::ServerIdentity;
 use crate::store::Store;
@@ -226,37 +227,32 @@ impl Drop for OpenConnection<'_> {
 }
 
 /// Picks up offline edits of `tokens.toml` within a second.
-async fn watch_tokens(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tick.tick() => {}
-        }
+async fn watch_tokens(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+    every(Duration::from_secs(1), stop, || {
         match shared.auth.reload_if_changed() {
             Ok(true) => info!(tokens = shared.auth.token_count(), "token table changed on disk: reloaded"),
             Ok(false) => {}
             Err(e) => warn!(error = %e, "token table changed on disk but cannot be read; keeping the previous one"),
         }
-    }
+        std::future::ready(())
+    })
+    .await;
 }
 
-async fn janitor(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(JANITOR_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tick.tick() => {}
-        }
-        loop {
-            let (removed, more) = shared.store.reclaim_expired(shared.config.clock.now_ms(), JANITOR_BUDGET);
-            shared.stats.expired_keys.fetch_add(removed as u64, std::sync::atomic::Ordering::Relaxed);
-            if !more {
-                break;
+/// Reclaims expired keys, a bounded batch per shard at a time.
+async fn janitor(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+    every(JANITOR_INTERVAL, stop, || {
+        let shared = Arc::clone(&shared);
+        async move {
+            loop {
+                let (removed, more) = shared.store.reclaim_expired(shared.config.clock.now_ms(), JANITOR_BUDGET);
+                shared.stats.expired_keys.fetch_add(removed as u64, std::sync::atomic::Ordering::Relaxed);
+                if !more {
+                    break;
+                }
+                tokio::task::yield_now().await;
             }
-            tokio::task::yield_now().await;
         }
-    }
+    })
+    .await;
 }

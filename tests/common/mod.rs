@@ -209,3 +209,8 @@ pub async fn eventually(mut check: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// The value of `field` in an INFO text (`field:value` lines), or "" if absent.
+pub fn info_field(info: &str, field: &str) -> String {
+    info.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')).unwrap_or_default().to_string()
+}

@@ -86,7 +86,7 @@ pub fn run(data: &Path, json: bool, with_keys: bool) -> anyhow::Result<ExitCode>
             .into_iter()
             .map(|t| TokenInfo {
                 id: t.id,
-                role: format!("{:?}", t.role).to_lowercase(),
+                role: t.role.to_string(),
                 label: t.label,
                 created_unix_ms: t.created_unix_ms,
             })
