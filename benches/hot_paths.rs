@@ -73,9 +73,9 @@ fn store(c: &mut Criterion) {
     let mut group = c.benchmark_group("store");
     for keys in [10_000u64, 1_000_000] {
         let store = Store::new(16);
-        let value = Bytes::from(vec![0u8; 133]);
+        let value = vec![0u8; 133];
         for i in 0..keys {
-            store.set(Bytes::from(format!("key:{i}")), value.clone(), None, SetCondition::Always, 0).unwrap();
+            store.set(format!("key:{i}").as_bytes(), &value, None, SetCondition::Always, 0).unwrap();
         }
         let names: Vec<Bytes> = (0..1024).map(|i| Bytes::from(format!("key:{}", (i * 7919) % keys))).collect();
         let mut i = 0;
@@ -88,7 +88,7 @@ fn store(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("set", keys), &keys, |b, _| {
             b.iter(|| {
                 i = (i + 1) % names.len();
-                store.set(names[i].clone(), value.clone(), None, SetCondition::Always, 0).unwrap();
+                store.set(&names[i], &value, None, SetCondition::Always, 0).unwrap();
             });
         });
     }

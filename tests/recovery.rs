@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use cryptomem::persist::log::{FsyncPolicy, segment_name};
 use cryptomem::persist::recovery::{TailMode, list, recover};
 use cryptomem::persist::snapshot::snapshot_name;
@@ -16,8 +15,8 @@ fn config() -> PersistConfig {
 }
 
 fn set(store: &Store, i: u32) {
-    let key = Bytes::from(format!("k{i:03}"));
-    store.set(key, Bytes::from(format!("value {i}")), None, SetCondition::Always, Clock::System.now_ms()).unwrap();
+    let (key, value) = (format!("k{i:03}"), format!("value {i}"));
+    store.set(key.as_bytes(), value.as_bytes(), None, SetCondition::Always, Clock::System.now_ms()).unwrap();
 }
 
 /// A data dir with keys 0..10 in a snapshot (cut 10) and 10..20 only in the log.
@@ -78,7 +77,7 @@ async fn snapshot_plus_log_and_log_alone_both_recover_everything() {
         build(dir.path(), with_snapshot).await;
         let (store, report) = reload(dir.path()).unwrap();
         assert_eq!(store.len(), 20);
-        assert_eq!(store.get(b"k019", Clock::System.now_ms()).unwrap(), Bytes::from("value 19"));
+        assert_eq!(store.get(b"k019", Clock::System.now_ms()).unwrap().value(), b"value 19");
         assert_eq!(report.replayed, if with_snapshot { 10 } else { 20 });
         assert_eq!(report.next_seq, 21);
         assert_eq!(report.snapshot.is_some(), with_snapshot);

@@ -13,7 +13,7 @@ async fn the_server_stores_only_ciphertext() {
     let c = server.client().await;
     let secret = b"card number 4111 1111 1111 1111";
     c.set("card", secret).await.unwrap();
-    let stored = server.store.get(b"card", server.clock.now_ms()).unwrap().to_vec();
+    let stored = server.store.get(b"card", server.clock.now_ms()).unwrap().value().to_vec();
     assert_eq!(stored.len(), secret.len() + SEALED_OVERHEAD);
     assert!(!stored.windows(4).any(|w| secret.windows(4).any(|s| s == w)), "no 4-byte run of the plaintext is stored");
     assert_eq!(c.get_raw("card").await.unwrap().unwrap().as_ref(), stored.as_slice());

@@ -22,10 +22,10 @@ use std::path::{Path, PathBuf};
 use tracing::warn;
 
 use super::PersistError;
-use super::frame::{FRAME_HEADER_LEN, LogRecord, MAX_PAYLOAD, decode};
+use super::frame::{FRAME_HEADER_LEN, LogRecord, MAX_PAYLOAD, SnapshotEntry, decode};
 use super::log::{SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION, parse_segment_name};
 use super::snapshot::{SnapshotHeader, SnapshotReader, parse_snapshot_name};
-use crate::store::{Entry, Store};
+use crate::store::Store;
 
 /// Snapshot and segment files in a data dir, each sorted by sequence number.
 #[derive(Debug, Clone, Default)]
@@ -106,7 +106,7 @@ pub struct RecoveryReport {
 /// [`PersistError::Corrupted`] naming file and offset, or I/O errors.
 pub fn recover(dir: &Path, store: &Store, now_ms: u64, tail: TailMode) -> Result<RecoveryReport, PersistError> {
     let report = scan(dir, tail, |item| match item {
-        Item::Entry(key, entry) => store.load(key.into(), entry, now_ms),
+        Item::Entry(e) => store.load(&e.key, &e.value, e.expires_at_ms, now_ms),
         Item::Record(record) => store.apply_replayed(record.op, now_ms),
     });
     // Also after a failure, so a caller inspecting the store sees what was read.
@@ -118,7 +118,7 @@ pub fn recover(dir: &Path, store: &Store, now_ms: u64, tail: TailMode) -> Result
 #[derive(Debug)]
 pub enum Item {
     /// A snapshot entry.
-    Entry(Vec<u8>, Entry),
+    Entry(SnapshotEntry),
     /// A log record after the snapshot's cut.
     Record(LogRecord),
 }
@@ -136,7 +136,7 @@ pub fn scan(dir: &Path, tail: TailMode, mut sink: impl FnMut(Item)) -> Result<Re
         let mut reader = SnapshotReader::open(path)?;
         cut = reader.header().cut_seq;
         while let Some(e) = reader.next_entry()? {
-            sink(Item::Entry(e.key, Entry { value: e.value.into(), expires_at_ms: e.expires_at_ms }));
+            sink(Item::Entry(e));
         }
         report.snapshot = Some((path.clone(), reader.header().clone()));
     }

@@ -115,16 +115,12 @@ pub fn write_snapshot(
     let mut frame = Vec::new();
     for map in &cut.maps {
         for (item, ()) in map.iter() {
-            let (key, entry) = (item.key(), item.entry());
-            if !entry.is_live(now_ms) {
+            if !item.is_live(now_ms) {
                 continue;
             }
             frame.clear();
-            append_frame(
-                &mut frame,
-                &SnapshotEntryRef { key, value: &entry.value, expires_at_ms: entry.expires_at_ms },
-            )
-            .map_err(|e| io_err(io::Error::other(e)))?;
+            let entry = SnapshotEntryRef { key: item.key(), value: item.value(), expires_at_ms: item.expires_at_ms() };
+            append_frame(&mut frame, &entry).map_err(|e| io_err(io::Error::other(e)))?;
             body_crc.update(&frame);
             out.write_all(&frame).map_err(io_err)?;
             header.entries += 1;

@@ -74,12 +74,12 @@ impl Response {
     /// Encodes an MGET item list as an OK body. The caller bounds the item
     /// count and total size (the server by its limits), so lengths fit a u32.
     #[allow(clippy::cast_possible_truncation)]
-    pub fn mget(items: &[MGetItem]) -> Self {
-        let len = 4 + items.iter().map(|i| 5 + i.as_ref().map_or(0, Bytes::len)).sum::<usize>();
+    pub fn mget<V: AsRef<[u8]>>(items: &[Option<V>]) -> Self {
+        let len = 4 + items.iter().map(|i| 5 + i.as_ref().map_or(0, |v| v.as_ref().len())).sum::<usize>();
         let mut body = Vec::with_capacity(len);
         body.extend_from_slice(&(items.len() as u32).to_be_bytes());
         for item in items {
-            match item {
+            match item.as_ref().map(AsRef::as_ref) {
                 Some(v) => {
                     body.push(1);
                     body.extend_from_slice(&(v.len() as u32).to_be_bytes());

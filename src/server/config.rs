@@ -11,7 +11,7 @@
 //! | `--max-key-size`      | `CRYPTOMEM_MAX_KEY_SIZE`     | `max_key_size`      | `1KiB` (at most 64KiB - 1) |
 //! | `--max-value-size`    | `CRYPTOMEM_MAX_VALUE_SIZE`   | `max_value_size`    | `16MiB` (at most 512MiB) |
 //! | `--max-batch-keys`    | `CRYPTOMEM_MAX_BATCH_KEYS`   | `max_batch_keys`    | 10000            |
-//! | `--shards`            | `CRYPTOMEM_SHARDS`           | `shards`            | 8 per core, a power of two, 16..=1024 |
+//! | `--shards`            | `CRYPTOMEM_SHARDS`           | `shards`            | 4096, rounded up to a power of two, at most 65536 |
 //! | `--auth-concurrency`  | `CRYPTOMEM_AUTH_CONCURRENCY` | `auth_concurrency`  | half the cores, at least 1 |
 //! | `--auth-max-failures` | `CRYPTOMEM_AUTH_MAX_FAILURES`| `auth_max_failures` | 10 failed AUTHs per address per window ... |
 //! | `--auth-failure-window` | `CRYPTOMEM_AUTH_FAILURE_WINDOW` | `auth_failure_window` | `60s` |
@@ -35,7 +35,7 @@ use serde::Deserialize;
 use crate::auth::{AuthConfig, HashParams, ThrottleConfig};
 use crate::persist::PersistConfig;
 use crate::protocol::{HARD_MAX_VALUE_LEN, Limits};
-use crate::store::{Clock, default_shard_count};
+use crate::store::{Clock, DEFAULT_SHARDS};
 use crate::units::{parse_duration, parse_size};
 
 /// Default listen address (Redis is 6379; we are one thousand up).
@@ -69,7 +69,7 @@ pub struct Settings {
     /// Most keys in one MGET or MSET [default: 10000].
     #[arg(long, env = "CRYPTOMEM_MAX_BATCH_KEYS")]
     pub max_batch_keys: Option<usize>,
-    /// Number of store shards, rounded up to a power of two [default: 8 per core].
+    /// Number of store shards, rounded up to a power of two, at most 65536 [default: 4096].
     #[arg(long, env = "CRYPTOMEM_SHARDS")]
     pub shards: Option<usize>,
     /// Most argon2 token verifications running at once [default: half the cores].
@@ -221,7 +221,7 @@ impl Settings {
             handshake_timeout,
             idle_timeout: (!idle.is_zero()).then_some(idle),
             limits: Limits { max_key_len, max_value_len, max_batch_keys },
-            shards: self.shards.unwrap_or_else(default_shard_count).clamp(1, 1 << 16),
+            shards: self.shards.unwrap_or(DEFAULT_SHARDS).clamp(1, 1 << 16),
             auth,
             clock: Clock::System,
             shutdown_grace: Duration::from_secs(5),

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use crate::protocol::{Request, Response, Status, encode_response, encode_response_header};
-use crate::store::{PersistOutcome, StoreError};
+use crate::store::{Item, PersistOutcome, StoreError};
 
 use super::Shared;
 
@@ -27,15 +27,13 @@ fn run(shared: &Shared, request: Request, out: &mut Vec<u8>) -> Result<Option<Re
     let response = match request {
         Request::Get { key } => match store.get(&key, now) {
             // Written straight from the stored bytes: no intermediate Response.
-            Some(value) => {
-                write_ok(out, &value);
+            Some(item) => {
+                write_ok(out, item.value());
                 return Ok(None);
             }
             None => Response::not_found(),
         },
-        Request::Set { key, value, ttl, condition } => {
-            found(store.set(owned(&key), owned(&value), ttl, condition, now)?)
-        }
+        Request::Set { key, value, ttl, condition } => found(store.set(&key, &value, ttl, condition, now)?),
         Request::Delete { key } => found(store.delete(&key, now)?),
         Request::Exists { key } => found(store.exists(&key, now)),
         Request::Expire { key, ttl } => found(store.expire(&key, ttl, now)?),
@@ -54,7 +52,8 @@ fn run(shared: &Shared, request: Request, out: &mut Vec<u8>) -> Result<Option<Re
         },
         Request::MGet { keys } => {
             let items: Vec<_> = keys.iter().map(|k| store.get(k, now)).collect();
-            let total: usize = items.iter().flatten().map(Bytes::len).sum();
+            let values: Vec<Option<&[u8]>> = items.iter().map(|i| i.as_ref().map(Item::value)).collect();
+            let total: usize = values.iter().flatten().map(|v| v.len()).sum();
             if total > shared.config.limits.max_value_len {
                 Response::error(
                     "TOOBIG",
@@ -64,12 +63,12 @@ fn run(shared: &Shared, request: Request, out: &mut Vec<u8>) -> Result<Option<Re
                     ),
                 )
             } else {
-                Response::mget(&items)
+                Response::mget(&values)
             }
         }
         Request::MSet { pairs, ttl } => {
             for (key, value) in pairs {
-                store.set(owned(&key), owned(&value), ttl, crate::protocol::SetCondition::Always, now)?;
+                store.set(&key, &value, ttl, crate::protocol::SetCondition::Always, now)?;
             }
             Response::ok_empty()
         }
@@ -89,12 +88,6 @@ fn run(shared: &Shared, request: Request, out: &mut Vec<u8>) -> Result<Option<Re
         | Request::TokenRevoke { .. } => session_only(),
     };
     Ok(Some(response))
-}
-
-/// Decoded keys and values share the connection's receive buffer; storing
-/// them as they are would let one small value pin a whole 64 KiB read buffer.
-fn owned(bytes: &Bytes) -> Bytes {
-    Bytes::copy_from_slice(bytes)
 }
 
 /// The `# Auth` section of INFO.

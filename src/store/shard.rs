@@ -5,13 +5,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 
-use super::{Entry, Item, ShardMap};
+use super::{Item, ShardMap};
 
-/// Bytes charged per entry beyond key and value: map node share, the entry
-/// struct and the expiry index. An estimate for INFO, not an allocator count.
-pub const ENTRY_OVERHEAD: u64 = 96;
+/// Bytes charged per entry beyond key and value: the item's header and
+/// allocator overhead, and its share of map nodes. An estimate for INFO, not
+/// an allocator count.
+pub const ENTRY_OVERHEAD: u64 = 64;
 
 /// Readers load `current` without locking; writers take `writer`, change the
 /// master map (O(log n) copy-on-write) and publish a clone of it (O(1)).
@@ -23,9 +23,9 @@ pub(super) struct Shard {
 
 pub(super) struct Writer {
     map: ShardMap,
-    /// (expires_at_ms, key) for every key with a TTL, so the janitor's work is
+    /// (expires_at_ms, item) for every key with a TTL, so the janitor's work is
     /// proportional to what expired.
-    expiry: BTreeSet<(u64, Bytes)>,
+    expiry: BTreeSet<(u64, Item)>,
     bytes: u64,
     /// Sequence number of the last journaled change applied here.
     pub(super) last_seq: u64,
@@ -44,9 +44,9 @@ impl Shard {
         self.current.load_full()
     }
 
-    pub(super) fn get(&self, key: &[u8], now_ms: u64) -> Option<Entry> {
+    pub(super) fn get(&self, key: &[u8], now_ms: u64) -> Option<Item> {
         let map = self.current.load();
-        map.get_key_value(key).map(|(item, ())| item.entry()).filter(|e| e.is_live(now_ms)).cloned()
+        map.get_key_value(key).map(|(item, ())| item).filter(|i| i.is_live(now_ms)).cloned()
     }
 
     pub(super) fn bytes(&self) -> u64 {
@@ -77,8 +77,12 @@ impl Shard {
         let mut w = lock(&self.writer);
         let (result, changed) = f(&mut w);
         if changed {
-            self.current.store(Arc::new(w.map.clone()));
+            let old = self.current.swap(Arc::new(w.map.clone()));
             self.bytes.store(w.bytes, Ordering::Relaxed);
+            drop(w);
+            // Freeing the replaced version walks the nodes it alone owned; do
+            // that after the lock is released, not while writers wait on it.
+            drop(old);
         }
         result
     }
@@ -90,43 +94,41 @@ fn lock(m: &Mutex<Writer>) -> MutexGuard<'_, Writer> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn footprint(key: &[u8], entry: &Entry) -> u64 {
-    key.len() as u64 + entry.value.len() as u64 + ENTRY_OVERHEAD
+fn footprint(item: &Item) -> u64 {
+    item.key().len() as u64 + item.value().len() as u64 + ENTRY_OVERHEAD
 }
 
 impl Writer {
-    /// The live entry under `key`, if any.
-    pub(super) fn live(&self, key: &[u8], now_ms: u64) -> Option<&Entry> {
-        self.map.get_key_value(key).map(|(item, ())| item.entry()).filter(|e| e.is_live(now_ms))
+    /// The live item under `key`, if any.
+    pub(super) fn live(&self, key: &[u8], now_ms: u64) -> Option<&Item> {
+        self.map.get_key_value(key).map(|(item, ())| item).filter(|i| i.is_live(now_ms))
     }
 
     /// Inserts or replaces, keeping the expiry index and byte count right.
-    pub(super) fn put(&mut self, key: Bytes, entry: Entry) {
-        let added = footprint(&key, &entry);
-        let expires_at = entry.expires_at_ms;
-        // The map hands back the old value, `()`, so read the old entry first.
-        if let Some(old) = self.map.get_key_value(key.as_ref()).map(|(item, ())| item.clone()) {
-            self.forget(&key, old.entry());
+    pub(super) fn put(&mut self, item: Item) {
+        // The map hands back only the old value, `()`, so read the old item first.
+        if let Some(old) = self.map.get_key_value(item.key()).map(|(old, ())| old.clone()) {
+            self.forget(&old);
         }
-        self.map.insert(Item::new(key.clone(), entry), ());
-        if let Some(at) = expires_at {
-            self.expiry.insert((at, key));
+        self.bytes += footprint(&item);
+        if let Some(at) = item.expires_at_ms() {
+            self.expiry.insert((at, item.clone()));
         }
-        self.bytes += added;
+        self.map.insert(item, ());
     }
 
-    /// Removes `key`; returns the old entry.
-    pub(super) fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+    /// Removes `key`; returns the old item.
+    pub(super) fn remove(&mut self, key: &[u8]) -> Option<Item> {
         let (old, ()) = self.map.remove_with_key(key)?;
-        self.forget(key, old.entry());
-        Some(old.entry().clone())
+        self.forget(&old);
+        Some(old)
     }
 
-    fn forget(&mut self, key: &[u8], old: &Entry) {
-        if let Some(at) = old.expires_at_ms {
-            self.expiry.remove(&(at, Bytes::copy_from_slice(key)));
+    fn forget(&mut self, old: &Item) {
+        if let Some(at) = old.expires_at_ms() {
+            self.expiry.remove(&(at, old.clone()));
         }
-        self.bytes = self.bytes.saturating_sub(footprint(key, old));
+        self.bytes = self.bytes.saturating_sub(footprint(old));
     }
 
     /// Removes up to `budget` keys whose expiry is at or before `now_ms`.
@@ -142,10 +144,10 @@ impl Writer {
             }
             self.expiry.pop_first();
             // The index mirrors the map, but only remove what is really due.
-            if self.map.get_key_value(key.as_ref()).is_some_and(|(item, ())| item.entry().expires_at_ms == Some(at))
-                && let Some((old, ())) = self.map.remove_with_key(key.as_ref())
+            if self.map.get_key_value(key.key()).is_some_and(|(item, ())| item.expires_at_ms() == Some(at))
+                && let Some((old, ())) = self.map.remove_with_key(key.key())
             {
-                self.bytes = self.bytes.saturating_sub(footprint(&key, old.entry()));
+                self.bytes = self.bytes.saturating_sub(footprint(&old));
                 removed += 1;
             }
         }

@@ -2,13 +2,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::*;
 
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
+fn b(s: &str) -> Vec<u8> {
+    s.as_bytes().to_vec()
+}
+
+/// The live value under `key`, owned.
+fn value(s: &Store, key: &[u8], now_ms: u64) -> Option<Vec<u8>> {
+    s.get(key, now_ms).map(|i| i.value().to_vec())
 }
 
 const T0: u64 = 1_000_000;
@@ -16,13 +20,13 @@ const T0: u64 = 1_000_000;
 #[test]
 fn set_get_delete_exists() {
     let s = Store::new(4);
-    assert!(s.set(b("k"), b("v"), None, SetCondition::Always, T0).unwrap());
-    assert_eq!(s.get(b"k", T0), Some(b("v")));
+    assert!(s.set(&b("k"), &b("v"), None, SetCondition::Always, T0).unwrap());
+    assert_eq!(value(&s, b"k", T0), Some(b("v")));
     assert!(s.exists(b"k", T0));
     assert_eq!(s.len(), 1);
     assert!(s.delete(b"k", T0).unwrap());
     assert!(!s.delete(b"k", T0).unwrap());
-    assert_eq!(s.get(b"k", T0), None);
+    assert_eq!(value(&s, b"k", T0), None);
     assert!(s.is_empty());
     assert_eq!(s.approx_bytes(), 0);
 }
@@ -30,27 +34,27 @@ fn set_get_delete_exists() {
 #[test]
 fn set_conditions() {
     let s = Store::new(4);
-    assert!(!s.set(b("k"), b("1"), None, SetCondition::IfPresent, T0).unwrap());
-    assert!(s.set(b("k"), b("1"), None, SetCondition::IfAbsent, T0).unwrap());
-    assert!(!s.set(b("k"), b("2"), None, SetCondition::IfAbsent, T0).unwrap());
-    assert_eq!(s.get(b"k", T0), Some(b("1")));
-    assert!(s.set(b("k"), b("3"), None, SetCondition::IfPresent, T0).unwrap());
-    assert_eq!(s.get(b"k", T0), Some(b("3")));
+    assert!(!s.set(&b("k"), &b("1"), None, SetCondition::IfPresent, T0).unwrap());
+    assert!(s.set(&b("k"), &b("1"), None, SetCondition::IfAbsent, T0).unwrap());
+    assert!(!s.set(&b("k"), &b("2"), None, SetCondition::IfAbsent, T0).unwrap());
+    assert_eq!(value(&s, b"k", T0), Some(b("1")));
+    assert!(s.set(&b("k"), &b("3"), None, SetCondition::IfPresent, T0).unwrap());
+    assert_eq!(value(&s, b"k", T0), Some(b("3")));
 }
 
 #[test]
 fn expired_keys_are_invisible_and_count_as_absent_for_conditions() {
     let s = Store::new(4);
-    s.set(b("k"), b("v"), Some(Duration::from_millis(10)), SetCondition::Always, T0).unwrap();
+    s.set(&b("k"), &b("v"), Some(Duration::from_millis(10)), SetCondition::Always, T0).unwrap();
     assert_eq!(s.expiry(b"k", T0), Some(Some(T0 + 10)));
-    assert_eq!(s.get(b"k", T0 + 9), Some(b("v")));
-    assert_eq!(s.get(b"k", T0 + 10), None);
+    assert_eq!(value(&s, b"k", T0 + 9), Some(b("v")));
+    assert_eq!(value(&s, b"k", T0 + 10), None);
     assert!(!s.exists(b"k", T0 + 10));
     assert!(!s.expire(b"k", Duration::from_secs(1), T0 + 10).unwrap());
     assert_eq!(s.persist(b"k", T0 + 10).unwrap(), PersistOutcome::Missing);
-    assert!(!s.set(b("k"), b("x"), None, SetCondition::IfPresent, T0 + 10).unwrap());
-    assert!(s.set(b("k"), b("y"), None, SetCondition::IfAbsent, T0 + 10).unwrap());
-    assert_eq!(s.get(b"k", T0 + 10_000), Some(b("y")));
+    assert!(!s.set(&b("k"), &b("x"), None, SetCondition::IfPresent, T0 + 10).unwrap());
+    assert!(s.set(&b("k"), &b("y"), None, SetCondition::IfAbsent, T0 + 10).unwrap());
+    assert_eq!(value(&s, b"k", T0 + 10_000), Some(b("y")));
 }
 
 #[test]
@@ -63,7 +67,7 @@ fn ttl_rounds_up_to_whole_milliseconds() {
 #[test]
 fn expire_and_persist() {
     let s = Store::new(4);
-    s.set(b("k"), b("v"), None, SetCondition::Always, T0).unwrap();
+    s.set(&b("k"), &b("v"), None, SetCondition::Always, T0).unwrap();
     assert_eq!(s.persist(b"k", T0).unwrap(), PersistOutcome::HadNone);
     assert!(s.expire(b"k", Duration::from_millis(50), T0).unwrap());
     assert_eq!(s.expiry(b"k", T0), Some(Some(T0 + 50)));
@@ -71,14 +75,14 @@ fn expire_and_persist() {
     assert_eq!(s.expiry(b"k", T0), Some(None));
     // The persisted key must not be reclaimed by its old index entry.
     assert_eq!(s.reclaim_expired(T0 + 100, 100), (0, false));
-    assert_eq!(s.get(b"k", T0 + 100), Some(b("v")));
+    assert_eq!(value(&s, b"k", T0 + 100), Some(b("v")));
 }
 
 #[test]
 fn overwriting_with_same_expiry_keeps_the_index_entry() {
     let s = Store::new(1);
-    s.set(b("k"), b("1"), Some(Duration::from_millis(5)), SetCondition::Always, T0).unwrap();
-    s.set(b("k"), b("2"), Some(Duration::from_millis(5)), SetCondition::Always, T0).unwrap();
+    s.set(&b("k"), &b("1"), Some(Duration::from_millis(5)), SetCondition::Always, T0).unwrap();
+    s.set(&b("k"), &b("2"), Some(Duration::from_millis(5)), SetCondition::Always, T0).unwrap();
     assert_eq!(s.reclaim_expired(T0 + 5, 10), (1, false));
     assert!(s.is_empty());
 }
@@ -87,10 +91,10 @@ fn overwriting_with_same_expiry_keeps_the_index_entry() {
 fn janitor_work_is_bounded_by_budget_and_only_touches_expired() {
     let s = Store::new(1);
     for i in 0..1000 {
-        s.set(b(&format!("live{i}")), b("v"), None, SetCondition::Always, T0).unwrap();
+        s.set(&b(&format!("live{i}")), &b("v"), None, SetCondition::Always, T0).unwrap();
     }
     for i in 0..250 {
-        s.set(b(&format!("exp{i}")), b("v"), Some(Duration::from_millis(1 + i)), SetCondition::Always, T0).unwrap();
+        s.set(&b(&format!("exp{i}")), &b("v"), Some(Duration::from_millis(1 + i)), SetCondition::Always, T0).unwrap();
     }
     assert_eq!(s.reclaim_expired(T0, 100), (0, false));
     assert_eq!(s.reclaim_expired(T0 + 1000, 100), (100, true));
@@ -102,12 +106,12 @@ fn janitor_work_is_bounded_by_budget_and_only_touches_expired() {
 #[test]
 fn a_loaded_cut_does_not_see_later_writes() {
     let s = Store::new(2);
-    s.set(b("a"), b("1"), None, SetCondition::Always, T0).unwrap();
+    s.set(&b("a"), &b("1"), None, SetCondition::Always, T0).unwrap();
     let cut = s.shard_maps();
-    s.set(b("a"), b("2"), None, SetCondition::Always, T0).unwrap();
-    s.set(b("b"), b("3"), None, SetCondition::Always, T0).unwrap();
+    s.set(&b("a"), &b("2"), None, SetCondition::Always, T0).unwrap();
+    s.set(&b("b"), &b("3"), None, SetCondition::Always, T0).unwrap();
     let seen: HashMap<_, _> =
-        cut.iter().flat_map(|m| m.iter().map(|(item, ())| (item.key().clone(), item.entry().value.clone()))).collect();
+        cut.iter().flat_map(|m| m.iter().map(|(item, ())| (item.key().to_vec(), item.value().to_vec()))).collect();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[&b("a")], b("1"));
 }
@@ -115,9 +119,9 @@ fn a_loaded_cut_does_not_see_later_writes() {
 #[test]
 fn byte_accounting_follows_overwrites() {
     let s = Store::new(1);
-    s.set(b("k"), Bytes::from(vec![0u8; 100]), None, SetCondition::Always, T0).unwrap();
+    s.set(b"k", &[0u8; 100], None, SetCondition::Always, T0).unwrap();
     assert_eq!(s.approx_bytes(), 1 + 100 + ENTRY_OVERHEAD);
-    s.set(b("k"), Bytes::from(vec![0u8; 10]), None, SetCondition::Always, T0).unwrap();
+    s.set(b"k", &[0u8; 10], None, SetCondition::Always, T0).unwrap();
     assert_eq!(s.approx_bytes(), 1 + 10 + ENTRY_OVERHEAD);
 }
 
@@ -130,8 +134,8 @@ fn concurrent_writers_and_readers_agree() {
             std::thread::spawn(move || {
                 for i in 0..2000 {
                     let k = b(&format!("t{t}-{i}"));
-                    s.set(k.clone(), k.clone(), None, SetCondition::Always, T0).unwrap();
-                    assert_eq!(s.get(&k, T0), Some(k));
+                    s.set(&k, &k, None, SetCondition::Always, T0).unwrap();
+                    assert_eq!(value(&s, &k, T0), Some(k));
                 }
             })
         })
@@ -176,7 +180,7 @@ proptest! {
                     let exists = model.contains_key(&k);
                     let expect = match cond { SetCondition::Always => true, SetCondition::IfAbsent => !exists, SetCondition::IfPresent => exists };
                     let ttl = t.map(|t| Duration::from_millis(u64::from(t)));
-                    prop_assert_eq!(s.set(Bytes::from(vec![k]), Bytes::from(vec![v]), ttl, cond, now).unwrap(), expect);
+                    prop_assert_eq!(s.set(&[k], &[v], ttl, cond, now).unwrap(), expect);
                     if expect { model.insert(k, (v, t.map(|t| now + u64::from(t)))); }
                 }
                 Op::Delete(k) => prop_assert_eq!(s.delete(&[k], now).unwrap(), model.remove(&k).is_some()),
@@ -198,8 +202,8 @@ proptest! {
                 }
             }
             for k in 0..8u8 {
-                let live = model.get(&k).filter(|(_, at)| at.is_none_or(|at| at > now)).map(|(v, _)| Bytes::from(vec![*v]));
-                prop_assert_eq!(s.get(&[k], now), live);
+                let live = model.get(&k).filter(|(_, at)| at.is_none_or(|at| at > now)).map(|(v, _)| vec![*v]);
+                prop_assert_eq!(value(&s, &[k], now), live);
             }
         }
         s.reclaim_expired(u64::MAX, usize::MAX);

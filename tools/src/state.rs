@@ -17,8 +17,8 @@ pub struct State {
 pub fn load(dir: &Path) -> Result<State, PersistError> {
     let mut keys: HashMap<Vec<u8>, (usize, Option<u64>)> = HashMap::new();
     let report = scan(dir, TailMode::Report, |item| match item {
-        Item::Entry(key, entry) => {
-            keys.insert(key, (entry.value.len(), entry.expires_at_ms));
+        Item::Entry(e) => {
+            keys.insert(e.key, (e.value.len(), e.expires_at_ms));
         }
         Item::Record(record) => match record.op {
             LogOp::Set { key, value, expires_at_ms } => {
