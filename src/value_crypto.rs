@@ -14,6 +14,9 @@
 //! cache key the value is stored under. A server that moves a sealed value to
 //! another key, or edits the header, makes it fail to open. Overhead: 33 bytes.
 //!
+//! Nonces come from the OS random source, fetched in bulk per thread
+//! ([`nonce`]).
+//!
 //! The key id is the first 4 bytes (big-endian) of
 //! `SHA-256("cryptomem value key id v1" || 0x00 || key)`: it names a key
 //! without revealing it, so a [`Keyring`] can hold old keys for reading while
@@ -33,6 +36,8 @@
 //! `cryptomem-value-salt v1` on the first line and 32 hex digits on the second.
 //! The salt is not secret, but every client must use the same one.
 
+mod nonce;
+
 use std::fmt;
 use std::path::Path;
 
@@ -47,7 +52,7 @@ pub const SEALED_VERSION: u8 = 1;
 pub const SEALED_HEADER_LEN: usize = 1 + 4 + NONCE_LEN;
 /// Bytes a sealed value adds to its plaintext.
 pub const SEALED_OVERHEAD: usize = SEALED_HEADER_LEN + TAG_LEN;
-const NONCE_LEN: usize = 12;
+use nonce::NONCE_LEN;
 const TAG_LEN: usize = 16;
 const KEY_FILE_HEADER: &str = "cryptomem-value-key v1";
 const SALT_FILE_HEADER: &str = "cryptomem-value-salt v1";
@@ -249,16 +254,14 @@ impl Keyring {
         let mut out = Vec::with_capacity(SEALED_OVERHEAD + plaintext.len());
         out.push(SEALED_VERSION);
         out.extend_from_slice(&self.current.id.to_be_bytes());
-        let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).map_err(|_| ValueCryptoError::Random)?;
+        let nonce = nonce::random_nonce().map_err(|_| ValueCryptoError::Random)?;
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plaintext);
-        let aad = associated_data(&out[..5], key_name);
-        let tag = self
-            .current
-            .cipher
-            .encrypt_inout_detached(&Nonce::from(nonce), &aad, out[SEALED_HEADER_LEN..].as_mut().into())
-            .map_err(|_| ValueCryptoError::Authentication)?;
+        let (header, body) = out.split_at_mut(SEALED_HEADER_LEN);
+        let tag = with_associated_data(&header[..5], key_name, |aad| {
+            self.current.cipher.encrypt_inout_detached(&Nonce::from(nonce), aad, body.into())
+        })
+        .map_err(|_| ValueCryptoError::Authentication)?;
         out.extend_from_slice(&tag);
         Ok(out)
     }
@@ -288,19 +291,26 @@ impl Keyring {
         let mut tag = [0u8; TAG_LEN];
         tag.copy_from_slice(&sealed[body_end..]);
         let mut plaintext = sealed[SEALED_HEADER_LEN..body_end].to_vec();
-        let aad = associated_data(&sealed[..5], key_name);
-        key.cipher
-            .decrypt_inout_detached(&Nonce::from(nonce), &aad, plaintext.as_mut_slice().into(), &tag.into())
-            .map_err(|_| ValueCryptoError::Authentication)?;
+        with_associated_data(&sealed[..5], key_name, |aad| {
+            key.cipher.decrypt_inout_detached(&Nonce::from(nonce), aad, plaintext.as_mut_slice().into(), &tag.into())
+        })
+        .map_err(|_| ValueCryptoError::Authentication)?;
         Ok(plaintext)
     }
 }
 
-fn associated_data(header: &[u8], key_name: &[u8]) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(header.len() + key_name.len());
-    aad.extend_from_slice(header);
-    aad.extend_from_slice(key_name);
-    aad
+/// Runs `f` on header || key name, on the stack for the usual short keys.
+fn with_associated_data<R>(header: &[u8], key_name: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+    const INLINE: usize = 256;
+    let len = header.len() + key_name.len();
+    if len <= INLINE {
+        let mut aad = [0u8; INLINE];
+        aad[..header.len()].copy_from_slice(header);
+        aad[header.len()..len].copy_from_slice(key_name);
+        f(&aad[..len])
+    } else {
+        f(&[header, key_name].concat())
+    }
 }
 
 #[cfg(test)]
