@@ -72,7 +72,7 @@ fn codec(c: &mut Criterion) {
 fn store(c: &mut Criterion) {
     let mut group = c.benchmark_group("store");
     for keys in [10_000u64, 1_000_000] {
-        let store = Store::new(16);
+        let store = Store::new(cryptomem::store::DEFAULT_SHARDS);
         let value = vec![0u8; 133];
         for i in 0..keys {
             store.set(format!("key:{i}").as_bytes(), &value, None, SetCondition::Always, 0).unwrap();

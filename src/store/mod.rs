@@ -164,7 +164,8 @@ impl Store {
         // Built before the lock: the copy and allocation need not hold writers up.
         let item = Item::new(key, value, expires_at_ms);
         self.shard(key).write(|w| {
-            let exists = w.live(key, now_ms).is_some();
+            let old = w.stored(key);
+            let exists = old.as_ref().is_some_and(|i| i.is_live(now_ms));
             let allowed = match condition {
                 SetCondition::Always => true,
                 SetCondition::IfAbsent => !exists,
@@ -176,7 +177,7 @@ impl Store {
             if let Err(e) = self.record(w, LogOpRef::Set { key, value, expires_at_ms }) {
                 return (Err(e), false);
             }
-            w.put(item);
+            w.replace(old.as_ref(), item);
             (Ok(true), true)
         })
     }
@@ -210,12 +211,12 @@ impl Store {
     /// [`StoreError`] if the journal refuses the change.
     pub fn expire(&self, key: &[u8], ttl: Duration, now_ms: u64) -> Result<bool, StoreError> {
         let at = deadline(now_ms, ttl);
-        self.shard(key).write(|w| match w.live(key, now_ms).cloned() {
+        self.shard(key).write(|w| match w.stored(key).filter(|i| i.is_live(now_ms)) {
             Some(item) => {
                 if let Err(e) = self.record(w, LogOpRef::Expire { key, expires_at_ms: at }) {
                     return (Err(e), false);
                 }
-                w.put(item.with_expiry(Some(at)));
+                w.replace(Some(&item), item.with_expiry(Some(at)));
                 (Ok(true), true)
             }
             None => (Ok(false), false),
@@ -227,14 +228,14 @@ impl Store {
     /// # Errors
     /// [`StoreError`] if the journal refuses the change.
     pub fn persist(&self, key: &[u8], now_ms: u64) -> Result<PersistOutcome, StoreError> {
-        self.shard(key).write(|w| match w.live(key, now_ms).cloned() {
+        self.shard(key).write(|w| match w.stored(key).filter(|i| i.is_live(now_ms)) {
             None => (Ok(PersistOutcome::Missing), false),
             Some(item) if item.expires_at_ms().is_none() => (Ok(PersistOutcome::HadNone), false),
             Some(item) => {
                 if let Err(e) = self.record(w, LogOpRef::Persist { key }) {
                     return (Err(e), false);
                 }
-                w.put(item.with_expiry(None));
+                w.replace(Some(&item), item.with_expiry(None));
                 (Ok(PersistOutcome::Removed), true)
             }
         })

@@ -104,11 +104,23 @@ impl Writer {
         self.map.get_key_value(key).map(|(item, ())| item).filter(|i| i.is_live(now_ms))
     }
 
+    /// The item under `key`, live or expired, for [`Writer::replace`].
+    pub(super) fn stored(&self, key: &[u8]) -> Option<Item> {
+        self.map.get_key_value(key).map(|(item, ())| item.clone())
+    }
+
     /// Inserts or replaces, keeping the expiry index and byte count right.
     pub(super) fn put(&mut self, item: Item) {
-        // The map hands back only the old value, `()`, so read the old item first.
-        if let Some(old) = self.map.get_key_value(item.key()).map(|(old, ())| old.clone()) {
-            self.forget(&old);
+        let old = self.stored(item.key());
+        self.replace(old.as_ref(), item);
+    }
+
+    /// Stores `item` where `old` (what [`Writer::stored`] returned for its key)
+    /// was: one map lookup fewer than [`Writer::put`] for callers that
+    /// looked the old item up anyway.
+    pub(super) fn replace(&mut self, old: Option<&Item>, item: Item) {
+        if let Some(old) = old {
+            self.forget(old);
         }
         self.bytes += footprint(&item);
         if let Some(at) = item.expires_at_ms() {

@@ -51,6 +51,10 @@ pub struct Args {
     /// Send values unsealed, to measure the server alone.
     #[arg(long)]
     no_value_crypto: bool,
+    /// Client threads; 1 (as redis-benchmark) runs every connection on one
+    /// thread, which leaves the most CPU to a server on the same machine.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -92,7 +96,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     anyhow::ensure!(args.clients > 0 && args.pipeline > 0 && args.keyspace > 0, "-c, -P and -r must be at least 1");
     let duration = args.duration.as_deref().map(parse_duration).transpose().map_err(anyhow::Error::msg)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    anyhow::ensure!(args.threads > 0, "--threads must be at least 1");
+    let runtime = if args.threads == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()?
+    };
     let outcomes = runtime.block_on(async {
         let clients = connect_all(args).await?;
         let mut outcomes = Vec::new();
