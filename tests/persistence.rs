@@ -113,6 +113,41 @@ async fn snapshots_are_taken_after_n_writes_in_the_background() {
 }
 
 #[tokio::test]
+async fn snapshots_are_taken_when_the_log_outgrows_the_last_snapshot() {
+    let server = TestServer::start_with(|c| {
+        c.persist.snapshot_log_min_bytes = 8 << 10;
+        c.persist.snapshot_log_percentage = 100;
+    })
+    .await;
+    let c = server.client().await;
+    let snapshots = |info: &str| -> u64 { info_value(info, "snapshots_taken").parse().unwrap() };
+    // 20 writes of ~150 log bytes each: below the 8 KiB minimum.
+    for i in 0..20 {
+        c.set(format!("k{i}"), [7u8; 100]).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let info = c.info().await.unwrap();
+    assert_eq!(snapshots(&info), 0, "{info}");
+    assert!(info_value(&info, "log_bytes_since_snapshot").parse::<u64>().unwrap() > 2000, "{info}");
+    // Past the minimum: one snapshot, after which the log counts from zero.
+    for i in 0..60 {
+        c.set(format!("k{i}"), [7u8; 100]).await.unwrap();
+    }
+    let mut info = String::new();
+    for _ in 0..50 {
+        info = c.info().await.unwrap();
+        if snapshots(&info) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(snapshots(&info), 1, "{info}");
+    let snapshot_bytes: u64 = info_value(&info, "last_snapshot_bytes").parse().unwrap();
+    assert!(snapshot_bytes > 60 * 100, "{info}");
+    assert!(info_value(&info, "log_bytes_since_snapshot").parse::<u64>().unwrap() < 8 << 10, "{info}");
+}
+
+#[tokio::test]
 async fn snapshots_are_taken_on_the_interval_when_something_changed() {
     let server = TestServer::start_with(|c| {
         c.persist.snapshot_after_writes = 0;

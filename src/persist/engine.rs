@@ -22,17 +22,40 @@ pub struct PersistConfig {
     pub fsync: FsyncPolicy,
     /// Snapshot at least this often (if anything changed).
     pub snapshot_interval: Duration,
+    /// Snapshot once the log bytes written since the last snapshot reach
+    /// this and [`PersistConfig::snapshot_log_percentage`] of its size.
+    pub snapshot_log_min_bytes: u64,
+    /// Percent of the last snapshot's size the log must grow by; 0 disables
+    /// the log-size rule.
+    pub snapshot_log_percentage: u64,
     /// Snapshot after this many changes; 0 disables.
     pub snapshot_after_writes: u64,
 }
 
 impl Default for PersistConfig {
+    /// Snapshots when the log has grown by as much as the last snapshot (and
+    /// at least 64 MiB), like Redis's AOF rewrite: replay work and disk use
+    /// stay proportional to the data, and a busy server does not rewrite its
+    /// whole keyspace every few hundred thousand writes.
     fn default() -> Self {
         Self {
             fsync: FsyncPolicy::EverySec,
             snapshot_interval: Duration::from_secs(300),
-            snapshot_after_writes: 100_000,
+            snapshot_log_min_bytes: 64 << 20,
+            snapshot_log_percentage: 100,
+            snapshot_after_writes: 0,
         }
+    }
+}
+
+impl PersistConfig {
+    /// Whether the log-size rule calls for a snapshot.
+    pub fn log_outgrew_snapshot(&self, log_bytes: u64, last_snapshot_bytes: u64) -> bool {
+        self.snapshot_log_percentage > 0
+            && log_bytes
+                >= self
+                    .snapshot_log_min_bytes
+                    .max(last_snapshot_bytes.saturating_mul(self.snapshot_log_percentage) / 100)
     }
 }
 
@@ -41,6 +64,7 @@ struct Stats {
     last_snapshot_unix_ms: Option<u64>,
     last_snapshot_duration: Option<Duration>,
     last_snapshot_keys: u64,
+    last_snapshot_bytes: u64,
     snapshots: u64,
     last_error: Option<String>,
 }
@@ -84,6 +108,10 @@ impl Persistence {
         let stats = Stats {
             last_snapshot_unix_ms: report.snapshot.as_ref().map(|(_, h)| h.created_unix_ms),
             last_snapshot_keys: report.snapshot.as_ref().map_or(0, |(_, h)| h.entries),
+            last_snapshot_bytes: report
+                .snapshot
+                .as_ref()
+                .map_or(0, |(p, _)| std::fs::metadata(p).map_or(0, |m| m.len())),
             ..Stats::default()
         };
         let engine = Self {
@@ -149,21 +177,23 @@ impl Persistence {
         stats.last_snapshot_unix_ms = Some(header.created_unix_ms);
         stats.last_snapshot_duration = Some(took);
         stats.last_snapshot_keys = header.entries;
+        stats.last_snapshot_bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
         stats.snapshots += 1;
         Ok(header)
     }
 
-    /// Snapshots on the interval and after `snapshot_after_writes` changes,
-    /// until `stop` flips.
+    /// Snapshots on the interval, when the log outgrows the last snapshot, and
+    /// after `snapshot_after_writes` changes, until `stop` flips.
     pub fn spawn_scheduler(self: &Arc<Self>, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         let this = Arc::clone(self);
         tokio::spawn(crate::periodic::every(Duration::from_millis(500), stop, move || {
             let this = Arc::clone(&this);
             async move {
-                let changes = this.log.since_cut();
+                let (changes, log_bytes) = this.log.since_cut();
                 let by_count = this.config.snapshot_after_writes > 0 && changes >= this.config.snapshot_after_writes;
+                let by_size = this.config.log_outgrew_snapshot(log_bytes, this.stats().last_snapshot_bytes);
                 let by_time = changes > 0 && this.last_snapshot_at().elapsed() >= this.config.snapshot_interval;
-                if (by_count || by_time) && this.log.status().failed.is_none() {
+                if (by_count || by_size || by_time) && this.log.status().failed.is_none() {
                     let _ = this.snapshot().await;
                 }
             }
@@ -172,7 +202,7 @@ impl Persistence {
 
     /// At shutdown: a final snapshot if anything changed, then flush and stop the log.
     pub async fn shutdown(&self) {
-        if self.log.since_cut() > 0 && self.log.status().failed.is_none() {
+        if self.log.since_cut().0 > 0 && self.log.status().failed.is_none() {
             let _ = self.snapshot().await;
         }
         let log = Arc::clone(&self.log);
@@ -193,12 +223,15 @@ impl Persistence {
         let _ = writeln!(out, "log_last_seq:{}", self.log.last_seq());
         let _ = writeln!(out, "log_durable_seq:{}", status.durable_seq);
         let _ = writeln!(out, "log_bytes:{log_bytes}");
-        let _ = writeln!(out, "changes_since_snapshot:{}", self.log.since_cut());
+        let (changes, log_bytes) = self.log.since_cut();
+        let _ = writeln!(out, "changes_since_snapshot:{changes}");
+        let _ = writeln!(out, "log_bytes_since_snapshot:{log_bytes}");
         let _ = writeln!(out, "snapshots_taken:{}", stats.snapshots);
         let _ = writeln!(out, "last_snapshot_unix_ms:{}", stats.last_snapshot_unix_ms.unwrap_or(0));
         let _ =
             writeln!(out, "last_snapshot_duration_ms:{}", stats.last_snapshot_duration.map_or(0, |d| d.as_millis()));
         let _ = writeln!(out, "last_snapshot_keys:{}", stats.last_snapshot_keys);
+        let _ = writeln!(out, "last_snapshot_bytes:{}", stats.last_snapshot_bytes);
         let error = status.failed.or(stats.last_error).unwrap_or_default();
         let _ = writeln!(out, "last_error:{}", error.replace('\n', " "));
         out
@@ -228,4 +261,22 @@ pub fn remove_superseded(dir: &Path, cut_seq: u64) -> Result<(), PersistError> {
         }
     }
     super::files::sync_dir(dir).map_err(io(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PersistConfig;
+
+    #[test]
+    fn log_size_rule_needs_both_the_minimum_and_the_percentage() {
+        let c = PersistConfig { snapshot_log_min_bytes: 100, snapshot_log_percentage: 50, ..PersistConfig::default() };
+        assert!(!c.log_outgrew_snapshot(99, 0), "below the minimum");
+        assert!(c.log_outgrew_snapshot(100, 0));
+        assert!(!c.log_outgrew_snapshot(499, 1000), "below half of the last snapshot");
+        assert!(c.log_outgrew_snapshot(500, 1000));
+        let off = PersistConfig { snapshot_log_percentage: 0, ..c };
+        assert!(!off.log_outgrew_snapshot(u64::MAX, 0));
+        assert!(PersistConfig::default().log_outgrew_snapshot(64 << 20, 64 << 20));
+        assert!(!PersistConfig::default().log_outgrew_snapshot((64 << 20) - 1, 0));
+    }
 }

@@ -142,6 +142,8 @@ struct State {
     closing: bool,
     /// Records appended since the last snapshot cut.
     since_cut: u64,
+    /// Bytes of those records.
+    bytes_since_cut: u64,
     /// The writer thread sleeps until an append wakes it.
     flusher_idle: bool,
 }
@@ -187,6 +189,7 @@ impl Log {
                 failed: None,
                 closing: false,
                 since_cut: 0,
+                bytes_since_cut: 0,
                 flusher_idle: false,
             }),
             wake: Condvar::new(),
@@ -211,9 +214,10 @@ impl Log {
         lock(&self.shared.state).next_seq - 1
     }
 
-    /// Records appended since the last [`Log::cut`].
-    pub fn since_cut(&self) -> u64 {
-        lock(&self.shared.state).since_cut
+    /// Records appended since the last [`Log::cut`], and their bytes.
+    pub fn since_cut(&self) -> (u64, u64) {
+        let st = lock(&self.shared.state);
+        (st.since_cut, st.bytes_since_cut)
     }
 
     /// The current status.
@@ -244,6 +248,7 @@ impl Log {
         let mut st = lock(&self.shared.state);
         let cut = st.next_seq - 1;
         st.since_cut = 0;
+        st.bytes_since_cut = 0;
         if st.rotate_at.is_none() {
             st.rotate_at = Some((st.buf.len(), st.next_seq));
             self.shared.wake.notify_one();
@@ -286,6 +291,7 @@ impl Journal for Log {
         append_frame(&mut st.buf, &RecordRef { seq, op }).map_err(StoreError::Journal)?;
         st.next_seq += 1;
         st.since_cut += 1;
+        st.bytes_since_cut += (st.buf.len() - before) as u64;
         let crossed_high_water = before < HIGH_WATER && st.buf.len() >= HIGH_WATER;
         if std::mem::take(&mut st.flusher_idle) || crossed_high_water {
             self.shared.wake.notify_one();

@@ -22,7 +22,9 @@
 //! | `--token-hash-passes` | `CRYPTOMEM_TOKEN_HASH_PASSES`| `token_hash_passes` | 2, at least 2 (OWASP) |
 //! | `--fsync`             | `CRYPTOMEM_FSYNC`            | `fsync`             | `everysec` (`always`, `no`) |
 //! | `--snapshot-interval` | `CRYPTOMEM_SNAPSHOT_INTERVAL`| `snapshot_interval` | `5m` |
-//! | `--snapshot-after-writes` | `CRYPTOMEM_SNAPSHOT_AFTER_WRITES` | `snapshot_after_writes` | 100000; 0 = only by time |
+//! | `--snapshot-log-min-size` | `CRYPTOMEM_SNAPSHOT_LOG_MIN_SIZE` | `snapshot_log_min_size` | `64MiB` |
+//! | `--snapshot-log-percentage` | `CRYPTOMEM_SNAPSHOT_LOG_PERCENTAGE` | `snapshot_log_percentage` | 100; 0 = never by log size |
+//! | `--snapshot-after-writes` | `CRYPTOMEM_SNAPSHOT_AFTER_WRITES` | `snapshot_after_writes` | 0 = never by count |
 //!
 //! The file is named by `--config` / `CRYPTOMEM_CONFIG`; unknown keys in it are errors.
 
@@ -102,7 +104,16 @@ pub struct Settings {
     /// Snapshot at least this often when anything changed [default: 5m].
     #[arg(long, env = "CRYPTOMEM_SNAPSHOT_INTERVAL")]
     pub snapshot_interval: Option<String>,
-    /// Snapshot after this many changes; 0 = only by time [default: 100000].
+    /// Snapshot once the log written since the last snapshot is at least
+    /// this large and at least --snapshot-log-percentage of that snapshot's
+    /// size (as Redis's auto-aof-rewrite-min-size) [default: 64MiB].
+    #[arg(long, env = "CRYPTOMEM_SNAPSHOT_LOG_MIN_SIZE")]
+    pub snapshot_log_min_size: Option<String>,
+    /// See --snapshot-log-min-size; 0 = never by log size (as Redis's
+    /// auto-aof-rewrite-percentage) [default: 100].
+    #[arg(long, env = "CRYPTOMEM_SNAPSHOT_LOG_PERCENTAGE")]
+    pub snapshot_log_percentage: Option<u64>,
+    /// Also snapshot after this many changes; 0 = never by count [default: 0].
     #[arg(long, env = "CRYPTOMEM_SNAPSHOT_AFTER_WRITES")]
     pub snapshot_after_writes: Option<u64>,
 }
@@ -140,6 +151,8 @@ impl Settings {
             token_hash_passes: self.token_hash_passes.or(lower.token_hash_passes),
             fsync: self.fsync.or(lower.fsync),
             snapshot_interval: self.snapshot_interval.or(lower.snapshot_interval),
+            snapshot_log_min_size: self.snapshot_log_min_size.or(lower.snapshot_log_min_size),
+            snapshot_log_percentage: self.snapshot_log_percentage.or(lower.snapshot_log_percentage),
             snapshot_after_writes: self.snapshot_after_writes.or(lower.snapshot_after_writes),
         }
     }
@@ -183,10 +196,17 @@ impl Settings {
         if snapshot_interval.is_zero() {
             return Err("snapshot-interval: must be more than 0".into());
         }
+        let defaults = PersistConfig::default();
+        let snapshot_log_min_bytes = match &self.snapshot_log_min_size {
+            Some(size) => parse_size(size).map_err(|e| format!("snapshot-log-min-size: {e}"))? as u64,
+            None => defaults.snapshot_log_min_bytes,
+        };
         let persist = PersistConfig {
             fsync,
             snapshot_interval,
-            snapshot_after_writes: self.snapshot_after_writes.unwrap_or(100_000),
+            snapshot_log_min_bytes,
+            snapshot_log_percentage: self.snapshot_log_percentage.unwrap_or(defaults.snapshot_log_percentage),
+            snapshot_after_writes: self.snapshot_after_writes.unwrap_or(defaults.snapshot_after_writes),
         };
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         let duration = |value: &Option<String>, default: &str, name: &str| {
