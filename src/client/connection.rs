@@ -1,12 +1,15 @@
 //! One multiplexed connection: a task that writes batches of requests and
 //! reads responses, matching them to callers in order.
 //!
-//! Callers hand a pre-encoded request and a oneshot to the task over a bounded
-//! channel. The writer side takes everything queued (up to [`BATCH_BYTES`]),
-//! registers the callers' oneshots in order, seals the batch into records and
-//! writes it at once; the reader side opens records, decodes responses and
-//! completes the oldest waiting caller with each. When either side fails,
-//! every waiting caller gets [`Error::ConnectionLost`].
+//! Callers hand pre-encoded requests and a oneshot to the task over a bounded
+//! channel: one request and one response ([`Reply::One`]), or a pipeline of
+//! `n` requests answered by one oneshot carrying all `n` responses
+//! ([`Reply::Many`]). The writer side takes everything queued (up to
+//! [`BATCH_BYTES`]), registers the callers' oneshots in order, seals the batch
+//! into records and writes it at once; the reader side opens records, decodes
+//! responses and completes the oldest waiting caller once it has all of its
+//! responses. When either side fails, every waiting caller gets
+//! [`Error::ConnectionLost`].
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -27,10 +30,53 @@ use crate::secure::{RecordOpener, RecordSealer, client_handshake};
 pub const BATCH_BYTES: usize = 1 << 20;
 const QUEUE_DEPTH: usize = 4096;
 
-type Reply = oneshot::Sender<Result<Response>>;
 type Waiters = Arc<Mutex<VecDeque<Reply>>>;
 
-/// A request on its way to the connection task.
+/// Where the responses to one submission go.
+pub(super) enum Reply {
+    /// One request, one response.
+    One(oneshot::Sender<Result<Response>>),
+    /// `expected` requests (at least one), answered together in order.
+    Many { expected: usize, got: Vec<Response>, tx: oneshot::Sender<Result<Vec<Response>>> },
+}
+
+impl Reply {
+    /// Takes one response; returns whether this waiter is complete.
+    fn take(&mut self, response: Response) -> Option<Response> {
+        match self {
+            Self::One(_) => Some(response),
+            Self::Many { got, .. } => {
+                got.push(response);
+                None
+            }
+        }
+    }
+
+    fn is_complete(&self) -> bool {
+        match self {
+            Self::One(_) => false,
+            Self::Many { expected, got, .. } => got.len() >= *expected,
+        }
+    }
+
+    fn complete(self, last: Option<Response>) {
+        match (self, last) {
+            (Self::One(tx), Some(r)) => drop(tx.send(Ok(r))),
+            (Self::Many { got, tx, .. }, _) => drop(tx.send(Ok(got))),
+            (Self::One(_), None) => {}
+        }
+    }
+
+    fn fail(self, reason: &str) {
+        match self {
+            Self::One(tx) => drop(tx.send(Err(Error::ConnectionLost(reason.to_string())))),
+            Self::Many { tx, .. } => drop(tx.send(Err(Error::ConnectionLost(reason.to_string())))),
+        }
+    }
+}
+
+/// Requests on their way to the connection task: one encoded request, or
+/// several back to back.
 pub(super) struct Pending {
     pub(super) frame: Vec<u8>,
     pub(super) reply: Reply,
@@ -96,7 +142,7 @@ impl Connection {
             };
             let drained: Vec<Reply> = lock(&waiters).drain(..).collect();
             for w in drained {
-                let _ = w.send(Err(Error::ConnectionLost(reason.clone())));
+                w.fail(&reason);
             }
         });
         Ok(Self { tx })
@@ -192,10 +238,18 @@ async fn read_loop(
         loop {
             match decode_response(&mut plain_in, max_response_len) {
                 Ok(Some(response)) => {
-                    let Some(waiter) = lock(&waiters).pop_front() else {
+                    let mut queue = lock(&waiters);
+                    let Some(front) = queue.front_mut() else {
                         return "server sent a response nobody asked for".into();
                     };
-                    let _ = waiter.send(Ok(response));
+                    let last = front.take(response);
+                    if last.is_some() || front.is_complete() {
+                        let done = queue.pop_front();
+                        drop(queue);
+                        if let Some(waiter) = done {
+                            waiter.complete(last);
+                        }
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => return format!("bad response: {e}"),

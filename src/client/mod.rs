@@ -26,6 +26,7 @@
 mod connection;
 pub mod credentials;
 mod error;
+mod pipeline;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -36,9 +37,10 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use x25519_dalek::PublicKey;
 
-use connection::{ConnectParams, Connection, Pending};
+use connection::{ConnectParams, Connection, Pending, Reply};
 pub use credentials::{Credentials, CredentialsError};
 pub use error::{Error, Result};
+pub use pipeline::{Pipeline, PipelineReply};
 
 pub use crate::auth::table::TokenInfo;
 use crate::auth::table::TokenListing;
@@ -209,23 +211,42 @@ impl Client {
     pub async fn request(&self, request: &Request) -> Result<Response> {
         let mut frame = Vec::new();
         encode_request(request, &mut frame).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let response = self.round_trip(frame, Reply::One).await?;
+        if let Some((code, message)) = response.error_parts() {
+            return Err(Error::Server { code, message });
+        }
+        Ok(response)
+    }
+
+    /// Starts a [`Pipeline`]: commands queued on it go out in one write and
+    /// come back together, like a Redis client's pipeline.
+    pub fn pipeline(&self) -> Pipeline<'_> {
+        Pipeline::new(self)
+    }
+
+    /// Sends `count` encoded requests at once; their responses, in order.
+    async fn request_many(&self, frame: Vec<u8>, count: usize) -> Result<Vec<Response>> {
+        self.round_trip(frame, |tx| Reply::Many { expected: count, got: Vec::with_capacity(count), tx }).await
+    }
+
+    async fn round_trip<T>(
+        &self,
+        frame: Vec<u8>,
+        reply: impl FnOnce(oneshot::Sender<Result<T>>) -> Reply,
+    ) -> Result<T> {
         let (tx, rx) = oneshot::channel();
-        let mut pending = Pending { frame, reply: tx };
-        // A request refused by a dead connection was never sent: retry it once
-        // on a fresh connection.
+        let mut pending = Pending { frame, reply: reply(tx) };
+        // A submission refused by a dead connection was never sent: retry it
+        // once on a fresh connection.
         for _ in 0..2 {
             let conn = self.connection().await?;
             match conn.submit(pending).await {
                 Ok(()) => {
                     let timeout = self.inner.config.request_timeout;
-                    let response = tokio::time::timeout(timeout, rx)
+                    return tokio::time::timeout(timeout, rx)
                         .await
                         .map_err(|_| Error::Timeout(timeout))?
-                        .map_err(|_| Error::ConnectionLost("connection closed".into()))??;
-                    if let Some((code, message)) = response.error_parts() {
-                        return Err(Error::Server { code, message });
-                    }
-                    return Ok(response);
+                        .map_err(|_| Error::ConnectionLost("connection closed".into()))?;
                 }
                 Err(back) => pending = back,
             }

@@ -1,10 +1,12 @@
 //! `bench`: a redis-benchmark-style load generator for a running server.
 //!
-//! `-c` connections each keep `-P` requests in flight (one task per slot, all
-//! sharing the connection, which pipelines them); keys are `bench:key:<n>`
-//! with `n` random below `-r`; values are `-d` bytes, sealed by the client as
-//! real users do unless `--no-value-crypto`. Each test stops after `-n`
-//! requests or `--duration`, whichever comes first.
+//! `-c` connections, one task each. With `-P 1` a task makes one call at a
+//! time; with `-P n` it sends `n` requests as one [`cryptomem::client::Pipeline`]
+//! and waits for all `n` replies before sending the next batch, as
+//! redis-benchmark does (each request's latency is its batch's round trip).
+//! Keys are `bench:key:<n>` with `n` random below `-r`; values are `-d` bytes,
+//! sealed by the client as real users do unless `--no-value-crypto`. Each test
+//! stops after `-n` requests or `--duration`, whichever comes first.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -157,42 +159,17 @@ async fn run_test(args: &Args, clients: &[Client], test: Test, duration: Option<
     let value = Arc::new(vec![b'x'; args.data_size]);
     let mut slots = Vec::new();
     for (ci, client) in clients.iter().enumerate() {
-        for slot in 0..args.pipeline {
-            let (client, issued, value) = (client.clone(), Arc::clone(&issued), Arc::clone(&value));
-            let (limit, keyspace, crypto) = (args.requests, args.keyspace, !args.no_value_crypto);
-            let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ ((ci as u64) << 20 | slot as u64);
-            slots.push(tokio::spawn(async move {
-                let mut latencies_us: Vec<u32> = Vec::new();
-                let mut errors = 0u64;
-                loop {
-                    let n = issued.fetch_add(1, Ordering::Relaxed);
-                    if n >= limit || deadline.is_some_and(|d| Instant::now() >= d) {
-                        break;
-                    }
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    let key = format!("bench:key:{}", rng % keyspace);
-                    let write = match test {
-                        Test::Set => true,
-                        Test::Get => false,
-                        Test::Mixed => rng & (1 << 40) != 0,
-                    };
-                    let t = Instant::now();
-                    let ok = match (write, crypto) {
-                        (true, true) => client.set(&key, value.as_slice()).await.is_ok(),
-                        (true, false) => {
-                            client.set_raw_with(&key, value.as_slice().to_vec(), SetOptions::default()).await.is_ok()
-                        }
-                        (false, true) => client.get(&key).await.is_ok(),
-                        (false, false) => client.get_raw(&key).await.is_ok(),
-                    };
-                    latencies_us.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
-                    errors += u64::from(!ok);
-                }
-                (latencies_us, errors)
-            }));
-        }
+        let (client, issued, value) = (client.clone(), Arc::clone(&issued), Arc::clone(&value));
+        let load = Load {
+            test,
+            pipeline: args.pipeline as u64,
+            limit: args.requests,
+            keyspace: args.keyspace,
+            crypto: !args.no_value_crypto,
+            deadline,
+        };
+        let seed = 0x9E37_79B9_7F4A_7C15u64 ^ ((ci as u64 + 1) << 20);
+        slots.push(tokio::spawn(async move { load.run(&client, &issued, &value, seed).await }));
     }
     let mut all = Vec::new();
     let mut errors = 0;
@@ -228,5 +205,81 @@ async fn run_test(args: &Args, clients: &[Client], test: Test, duration: Option<
         pipeline: args.pipeline,
         value_bytes: args.data_size,
         value_crypto: !args.no_value_crypto,
+    }
+}
+
+/// What one connection's task does.
+struct Load {
+    test: Test,
+    pipeline: u64,
+    limit: u64,
+    keyspace: u64,
+    crypto: bool,
+    deadline: Option<Instant>,
+}
+
+impl Load {
+    /// Runs until the shared request count reaches the limit or the deadline
+    /// passes; returns per-request latencies in microseconds and the error count.
+    async fn run(&self, client: &Client, issued: &AtomicU64, value: &[u8], mut rng: u64) -> (Vec<u32>, u64) {
+        let mut latencies_us: Vec<u32> = Vec::new();
+        let mut errors = 0u64;
+        let mut key = String::new();
+        loop {
+            let first = issued.fetch_add(self.pipeline, Ordering::Relaxed);
+            if first >= self.limit || self.deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            let batch = self.pipeline.min(self.limit - first);
+            let started = Instant::now();
+            let failed = if batch == 1 {
+                let write = self.next_key(&mut rng, &mut key);
+                u64::from(!self.one(client, write, &key, value).await)
+            } else {
+                let mut p = client.pipeline();
+                for _ in 0..batch {
+                    let write = self.next_key(&mut rng, &mut key);
+                    let queued = match (write, self.crypto) {
+                        (true, true) => p.set(&key, value).map(drop),
+                        (true, false) => p.set_raw_with(&key, value.to_vec(), SetOptions::default()).map(drop),
+                        (false, true) => p.get(&key).map(drop),
+                        (false, false) => p.get_raw(&key).map(drop),
+                    };
+                    errors += u64::from(queued.is_err());
+                }
+                match p.execute().await {
+                    Ok(replies) => replies.iter().filter(|r| r.is_err()).count() as u64,
+                    Err(_) => batch,
+                }
+            };
+            let us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
+            latencies_us.extend(std::iter::repeat_n(us, batch as usize));
+            errors += failed;
+        }
+        (latencies_us, errors)
+    }
+
+    /// Writes the next random key into `key`; returns whether to write it.
+    fn next_key(&self, rng: &mut u64, key: &mut String) -> bool {
+        use std::fmt::Write as _;
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        key.clear();
+        let _ = write!(key, "bench:key:{}", *rng % self.keyspace);
+        match self.test {
+            Test::Set => true,
+            Test::Get => false,
+            Test::Mixed => *rng & (1 << 40) != 0,
+        }
+    }
+
+    async fn one(&self, client: &Client, write: bool, key: &str, value: &[u8]) -> bool {
+        match (write, self.crypto) {
+            (true, true) => client.set(key, value).await.is_ok(),
+            (true, false) => client.set_raw_with(key, value.to_vec(), SetOptions::default()).await.is_ok(),
+            (false, true) => client.get(key).await.is_ok(),
+            (false, false) => client.get_raw(key).await.is_ok(),
+        }
     }
 }
