@@ -44,7 +44,8 @@ pub struct Args {
     /// Keyspace: keys are bench:key:0 .. bench:key:<r - 1>.
     #[arg(short = 'r', default_value_t = 100_000)]
     keyspace: u64,
-    /// Tests to run, comma-separated: set, get, mixed (half each).
+    /// Tests to run, comma-separated: set, get, mixed (half each), fill (every
+    /// key of the keyspace written once, in order; -n does not apply).
     #[arg(short = 't', default_value = "set,get")]
     tests: String,
     /// Stop each test after this long even if -n is not reached (e.g. 10s).
@@ -67,6 +68,7 @@ enum Test {
     Set,
     Get,
     Mixed,
+    Fill,
 }
 
 #[derive(Debug, Serialize)]
@@ -93,7 +95,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             "set" => Ok(Test::Set),
             "get" => Ok(Test::Get),
             "mixed" => Ok(Test::Mixed),
-            other => bail!("unknown test `{other}`: use set, get or mixed"),
+            "fill" => Ok(Test::Fill),
+            other => bail!("unknown test `{other}`: use set, get, mixed or fill"),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     anyhow::ensure!(args.clients > 0 && args.pipeline > 0 && args.keyspace > 0, "-c, -P and -r must be at least 1");
@@ -163,7 +166,7 @@ async fn run_test(args: &Args, clients: &[Client], test: Test, duration: Option<
         let load = Load {
             test,
             pipeline: args.pipeline as u64,
-            limit: args.requests,
+            limit: if test == Test::Fill { args.keyspace } else { args.requests },
             keyspace: args.keyspace,
             crypto: !args.no_value_crypto,
             deadline,
@@ -193,6 +196,7 @@ async fn run_test(args: &Args, clients: &[Client], test: Test, duration: Option<
             Test::Set => "SET",
             Test::Get => "GET",
             Test::Mixed => "MIXED",
+            Test::Fill => "FILL",
         },
         requests: all.len() as u64,
         errors,
@@ -232,13 +236,15 @@ impl Load {
             }
             let batch = self.pipeline.min(self.limit - first);
             let started = Instant::now();
+            // Fill walks the keyspace in order: request `first + i` writes key `first + i`.
+            let mut sequence = first;
             let failed = if batch == 1 {
-                let write = self.next_key(&mut rng, &mut key);
+                let write = self.next_key(&mut rng, &mut sequence, &mut key);
                 u64::from(!self.one(client, write, &key, value).await)
             } else {
                 let mut p = client.pipeline();
                 for _ in 0..batch {
-                    let write = self.next_key(&mut rng, &mut key);
+                    let write = self.next_key(&mut rng, &mut sequence, &mut key);
                     let queued = match (write, self.crypto) {
                         (true, true) => p.set(&key, value).map(drop),
                         (true, false) => p.set_raw_with(&key, value.to_vec(), SetOptions::default()).map(drop),
@@ -259,16 +265,19 @@ impl Load {
         (latencies_us, errors)
     }
 
-    /// Writes the next random key into `key`; returns whether to write it.
-    fn next_key(&self, rng: &mut u64, key: &mut String) -> bool {
+    /// Writes the next key into `key` (random, or the next in `sequence` for
+    /// fill); returns whether to write it.
+    fn next_key(&self, rng: &mut u64, sequence: &mut u64, key: &mut String) -> bool {
         use std::fmt::Write as _;
         *rng ^= *rng << 13;
         *rng ^= *rng >> 7;
         *rng ^= *rng << 17;
+        let n = if self.test == Test::Fill { *sequence } else { *rng % self.keyspace };
+        *sequence += 1;
         key.clear();
-        let _ = write!(key, "bench:key:{}", *rng % self.keyspace);
+        let _ = write!(key, "bench:key:{n}");
         match self.test {
-            Test::Set => true,
+            Test::Set | Test::Fill => true,
             Test::Get => false,
             Test::Mixed => *rng & (1 << 40) != 0,
         }
