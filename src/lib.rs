@@ -44,7 +44,7 @@
 //! | [`secure`] | the Noise NK handshake, the record layer, the server's key pair |
 //! | [`protocol`] | request/response encoding and decoding; no I/O |
 //! | [`value_crypto`] | client-side sealing of values, value keys and passphrases |
-//! | [`store`] | the sharded keyspace: `ArcSwap` + `imbl` maps, expiry |
+//! | [`store`] | the sharded keyspace: `ArcSwap`-published persistent hash tries, expiry |
 //! | [`auth`] | tokens, their argon2id hashes, verification |
 //! | [`persist`] | the data directory and atomic file writes |
 //! | [`server`] | configuration, listener, sessions, dispatch, INFO |

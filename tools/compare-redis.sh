@@ -1,20 +1,35 @@
 #!/usr/bin/env bash
-# Side-by-side load test: Redis over TLS with AOF vs cryptomem, same machine,
-# same load shape, alternating rounds; prints medians and cryptomem/Redis ratios.
+# Side by side on one machine: Redis over TLS with AOF vs cryptomem (values
+# sealed by the client, as real users do). Every server listens on 127.0.0.1
+# with a fresh data dir and is stopped at the end.
 #
 # Usage: tools/compare-redis.sh            (defaults below, override by env)
-#   ROUNDS=3 CLIENTS=50 REQUESTS=100000 SIZE=100 KEYSPACE=100000
-#   PIPELINES="1 16" TESTS="set get" FSYNC=everysec
+#   SUITES="load always memory restart snapshot"
+#   ROUNDS=3 CLIENTS=50 REQUESTS=300000 SIZE=100 KEYSPACE=100000
+#   PIPELINES="1 16" TESTS="set get" FSYNC=everysec KEYS=1000000
+#
+# Suites:
+#   load      redis-benchmark and cryptomem-tool bench alternately, ROUNDS rounds,
+#             medians of ops/s and p99 per test and pipeline depth, fsync FSYNC
+#   always    the same for SET with appendfsync always / --fsync always
+#   memory    RSS after KEYS keys of SIZE-byte values (Redis via redis-cli --pipe,
+#             cryptomem via bench -t fill), per key, sealing overhead apart
+#   restart   SAVE, SIGKILL, start again: time until each answers, from its
+#             RDB / snapshot, with KEYS keys
+#   snapshot  cryptomem p99 and RSS under SET load without and with back-to-back
+#             snapshots (SAVE), KEYS keys loaded; Redis with BGSAVE for context
 set -euo pipefail
 
+SUITES=${SUITES:-"load always memory restart snapshot"}
 ROUNDS=${ROUNDS:-3}
 CLIENTS=${CLIENTS:-50}
-REQUESTS=${REQUESTS:-100000}
+REQUESTS=${REQUESTS:-300000}
 SIZE=${SIZE:-100}
 KEYSPACE=${KEYSPACE:-100000}
 PIPELINES=${PIPELINES:-"1 16"}
 TESTS=${TESTS:-"set get"}
 FSYNC=${FSYNC:-everysec}
+KEYS=${KEYS:-1000000}
 
 for tool in redis-server redis-benchmark redis-cli; do
   command -v "$tool" >/dev/null || { echo "$tool is missing: apt-get install redis-server redis-tools" >&2; exit 1; }
@@ -29,66 +44,203 @@ cm="$root/target/release/cryptomem"
 tool="$root/target/release/cryptomem-tool"
 
 work=$(mktemp -d)
-pids=()
+redis_pid=""
+cm_pid=""
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in $redis_pid $cm_pid; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-
+now() { date +%s.%N; }
+rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/key.pem" -out "$work/cert.pem" -days 1 -subj /CN=127.0.0.1 >/dev/null 2>&1
-mkdir -p "$work/redis"
-rport=$(free_port)
-redis-server --port 0 --bind 127.0.0.1 --tls-port "$rport" --tls-cert-file "$work/cert.pem" --tls-key-file "$work/key.pem" \
-  --tls-ca-cert-file "$work/cert.pem" --tls-auth-clients no --appendonly yes --appendfsync "$FSYNC" --save "" \
-  --dir "$work/redis" --daemonize no --loglevel warning >"$work/redis.log" 2>&1 &
-pids+=($!)
-cport=$(free_port)
-"$cm" serve --data "$work/cm" --listen "127.0.0.1:$cport" --fsync "$FSYNC" --log warn >"$work/cm.out" 2>"$work/cm.log" &
-pids+=($!)
 
-for _ in $(seq 1 100); do
-  redis-cli --tls --insecure -p "$rport" ping >/dev/null 2>&1 && [ -f "$work/cm/credentials.toml" ] && break
-  sleep 0.1
-done
-redis-cli --tls --insecure -p "$rport" ping >/dev/null || { cat "$work/redis.log" >&2; exit 1; }
-[ -f "$work/cm/credentials.toml" ] || { cat "$work/cm.log" >&2; exit 1; }
+rcli() { redis-cli --tls --insecure -p "$rport" "$@"; }
 
-results="$work/results.tsv"
-for round in $(seq 1 "$ROUNDS"); do
-  for p in $PIPELINES; do
-    for t in $TESTS; do
-      echo "round $round: $t -P $p" >&2
-      redis-benchmark --tls --insecure -p "$rport" -c "$CLIENTS" -n "$REQUESTS" -P "$p" -d "$SIZE" -r "$KEYSPACE" -t "$t" --csv 2>/dev/null \
-        | python3 -c 'import csv,sys
+# start_redis FSYNC [extra args...]: a fresh (or, with KEEP=1, the same) dir.
+start_redis() {
+  local fsync=$1; shift
+  [ "${KEEP:-0}" = 1 ] || { rm -rf "$work/redis"; mkdir -p "$work/redis"; }
+  rport=$(free_port)
+  redis_started=$(now)
+  redis-server --port 0 --bind 127.0.0.1 --tls-port "$rport" --tls-cert-file "$work/cert.pem" \
+    --tls-key-file "$work/key.pem" --tls-ca-cert-file "$work/cert.pem" --tls-auth-clients no \
+    --appendonly yes --appendfsync "$fsync" --save "" --dir "$work/redis" --daemonize no \
+    --loglevel warning "$@" >>"$work/redis.log" 2>&1 &
+  redis_pid=$!
+  for _ in $(seq 1 3000); do
+    [ "$(rcli ping 2>/dev/null)" = PONG ] && { redis_ready=$(now); return; }
+    sleep 0.01
+  done
+  cat "$work/redis.log" >&2; exit 1
+}
+
+# start_cm FSYNC [extra args...]: a fresh (or, with KEEP=1, the same) data dir.
+start_cm() {
+  local fsync=$1; shift
+  [ "${KEEP:-0}" = 1 ] || rm -rf "$work/cm"
+  cport=$(free_port)
+  cm_started=$(now)
+  "$cm" serve --data "$work/cm" --listen "127.0.0.1:$cport" --fsync "$fsync" --log warn "$@" \
+    >>"$work/cm.out" 2>>"$work/cm.log" &
+  cm_pid=$!
+  for _ in $(seq 1 3000); do
+    if [ -f "$work/cm/credentials.toml" ] &&
+      "$cm" ping --credentials "$work/cm/credentials.toml" --server "127.0.0.1:$cport" >/dev/null 2>&1; then
+      cm_ready=$(now); return
+    fi
+    sleep 0.01
+  done
+  cat "$work/cm.log" >&2; exit 1
+}
+
+stop_all() {
+  for p in $redis_pid $cm_pid; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  redis_pid=""; cm_pid=""
+}
+
+cmbench() { "$tool" bench --credentials "$work/cm/credentials.toml" --server "127.0.0.1:$cport" "$@"; }
+
+# run_rounds LABEL TESTS: alternate both benchmarks; append to $results.
+run_rounds() {
+  local label=$1 tests=$2
+  for round in $(seq 1 "$ROUNDS"); do
+    for p in $PIPELINES; do
+      for t in $tests; do
+        echo "$label round $round: $t -P $p" >&2
+        redis-benchmark --tls --insecure -p "$rport" -c "$CLIENTS" -n "$REQUESTS" -P "$p" -d "$SIZE" -r "$KEYSPACE" -t "$t" --csv 2>/dev/null \
+          | python3 -c 'import csv,sys
 rows=[r for r in csv.reader(sys.stdin)]
 h=rows[0]; r=rows[1]
-print("redis\t%s\t%s\t%s\t%s" % (sys.argv[1], sys.argv[2], r[h.index("rps")], r[h.index("p99_latency_ms")]))' "$t" "$p" >>"$results"
-      "$tool" bench --credentials "$work/cm/credentials.toml" -c "$CLIENTS" -n "$REQUESTS" -P "$p" -d "$SIZE" -r "$KEYSPACE" -t "$t" --json \
-        | python3 -c 'import json,sys
+print("redis\t%s\t%s\t%s\t%s" % (sys.argv[1], sys.argv[2], r[h.index("rps")], r[h.index("p99_latency_ms")]))' "$label:$t" "$p" >>"$results"
+        cmbench -c "$CLIENTS" -n "$REQUESTS" -P "$p" -d "$SIZE" -r "$KEYSPACE" -t "$t" --json \
+          | python3 -c 'import json,sys
 o=json.load(sys.stdin)[0]
-print("cryptomem\t%s\t%s\t%s\t%s" % (sys.argv[1], sys.argv[2], o["ops_per_sec"], o["p99_ms"]))' "$t" "$p" >>"$results"
+print("cryptomem\t%s\t%s\t%s\t%s" % (sys.argv[1], sys.argv[2], o["ops_per_sec"], o["p99_ms"]))' "$label:$t" "$p" >>"$results"
+      done
     done
   done
+}
+
+# fill_both: KEYS keys bench:key:0.. of SIZE bytes in both servers.
+fill_both() {
+  python3 -c '
+import sys
+n, size = int(sys.argv[1]), int(sys.argv[2])
+v = b"x" * size
+out = sys.stdout.buffer
+for i in range(n):
+    k = b"bench:key:%d" % i
+    out.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(k), k, size, v))
+' "$KEYS" "$SIZE" | rcli --pipe >/dev/null
+  cmbench -c "$CLIENTS" -P 16 -d "$SIZE" -r "$KEYS" -t fill >/dev/null
+}
+
+report=$work/report.txt
+: >"$report"
+results=$work/results.tsv
+: >"$results"
+
+for suite in $SUITES; do
+  case $suite in
+  load)
+    start_redis "$FSYNC"; start_cm "$FSYNC"
+    run_rounds "$FSYNC" "$TESTS"
+    stop_all ;;
+  always)
+    start_redis always; start_cm always
+    run_rounds always set
+    stop_all ;;
+  memory)
+    start_redis "$FSYNC"; start_cm "$FSYNC"
+    r0=$(rss_kb "$redis_pid"); c0=$(rss_kb "$cm_pid")
+    echo "memory: filling $KEYS keys into each ..." >&2
+    fill_both
+    r1=$(rss_kb "$redis_pid"); c1=$(rss_kb "$cm_pid")
+    rused=$(rcli info memory | awk -F: '/^used_memory_rss:/{print $2}' | tr -d '\r')
+    python3 - "$KEYS" "$SIZE" "$r0" "$r1" "$c0" "$c1" "$rused" >>"$report" <<'PY'
+import sys
+keys, size, r0, r1, c0, c1, rused = map(int, sys.argv[1:])
+sealed = 33
+print(f"\nmemory: {keys} keys of {size}-byte values (cryptomem stores {size + sealed}-byte sealed values)")
+print(f"{'':<10} {'RSS empty':>10} {'RSS full':>10} {'bytes/key':>10} {'growth/key':>11}")
+print(f"{'redis':<10} {r0/1024:>8.1f}MB {r1/1024:>8.1f}MB {r1*1024/keys:>10.0f} {(r1-r0)*1024/keys:>11.0f}   (used_memory_rss {rused/keys:.0f} B/key)")
+print(f"{'cryptomem':<10} {c0/1024:>8.1f}MB {c1/1024:>8.1f}MB {c1*1024/keys:>10.0f} {(c1-c0)*1024/keys:>11.0f}")
+print(f"cryptomem without the {sealed}-byte sealing overhead: {c1*1024/keys - sealed:.0f} B/key; ratio to Redis {(c1*1024/keys - sealed)/(r1*1024/keys):.2f}")
+PY
+    if [[ " $SUITES " == *" restart "* ]]; then
+      echo "restart: saving and killing both ..." >&2
+      rcli config set dbfilename dump.rdb >/dev/null
+      rcli save >/dev/null
+      "$cm" save --credentials "$work/cm/credentials.toml" --server "127.0.0.1:$cport" >/dev/null
+      stop_all
+      KEEP=1 start_redis "$FSYNC" --appendonly no --dbfilename dump.rdb
+      KEEP=1 start_cm "$FSYNC"
+      rkeys=$(rcli dbsize); ckeys=$("$cm" dbsize --raw --credentials "$work/cm/credentials.toml" --server "127.0.0.1:$cport")
+      python3 - "$redis_started" "$redis_ready" "$cm_started" "$cm_ready" "$rkeys" "$ckeys" >>"$report" <<'PY'
+import sys
+rs, rr, cs, cr = map(float, sys.argv[1:5])
+print(f"\nrestart: start to first reply after SAVE + SIGKILL")
+print(f"redis     {rr - rs:6.2f} s from its RDB ({sys.argv[5]} keys)")
+print(f"cryptomem {cr - cs:6.2f} s from its snapshot ({sys.argv[6]} keys); ratio {(cr - cs) / (rr - rs):.2f}")
+PY
+      stop_all
+    fi ;;
+  restart) [[ " $SUITES " == *" memory "* ]] || echo "restart runs as part of the memory suite; add memory to SUITES" >&2 ;;
+  snapshot)
+    start_cm "$FSYNC"
+    cmbench -c "$CLIENTS" -P 16 -d "$SIZE" -r "$KEYS" -t fill >/dev/null
+    # Let the fill's own log-size snapshot finish first.
+    "$cm" save --credentials "$work/cm/credentials.toml" --server "127.0.0.1:$cport" >/dev/null
+    base=$(cmbench -c "$CLIENTS" -P 1 -d "$SIZE" -r "$KEYS" -t set -n 100000000 --duration 10s --json)
+    rss_before=$(rss_kb "$cm_pid")
+    ( end=$(( $(date +%s) + 10 ))
+      while [ "$(date +%s)" -lt "$end" ]; do
+        "$cm" save --credentials "$work/cm/credentials.toml" --server "127.0.0.1:$cport" >/dev/null || true
+      done ) &
+    saver=$!
+    ( peak=0; end=$(( $(date +%s) + 10 ))
+      while [ "$(date +%s)" -lt "$end" ]; do r=$(rss_kb "$cm_pid"); [ "$r" -gt "$peak" ] && peak=$r; sleep 0.05; done
+      echo "$peak" >"$work/peak" ) &
+    sampler=$!
+    during=$(cmbench -c "$CLIENTS" -P 1 -d "$SIZE" -r "$KEYS" -t set -n 100000000 --duration 10s --json)
+    wait "$saver" "$sampler"
+    snaps=$("$cm" info --credentials "$work/cm/credentials.toml" --server "127.0.0.1:$cport" | awk -F: '/^snapshots_taken:/{print $2}')
+    stop_all
+    python3 - "$base" "$during" "$rss_before" "$(cat "$work/peak")" "$snaps" >>"$report" <<'PY'
+import json, sys
+b, d = json.loads(sys.argv[1])[0], json.loads(sys.argv[2])[0]
+before, peak, snaps = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+print(f"\nsnapshot under load (cryptomem, SET -P 1, 10 s each, snapshots back to back during the second; {snaps} snapshots taken in all)")
+print(f"without snapshots: {b['ops_per_sec']:>9.0f} ops/s  p99 {b['p99_ms']:.2f} ms")
+print(f"with snapshots:    {d['ops_per_sec']:>9.0f} ops/s  p99 {d['p99_ms']:.2f} ms  (p99 ratio {d['p99_ms'] / b['p99_ms']:.2f})")
+print(f"RSS {before/1024:.0f} MB before, peak {peak/1024:.0f} MB during (+{(peak - before) * 100 / before:.1f}%)")
+PY
+    ;;
+  *) echo "unknown suite $suite (load, always, memory, restart, snapshot)" >&2; exit 1 ;;
+  esac
 done
 
-python3 - "$results" "$ROUNDS" "$CLIENTS" "$SIZE" "$KEYSPACE" "$FSYNC" <<'PY'
-import statistics, sys
+if [ -s "$results" ]; then
+  python3 - "$results" "$ROUNDS" "$CLIENTS" "$SIZE" "$KEYSPACE" "$REQUESTS" <<'PY'
+import os, statistics, sys
 from collections import defaultdict
-path, rounds, clients, size, keyspace, fsync = sys.argv[1:]
+path, rounds, clients, size, keyspace, requests = sys.argv[1:]
 rps, p99 = defaultdict(list), defaultdict(list)
 for line in open(path):
-    who, test, pipe, r, l = line.split("\t")
+    who, test, pipe, r, l = line.rstrip("\n").split("\t")
     rps[(who, test, pipe)].append(float(r)); p99[(who, test, pipe)].append(float(l))
 cells = sorted({(t, p) for (_, t, p) in rps}, key=lambda c: (c[0], int(c[1])))
-import os
-print(f"medians of {rounds} rounds: {clients} clients, {size}-byte values, {keyspace}-key keyspace, fsync {fsync}, {os.cpu_count()} cores")
-print(f"{'test':<5} {'-P':>3} {'redis ops/s':>12} {'cryptomem ops/s':>16} {'ratio':>6}   {'redis p99':>10} {'cryptomem p99':>14}")
+print(f"medians of {rounds} rounds: {clients} clients, {requests} requests, {size}-byte values, {keyspace}-key keyspace, {os.cpu_count()} cores")
+print(f"{'fsync:test':<16} {'-P':>3} {'redis ops/s':>12} {'cryptomem ops/s':>16} {'ratio':>6}   {'redis p99':>10} {'cryptomem p99':>14}")
 for t, p in cells:
     r = statistics.median(rps[("redis", t, p)]); c = statistics.median(rps[("cryptomem", t, p)])
     rl = statistics.median(p99[("redis", t, p)]); cl = statistics.median(p99[("cryptomem", t, p)])
-    print(f"{t.upper():<5} {p:>3} {r:>12.0f} {c:>16.0f} {c / r:>6.2f}   {rl:>8.2f}ms {cl:>12.2f}ms")
+    print(f"{t.upper():<16} {p:>3} {r:>12.0f} {c:>16.0f} {c / r:>6.2f}   {rl:>8.2f}ms {cl:>12.2f}ms")
 PY
+fi
+cat "$report"

@@ -114,7 +114,7 @@ pub fn write_snapshot(
     let mut body_crc = crc32fast::Hasher::new();
     let mut frame = Vec::new();
     for map in &cut.maps {
-        for (item, ()) in map.iter() {
+        for item in map.iter() {
             if !item.is_live(now_ms) {
                 continue;
             }

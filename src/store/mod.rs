@@ -1,9 +1,10 @@
 //! The in-memory keyspace: sharded persistent maps behind `ArcSwap`.
 //!
-//! - The keyspace is split over a power-of-two number of shards by a keyed
-//!   hash of the key.
-//! - Each shard publishes its current `imbl::HashMap` through an `ArcSwap`:
-//!   readers load it without any lock and never wait for writers.
+//! - The keyspace is split over a power-of-two number of shards by the low
+//!   bits of a keyed 64-bit hash of the key.
+//! - Each shard publishes its current map, a persistent hash trie indexed by
+//!   the hash's high bits ([`trie`]), through an `ArcSwap`: readers load it
+//!   without any lock and never wait for writers.
 //! - Writers of one shard serialize on a mutex, apply an O(log n)
 //!   copy-on-write change to the shard's master map and publish a clone of
 //!   it (an O(1) pointer copy). No write copies a whole shard.
@@ -26,6 +27,7 @@
 mod clock;
 mod item;
 mod shard;
+pub mod trie;
 
 use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock};
@@ -69,9 +71,8 @@ pub struct Cut {
     pub seq: u64,
 }
 
-/// One shard's map. The whole item is the key (looked up by its key bytes)
-/// and the value is `()`, so a map node slot is one thin pointer.
-pub type ShardMap = imbl::HashMap<Item, ()>;
+/// One shard's map: a persistent hash trie of items ([`trie`]).
+pub type ShardMap = trie::Trie;
 
 /// What [`Store::persist`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,10 +111,11 @@ impl Store {
     /// A store with `shards` shards, rounded up to a power of two (at least 1).
     pub fn new(shards: usize) -> Self {
         let n = shards.max(1).next_power_of_two();
+        let hasher = std::hash::RandomState::new();
         Self {
-            shards: (0..n).map(|_| Shard::new()).collect(),
+            shards: (0..n).map(|_| Shard::new(hasher.clone())).collect(),
             mask: n - 1,
-            hasher: std::hash::RandomState::new(),
+            hasher,
             journal: OnceLock::new(),
         }
     }
@@ -131,11 +133,14 @@ impl Store {
         Ok(())
     }
 
-    fn shard(&self, key: &[u8]) -> &Shard {
+    /// The key's hash and its shard: the low bits pick the shard, the trie
+    /// inside it indexes by the high bits.
+    fn locate(&self, key: &[u8]) -> (&Shard, u64) {
+        let hash = self.hasher.hash_one(key);
         // Truncation is intended: only the low bits pick the shard.
         #[allow(clippy::cast_possible_truncation)]
-        let h = self.hasher.hash_one(key) as usize;
-        &self.shards[h & self.mask]
+        let shard = &self.shards[hash as usize & self.mask];
+        (shard, hash)
     }
 
     /// Number of shards.
@@ -145,7 +150,8 @@ impl Store {
 
     /// The live item under `key`; its value is [`Item::value`].
     pub fn get(&self, key: &[u8], now_ms: u64) -> Option<Item> {
-        self.shard(key).get(key, now_ms)
+        let (shard, hash) = self.locate(key);
+        shard.get(hash, key, now_ms)
     }
 
     /// Writes `value` if `condition` holds; returns whether it wrote.
@@ -163,8 +169,9 @@ impl Store {
         let expires_at_ms = ttl.map(|t| deadline(now_ms, t));
         // Built before the lock: the copy and allocation need not hold writers up.
         let item = Item::new(key, value, expires_at_ms);
-        self.shard(key).write(|w| {
-            let old = w.stored(key);
+        let (shard, hash) = self.locate(key);
+        shard.write(|w| {
+            let old = w.stored(hash, key);
             let exists = old.as_ref().is_some_and(|i| i.is_live(now_ms));
             let allowed = match condition {
                 SetCondition::Always => true,
@@ -177,7 +184,7 @@ impl Store {
             if let Err(e) = self.record(w, LogOpRef::Set { key, value, expires_at_ms }) {
                 return (Err(e), false);
             }
-            w.replace(old.as_ref(), item);
+            w.replace(hash, old.as_ref(), item);
             (Ok(true), true)
         })
     }
@@ -187,22 +194,23 @@ impl Store {
     /// # Errors
     /// [`StoreError`] if the journal refuses the change.
     pub fn delete(&self, key: &[u8], now_ms: u64) -> Result<bool, StoreError> {
-        self.shard(key).write(|w| match w.live(key, now_ms) {
+        let (shard, hash) = self.locate(key);
+        shard.write(|w| match w.live(hash, key, now_ms) {
             Some(_) => {
                 if let Err(e) = self.record(w, LogOpRef::Delete { key }) {
                     return (Err(e), false);
                 }
-                w.remove(key);
+                w.remove(hash, key);
                 (Ok(true), true)
             }
             // An expired entry goes without a journal record: replay drops it too.
-            None => (Ok(false), w.remove(key).is_some()),
+            None => (Ok(false), w.remove(hash, key).is_some()),
         })
     }
 
     /// Whether a live key exists.
     pub fn exists(&self, key: &[u8], now_ms: u64) -> bool {
-        self.shard(key).get(key, now_ms).is_some()
+        self.get(key, now_ms).is_some()
     }
 
     /// Sets a new TTL on a live key; returns whether the key existed.
@@ -211,12 +219,13 @@ impl Store {
     /// [`StoreError`] if the journal refuses the change.
     pub fn expire(&self, key: &[u8], ttl: Duration, now_ms: u64) -> Result<bool, StoreError> {
         let at = deadline(now_ms, ttl);
-        self.shard(key).write(|w| match w.stored(key).filter(|i| i.is_live(now_ms)) {
+        let (shard, hash) = self.locate(key);
+        shard.write(|w| match w.stored(hash, key).filter(|i| i.is_live(now_ms)) {
             Some(item) => {
                 if let Err(e) = self.record(w, LogOpRef::Expire { key, expires_at_ms: at }) {
                     return (Err(e), false);
                 }
-                w.replace(Some(&item), item.with_expiry(Some(at)));
+                w.replace(hash, Some(&item), item.with_expiry(Some(at)));
                 (Ok(true), true)
             }
             None => (Ok(false), false),
@@ -228,14 +237,15 @@ impl Store {
     /// # Errors
     /// [`StoreError`] if the journal refuses the change.
     pub fn persist(&self, key: &[u8], now_ms: u64) -> Result<PersistOutcome, StoreError> {
-        self.shard(key).write(|w| match w.stored(key).filter(|i| i.is_live(now_ms)) {
+        let (shard, hash) = self.locate(key);
+        shard.write(|w| match w.stored(hash, key).filter(|i| i.is_live(now_ms)) {
             None => (Ok(PersistOutcome::Missing), false),
             Some(item) if item.expires_at_ms().is_none() => (Ok(PersistOutcome::HadNone), false),
             Some(item) => {
                 if let Err(e) = self.record(w, LogOpRef::Persist { key }) {
                     return (Err(e), false);
                 }
-                w.replace(Some(&item), item.with_expiry(None));
+                w.replace(hash, Some(&item), item.with_expiry(None));
                 (Ok(PersistOutcome::Removed), true)
             }
         })
@@ -249,20 +259,23 @@ impl Store {
         match op {
             LogOp::Set { key, value, expires_at_ms } => self.load(&key, &value, expires_at_ms, now_ms),
             LogOp::Delete { key } => {
-                self.shard(&key).write_unpublished(|w| w.remove(&key));
+                let (shard, hash) = self.locate(&key);
+                shard.write_unpublished(|w| w.remove(hash, &key));
             }
             LogOp::Expire { key, expires_at_ms } => {
-                self.shard(&key).write_unpublished(|w| match w.live(&key, now_ms).cloned() {
-                    Some(item) if expires_at_ms > now_ms => w.put(item.with_expiry(Some(expires_at_ms))),
+                let (shard, hash) = self.locate(&key);
+                shard.write_unpublished(|w| match w.live(hash, &key, now_ms).cloned() {
+                    Some(item) if expires_at_ms > now_ms => w.put(hash, item.with_expiry(Some(expires_at_ms))),
                     _ => {
-                        w.remove(&key);
+                        w.remove(hash, &key);
                     }
                 });
             }
             LogOp::Persist { key } => {
-                self.shard(&key).write_unpublished(|w| {
-                    if let Some(item) = w.live(&key, now_ms).cloned() {
-                        w.put(item.with_expiry(None));
+                let (shard, hash) = self.locate(&key);
+                shard.write_unpublished(|w| {
+                    if let Some(item) = w.live(hash, &key, now_ms).cloned() {
+                        w.put(hash, item.with_expiry(None));
                     }
                 });
             }
@@ -274,11 +287,12 @@ impl Store {
     /// readers see nothing until [`Store::publish_all`].
     pub fn load(&self, key: &[u8], value: &[u8], expires_at_ms: Option<u64>, now_ms: u64) {
         let item = Item::new(key, value, expires_at_ms);
-        self.shard(key).write_unpublished(|w| {
+        let (shard, hash) = self.locate(key);
+        shard.write_unpublished(|w| {
             if item.is_live(now_ms) {
-                w.put(item);
+                w.put(hash, item);
             } else {
-                w.remove(key);
+                w.remove(hash, key);
             }
         });
     }
@@ -302,7 +316,7 @@ impl Store {
 
     /// The expiry of a live key: `None` if missing, `Some(None)` if it never expires.
     pub fn expiry(&self, key: &[u8], now_ms: u64) -> Option<Option<u64>> {
-        self.shard(key).get(key, now_ms).map(|i| i.expires_at_ms())
+        self.get(key, now_ms).map(|i| i.expires_at_ms())
     }
 
     /// Number of stored keys, including expired ones not yet reclaimed (as Redis's DBSIZE).

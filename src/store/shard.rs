@@ -1,6 +1,7 @@
 //! One shard: a published persistent map plus its writer-side state.
 
 use std::collections::BTreeSet;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -23,6 +24,9 @@ pub(super) struct Shard {
 
 pub(super) struct Writer {
     map: ShardMap,
+    /// The store's key hasher, to place keys already stored when a new one
+    /// first shares their slot.
+    hasher: RandomState,
     /// (expires_at_ms, item) for every key with a TTL, so the janitor's work is
     /// proportional to what expired.
     expiry: BTreeSet<(u64, Item)>,
@@ -32,10 +36,11 @@ pub(super) struct Writer {
 }
 
 impl Shard {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(hasher: RandomState) -> Self {
+        let writer = Writer { map: ShardMap::default(), hasher, expiry: BTreeSet::new(), bytes: 0, last_seq: 0 };
         Self {
             current: ArcSwap::from_pointee(ShardMap::default()),
-            writer: Mutex::new(Writer { map: ShardMap::default(), expiry: BTreeSet::new(), bytes: 0, last_seq: 0 }),
+            writer: Mutex::new(writer),
             bytes: AtomicU64::new(0),
         }
     }
@@ -44,9 +49,9 @@ impl Shard {
         self.current.load_full()
     }
 
-    pub(super) fn get(&self, key: &[u8], now_ms: u64) -> Option<Item> {
+    pub(super) fn get(&self, hash: u64, key: &[u8], now_ms: u64) -> Option<Item> {
         let map = self.current.load();
-        map.get_key_value(key).map(|(item, ())| item).filter(|i| i.is_live(now_ms)).cloned()
+        map.get(hash, key).filter(|i| i.is_live(now_ms)).cloned()
     }
 
     pub(super) fn bytes(&self) -> u64 {
@@ -89,8 +94,9 @@ impl Shard {
 }
 
 fn lock(m: &Mutex<Writer>) -> MutexGuard<'_, Writer> {
-    // A panic while holding the lock cannot leave the map half-updated: imbl
-    // operations are complete or not applied, so the state is still usable.
+    // A panic while holding the lock cannot leave the map broken: trie
+    // operations only ever replace whole slots, so every intermediate state
+    // is a valid trie and the state is still usable.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -100,25 +106,24 @@ fn footprint(item: &Item) -> u64 {
 
 impl Writer {
     /// The live item under `key`, if any.
-    pub(super) fn live(&self, key: &[u8], now_ms: u64) -> Option<&Item> {
-        self.map.get_key_value(key).map(|(item, ())| item).filter(|i| i.is_live(now_ms))
+    pub(super) fn live(&self, hash: u64, key: &[u8], now_ms: u64) -> Option<&Item> {
+        self.map.get(hash, key).filter(|i| i.is_live(now_ms))
     }
 
     /// The item under `key`, live or expired, for [`Writer::replace`].
-    pub(super) fn stored(&self, key: &[u8]) -> Option<Item> {
-        self.map.get_key_value(key).map(|(item, ())| item.clone())
+    pub(super) fn stored(&self, hash: u64, key: &[u8]) -> Option<Item> {
+        self.map.get(hash, key).cloned()
     }
 
     /// Inserts or replaces, keeping the expiry index and byte count right.
-    pub(super) fn put(&mut self, item: Item) {
-        let old = self.stored(item.key());
-        self.replace(old.as_ref(), item);
+    pub(super) fn put(&mut self, hash: u64, item: Item) {
+        let old = self.stored(hash, item.key());
+        self.replace(hash, old.as_ref(), item);
     }
 
     /// Stores `item` where `old` (what [`Writer::stored`] returned for its key)
-    /// was: one map lookup fewer than [`Writer::put`] for callers that
-    /// looked the old item up anyway.
-    pub(super) fn replace(&mut self, old: Option<&Item>, item: Item) {
+    /// was.
+    pub(super) fn replace(&mut self, hash: u64, old: Option<&Item>, item: Item) {
         if let Some(old) = old {
             self.forget(old);
         }
@@ -126,12 +131,13 @@ impl Writer {
         if let Some(at) = item.expires_at_ms() {
             self.expiry.insert((at, item.clone()));
         }
-        self.map.insert(item, ());
+        let hasher = &self.hasher;
+        self.map.insert(hash, item, &|k| hasher.hash_one(k));
     }
 
     /// Removes `key`; returns the old item.
-    pub(super) fn remove(&mut self, key: &[u8]) -> Option<Item> {
-        let (old, ()) = self.map.remove_with_key(key)?;
+    pub(super) fn remove(&mut self, hash: u64, key: &[u8]) -> Option<Item> {
+        let old = self.map.remove(hash, key)?;
         self.forget(&old);
         Some(old)
     }
@@ -156,8 +162,9 @@ impl Writer {
             }
             self.expiry.pop_first();
             // The index mirrors the map, but only remove what is really due.
-            if self.map.get_key_value(key.key()).is_some_and(|(item, ())| item.expires_at_ms() == Some(at))
-                && let Some((old, ())) = self.map.remove_with_key(key.key())
+            let hash = self.hasher.hash_one(key.key());
+            if self.map.get(hash, key.key()).is_some_and(|item| item.expires_at_ms() == Some(at))
+                && let Some(old) = self.map.remove(hash, key.key())
             {
                 self.bytes = self.bytes.saturating_sub(footprint(&old));
                 removed += 1;

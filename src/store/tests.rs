@@ -111,7 +111,7 @@ fn a_loaded_cut_does_not_see_later_writes() {
     s.set(&b("a"), &b("2"), None, SetCondition::Always, T0).unwrap();
     s.set(&b("b"), &b("3"), None, SetCondition::Always, T0).unwrap();
     let seen: HashMap<_, _> =
-        cut.iter().flat_map(|m| m.iter().map(|(item, ())| (item.key().to_vec(), item.value().to_vec()))).collect();
+        cut.iter().flat_map(|m| m.iter().map(|item| (item.key().to_vec(), item.value().to_vec()))).collect();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[&b("a")], b("1"));
 }
