@@ -8,6 +8,7 @@ mod tokens;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 /// cryptomem: a secure, persistent in-memory cache.
@@ -144,14 +145,28 @@ struct MsetArgs {
     ttl: Option<String>,
 }
 
-/// Runs the parsed command.
+/// Runs the parsed command: `serve` on a runtime with its configured number
+/// of threads, the client commands on a single-threaded one.
 ///
 /// # Errors
 /// Any failure, with context for the user.
-pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn main(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Command::Serve(a) => serve::run(*a),
+        command => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(run(command))
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
     use commands::Op;
-    let (opts, op) = match args.command {
-        Command::Serve(a) => return serve::run(*a).await,
+    let (opts, op) = match command {
+        Command::Serve(_) => anyhow::bail!("serve runs on its own runtime"),
         Command::Keygen(a) => return keys::keygen(&a),
         Command::Token(a) => return tokens::run(a).await,
         Command::Ping(c) => (c.opts, Op::Ping),

@@ -23,7 +23,8 @@ pub struct ServeArgs {
     log: String,
 }
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+/// Reads the configuration, then serves on a runtime with its `threads`.
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let filter =
         EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&args.log)).context("bad --log filter")?;
     tracing_subscriber::fmt()
@@ -37,6 +38,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => Settings::default(),
     };
     let config = args.settings.or(file).resolve().map_err(anyhow::Error::msg)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.threads)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: cryptomem::server::ServerConfig) -> anyhow::Result<ExitCode> {
     let (data, init) = DataDir::open_or_init(&config.data_dir, config.auth.hash)
         .with_context(|| format!("cannot open data dir {}", config.data_dir.display()))?;
     let data_path = config.data_dir.display().to_string();

@@ -12,6 +12,7 @@
 //! | `--max-value-size`    | `CRYPTOMEM_MAX_VALUE_SIZE`   | `max_value_size`    | `16MiB` (at most 512MiB) |
 //! | `--max-batch-keys`    | `CRYPTOMEM_MAX_BATCH_KEYS`   | `max_batch_keys`    | 10000            |
 //! | `--shards`            | `CRYPTOMEM_SHARDS`           | `shards`            | 4096, rounded up to a power of two, at most 65536 |
+//! | `--threads`           | `CRYPTOMEM_THREADS`          | `threads`           | cores - 1, at least 1: threads serving connections |
 //! | `--auth-concurrency`  | `CRYPTOMEM_AUTH_CONCURRENCY` | `auth_concurrency`  | half the cores, at least 1 |
 //! | `--auth-max-failures` | `CRYPTOMEM_AUTH_MAX_FAILURES`| `auth_max_failures` | 10 failed AUTHs per address per window ... |
 //! | `--auth-failure-window` | `CRYPTOMEM_AUTH_FAILURE_WINDOW` | `auth_failure_window` | `60s` |
@@ -74,6 +75,9 @@ pub struct Settings {
     /// Number of store shards, rounded up to a power of two, at most 65536 [default: 4096].
     #[arg(long, env = "CRYPTOMEM_SHARDS")]
     pub shards: Option<usize>,
+    /// Threads serving connections [default: one less than the cores, at least 1].
+    #[arg(long, env = "CRYPTOMEM_THREADS")]
+    pub threads: Option<usize>,
     /// Most argon2 token verifications running at once [default: half the cores].
     #[arg(long, env = "CRYPTOMEM_AUTH_CONCURRENCY")]
     pub auth_concurrency: Option<usize>,
@@ -141,6 +145,7 @@ impl Settings {
             max_value_size: self.max_value_size.or(lower.max_value_size),
             max_batch_keys: self.max_batch_keys.or(lower.max_batch_keys),
             shards: self.shards.or(lower.shards),
+            threads: self.threads.or(lower.threads),
             auth_concurrency: self.auth_concurrency.or(lower.auth_concurrency),
             auth_max_failures: self.auth_max_failures.or(lower.auth_max_failures),
             auth_failure_window: self.auth_failure_window.or(lower.auth_failure_window),
@@ -242,6 +247,9 @@ impl Settings {
             idle_timeout: (!idle.is_zero()).then_some(idle),
             limits: Limits { max_key_len, max_value_len, max_batch_keys },
             shards: self.shards.unwrap_or(DEFAULT_SHARDS).clamp(1, 1 << 16),
+            // One core is left to the log writer, snapshots and the kernel's
+            // network work (and to clients on the same machine).
+            threads: self.threads.unwrap_or(cores.saturating_sub(1)).clamp(1, 1024),
             auth,
             clock: Clock::System,
             shutdown_grace: Duration::from_secs(5),
@@ -267,6 +275,9 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Store shard count.
     pub shards: usize,
+    /// Threads serving connections (the `cryptomem` binary's runtime; an
+    /// embedding program runs the server on its own runtime).
+    pub threads: usize,
     /// Token verification, hashing and brute-force settings.
     pub auth: AuthConfig,
     /// Time source (tests use a manual clock).
@@ -287,6 +298,16 @@ impl Default for ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threads_default_to_one_less_than_the_cores() {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        assert_eq!(Settings::default().resolve().unwrap().threads, (cores - 1).max(1));
+        let one = Settings { threads: Some(0), ..Default::default() }.resolve().unwrap();
+        assert_eq!(one.threads, 1, "at least one");
+        let file: Settings = toml::from_str("threads = 3").unwrap();
+        assert_eq!(file.resolve().unwrap().threads, 3);
+    }
 
     #[test]
     fn precedence_is_flag_then_env_then_file_then_default() {
