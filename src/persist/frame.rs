@@ -69,6 +69,15 @@ pub enum LogOp {
     },
 }
 
+impl LogOp {
+    /// The key the change is to.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Self::Set { key, .. } | Self::Delete { key } | Self::Expire { key, .. } | Self::Persist { key } => key,
+        }
+    }
+}
+
 /// The same change, borrowed, for encoding without copies. Encodes exactly as [`LogOp`].
 #[derive(Debug, Clone, Copy, Encode)]
 pub enum LogOpRef<'a> {

@@ -8,6 +8,10 @@
 //!   Sequence numbers must go up by exactly one; a gap means lost records and
 //!   stops recovery.
 //! - Keys whose expiry has passed are dropped.
+//! - Reading and checking the files is one thread; applying what it read to
+//!   the store is spread over one thread per core, each owning a fixed set
+//!   of shards, so every key's snapshot entry and log records are applied by
+//!   one thread in file order.
 //! - The end of the newest segment may be torn by a crash mid-write: a last
 //!   record cut short, a last record whose CRC fails and that ends exactly at
 //!   the end of the file, or a zero-filled tail. That tail is truncated (with
@@ -105,14 +109,44 @@ pub struct RecoveryReport {
 /// # Errors
 /// [`PersistError::Corrupted`] naming file and offset, or I/O errors.
 pub fn recover(dir: &Path, store: &Store, now_ms: u64, tail: TailMode) -> Result<RecoveryReport, PersistError> {
-    let report = scan(dir, tail, |item| match item {
+    let apply = |item: Item| match item {
         Item::Entry(e) => store.load(&e.key, &e.value, e.expires_at_ms, now_ms),
         Item::Record(record) => store.apply_replayed(record.op, now_ms),
-    });
+    };
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(MAX_APPLIERS);
+    let report = if workers == 1 {
+        scan(dir, tail, apply)
+    } else {
+        std::thread::scope(|scope| {
+            let mut queues = Vec::with_capacity(workers);
+            for _ in 0..workers {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Item>>(4);
+                scope.spawn(move || rx.into_iter().flatten().for_each(apply));
+                queues.push((tx, Vec::with_capacity(APPLY_BATCH)));
+            }
+            let report = scan(dir, tail, |item| {
+                let (tx, batch) = &mut queues[store.shard_of(item.key()) % workers];
+                batch.push(item);
+                if batch.len() == APPLY_BATCH {
+                    // A worker that is gone panicked; the scope re-raises that.
+                    let _ = tx.send(std::mem::replace(batch, Vec::with_capacity(APPLY_BATCH)));
+                }
+            });
+            for (tx, batch) in queues {
+                let _ = tx.send(batch);
+            }
+            report
+        })
+    };
     // Also after a failure, so a caller inspecting the store sees what was read.
     store.publish_all();
     report
 }
+
+/// Most threads applying recovered changes.
+const MAX_APPLIERS: usize = 8;
+/// Changes handed to an applying thread at once.
+const APPLY_BATCH: usize = 1024;
 
 /// One thing recovery found, in replay order.
 #[derive(Debug)]
@@ -121,6 +155,16 @@ pub enum Item {
     Entry(SnapshotEntry),
     /// A log record after the snapshot's cut.
     Record(LogRecord),
+}
+
+impl Item {
+    /// The key it changes.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Self::Entry(e) => &e.key,
+            Self::Record(r) => r.op.key(),
+        }
+    }
 }
 
 /// Walks the snapshot and the log in replay order, checking everything.

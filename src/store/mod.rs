@@ -143,6 +143,14 @@ impl Store {
         (shard, hash)
     }
 
+    /// The index of the shard holding `key`, for callers that spread work by shard.
+    pub fn shard_of(&self, key: &[u8]) -> usize {
+        // Truncation is intended: only the low bits pick the shard.
+        #[allow(clippy::cast_possible_truncation)]
+        let i = self.hasher.hash_one(key) as usize & self.mask;
+        i
+    }
+
     /// Number of shards.
     pub fn shard_count(&self) -> usize {
         self.shards.len()
@@ -171,12 +179,11 @@ impl Store {
         let item = Item::new(key, value, expires_at_ms);
         let (shard, hash) = self.locate(key);
         shard.write(|w| {
-            let old = w.stored(hash, key);
-            let exists = old.as_ref().is_some_and(|i| i.is_live(now_ms));
+            // A plain SET needs no lookup: the insert hands back what it replaced.
             let allowed = match condition {
                 SetCondition::Always => true,
-                SetCondition::IfAbsent => !exists,
-                SetCondition::IfPresent => exists,
+                SetCondition::IfAbsent => w.live(hash, key, now_ms).is_none(),
+                SetCondition::IfPresent => w.live(hash, key, now_ms).is_some(),
             };
             if !allowed {
                 return (Ok(false), false);
@@ -184,7 +191,7 @@ impl Store {
             if let Err(e) = self.record(w, LogOpRef::Set { key, value, expires_at_ms }) {
                 return (Err(e), false);
             }
-            w.replace(hash, old.as_ref(), item);
+            w.put(hash, item);
             (Ok(true), true)
         })
     }
@@ -220,12 +227,12 @@ impl Store {
     pub fn expire(&self, key: &[u8], ttl: Duration, now_ms: u64) -> Result<bool, StoreError> {
         let at = deadline(now_ms, ttl);
         let (shard, hash) = self.locate(key);
-        shard.write(|w| match w.stored(hash, key).filter(|i| i.is_live(now_ms)) {
+        shard.write(|w| match w.live(hash, key, now_ms).cloned() {
             Some(item) => {
                 if let Err(e) = self.record(w, LogOpRef::Expire { key, expires_at_ms: at }) {
                     return (Err(e), false);
                 }
-                w.replace(hash, Some(&item), item.with_expiry(Some(at)));
+                w.put(hash, item.with_expiry(Some(at)));
                 (Ok(true), true)
             }
             None => (Ok(false), false),
@@ -238,14 +245,14 @@ impl Store {
     /// [`StoreError`] if the journal refuses the change.
     pub fn persist(&self, key: &[u8], now_ms: u64) -> Result<PersistOutcome, StoreError> {
         let (shard, hash) = self.locate(key);
-        shard.write(|w| match w.stored(hash, key).filter(|i| i.is_live(now_ms)) {
+        shard.write(|w| match w.live(hash, key, now_ms).cloned() {
             None => (Ok(PersistOutcome::Missing), false),
             Some(item) if item.expires_at_ms().is_none() => (Ok(PersistOutcome::HadNone), false),
             Some(item) => {
                 if let Err(e) = self.record(w, LogOpRef::Persist { key }) {
                     return (Err(e), false);
                 }
-                w.replace(hash, Some(&item), item.with_expiry(None));
+                w.put(hash, item.with_expiry(None));
                 (Ok(PersistOutcome::Removed), true)
             }
         })

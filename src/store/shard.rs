@@ -110,29 +110,19 @@ impl Writer {
         self.map.get(hash, key).filter(|i| i.is_live(now_ms))
     }
 
-    /// The item under `key`, live or expired, for [`Writer::replace`].
-    pub(super) fn stored(&self, hash: u64, key: &[u8]) -> Option<Item> {
-        self.map.get(hash, key).cloned()
-    }
-
     /// Inserts or replaces, keeping the expiry index and byte count right.
     pub(super) fn put(&mut self, hash: u64, item: Item) {
-        let old = self.stored(hash, item.key());
-        self.replace(hash, old.as_ref(), item);
-    }
-
-    /// Stores `item` where `old` (what [`Writer::stored`] returned for its key)
-    /// was.
-    pub(super) fn replace(&mut self, hash: u64, old: Option<&Item>, item: Item) {
-        if let Some(old) = old {
-            self.forget(old);
-        }
-        self.bytes += footprint(&item);
-        if let Some(at) = item.expires_at_ms() {
-            self.expiry.insert((at, item.clone()));
-        }
+        let added = footprint(&item);
+        let expiry = item.expires_at_ms().map(|at| (at, item.clone()));
         let hasher = &self.hasher;
-        self.map.insert(hash, item, &|k| hasher.hash_one(k));
+        if let Some(old) = self.map.insert(hash, item, &|k| hasher.hash_one(k)) {
+            // Before indexing the new expiry: (expiry, key) may be equal for both.
+            self.forget(&old);
+        }
+        self.bytes += added;
+        if let Some(entry) = expiry {
+            self.expiry.insert(entry);
+        }
     }
 
     /// Removes `key`; returns the old item.

@@ -56,6 +56,9 @@ enum Slot {
     Branch(Branch),
     /// At least two items whose hashes agree on the top 60 bits.
     Collision(Arc<Vec<Item>>),
+    /// What a slot holds for the instant its contents are moved into a new
+    /// branch; never seen in a finished trie.
+    Vacant,
 }
 
 fn index(hash: u64, level: u32) -> u32 {
@@ -78,17 +81,37 @@ fn branch(bitmap: u32, slots: impl Iterator<Item = Slot>, len: usize) -> Branch 
     ThinArc::from_header_and_iter(bitmap, Exact { iter: slots, left: len })
 }
 
-fn with_slot_added(b: &Branch, bit: u32, slot: Slot) -> Branch {
+/// `b` with `slot` added at `bit`. A branch nobody else holds gives up its
+/// slots (no reference count changes, as when recovery loads keys); a shared
+/// one is copied.
+fn with_slot_added(b: &mut Branch, bit: u32, slot: Slot) -> Branch {
+    let (map, len, at) = (bitmap(b) | bit, b.slice.len() + 1, position(bitmap(b), bit));
+    if ThinArc::strong_count(b) == 1 {
+        return slots_mut(b, |slots| {
+            let (left, right) = slots.split_at_mut(at);
+            let moved = left.iter_mut().map(take).chain(std::iter::once(slot)).chain(right.iter_mut().map(take));
+            branch(map, moved, len)
+        });
+    }
     let old = &b.slice;
-    let at = position(bitmap(b), bit);
-    let slots = old[..at].iter().cloned().chain(std::iter::once(slot)).chain(old[at..].iter().cloned());
-    branch(bitmap(b) | bit, slots, old.len() + 1)
+    branch(map, old[..at].iter().cloned().chain(std::iter::once(slot)).chain(old[at..].iter().cloned()), len)
 }
 
-fn with_slot_removed(b: &Branch, bit: u32) -> Branch {
+/// `b` without the slot at `bit`; moves the others out of a branch nobody else holds.
+fn with_slot_removed(b: &mut Branch, bit: u32) -> Branch {
+    let (map, len, at) = (bitmap(b) & !bit, b.slice.len() - 1, position(bitmap(b), bit));
+    if ThinArc::strong_count(b) == 1 {
+        return slots_mut(b, |slots| {
+            let (left, right) = slots.split_at_mut(at);
+            branch(map, left.iter_mut().chain(right.iter_mut().skip(1)).map(take), len)
+        });
+    }
     let old = &b.slice;
-    let at = position(bitmap(b), bit);
-    branch(bitmap(b) & !bit, old[..at].iter().chain(&old[at + 1..]).cloned(), old.len() - 1)
+    branch(map, old[..at].iter().chain(&old[at + 1..]).cloned(), len)
+}
+
+fn take(slot: &mut Slot) -> Slot {
+    std::mem::replace(slot, Slot::Vacant)
 }
 
 /// Runs `f` on the branch's slots, first copying the branch if a published
@@ -143,6 +166,7 @@ impl Trie {
                 Slot::Item(item) => return (item.key() == key).then_some(item),
                 Slot::Branch(child) => b = child,
                 Slot::Collision(items) => return items.iter().find(|i| i.key() == key),
+                Slot::Vacant => return None,
             }
             level += 1;
         }
@@ -209,6 +233,10 @@ fn insert_into(b: &mut Branch, hash: u64, item: Item, level: u32, rehash: &dyn F
                     }
                 }
             }
+            Slot::Vacant => {
+                *slot = Slot::Item(item);
+                None
+            }
         }
     })
 }
@@ -225,7 +253,7 @@ fn remove_from(b: &mut Branch, hash: u64, key: &[u8], level: u32) -> Option<Item
             *b = with_slot_removed(b, bit);
             Some(removed)
         }
-        Slot::Item(_) => None,
+        Slot::Item(_) | Slot::Vacant => None,
         Slot::Branch(_) => slots_mut(b, |slots| {
             let Slot::Branch(child) = &mut slots[at] else { return None };
             let removed = remove_from(child, hash, key, level + 1)?;
@@ -294,6 +322,7 @@ impl<'a> Iterator for Iter<'a> {
                 Some(Slot::Item(item)) => return Some(item),
                 Some(Slot::Branch(child)) => self.stack.push(child.slice.iter()),
                 Some(Slot::Collision(items)) => self.collision = items.iter(),
+                Some(Slot::Vacant) => {}
             }
         }
     }
