@@ -152,13 +152,18 @@ impl Persistence {
         let cut = self.store.cut(|| self.log.cut());
         let dir = self.dir.clone();
         let now = self.clock.now_ms();
-        let written = tokio::task::spawn_blocking(move || {
-            write_snapshot(&dir, &cut, now, |n| info!(entries = n, "snapshot in progress"))
+        // Writing and the deletions after it (unlinking a large file takes
+        // the kernel a while) stay off the threads serving requests.
+        let written = super::background::run("cryptomem-snapshot", move || {
+            let written = write_snapshot(&dir, &cut, now, |n| info!(entries = n, "snapshot in progress"))?;
+            drop(cut);
+            if let Err(e) = remove_superseded(&dir, written.1.cut_seq) {
+                warn!(error = %e, "could not remove files the new snapshot supersedes; they will be retried next time");
+            }
+            Ok(written)
         })
         .await
-        .unwrap_or_else(|e| {
-            Err(PersistError::Io { file: self.dir.clone(), source: std::io::Error::other(e.to_string()) })
-        });
+        .unwrap_or_else(|e| Err(PersistError::Io { file: self.dir.clone(), source: std::io::Error::other(e) }));
         let (path, header) = match written {
             Ok(w) => w,
             Err(e) => {
@@ -167,9 +172,6 @@ impl Persistence {
                 return Err(e);
             }
         };
-        if let Err(e) = remove_superseded(&self.dir, header.cut_seq) {
-            warn!(error = %e, "could not remove files the new snapshot supersedes; they will be retried next time");
-        }
         let took = started.elapsed();
         info!(file = %path.display(), keys = header.entries, cut_seq = header.cut_seq, ms = took.as_millis() as u64, "snapshot written");
         *self.last_snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();

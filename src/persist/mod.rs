@@ -20,6 +20,7 @@
 //! segments after it, or the new one with (a superset of) the segments after
 //! it: both recover.
 
+pub mod background;
 pub mod data_dir;
 pub mod engine;
 pub mod files;
