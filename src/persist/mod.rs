@@ -22,6 +22,7 @@
 
 pub mod background;
 pub mod data_dir;
+pub mod direct_file;
 pub mod engine;
 pub mod files;
 pub mod frame;

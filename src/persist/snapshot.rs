@@ -30,10 +30,11 @@
 //! place and the directory fsynced, so a visible snapshot is always complete.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use super::PersistError;
+use super::direct_file::{ALIGN, DirectFile};
 use super::files::{PRIVATE_MODE, set_mode, sync_dir};
 use super::frame::{FRAME_HEADER_LEN, MAX_PAYLOAD, SnapshotEntry, SnapshotEntryRef, append_frame, decode};
 use crate::store::Cut;
@@ -109,10 +110,12 @@ pub fn write_snapshot(
     let mut header =
         SnapshotHeader { created_unix_ms: now_ms, cut_seq: cut.seq, entries: 0, shard_seqs: cut.shard_seqs.clone() };
     let header_len = header.encode().len();
-    let mut out = BufWriter::with_capacity(1 << 20, tmp);
-    out.write_all(&header.encode()).map_err(io_err)?;
+    // Past the page cache where the filesystem allows (see `direct_file`).
+    let mut file = DirectFile::open(tmp.path(), header_len).map_err(io_err)?;
+    // Frames are encoded straight into this buffer, written out in 1 MiB pieces.
+    let mut out: Vec<u8> = Vec::with_capacity(WRITE_CHUNK + (64 << 10));
+    out.extend_from_slice(&header.encode());
     let mut body_crc = crc32fast::Hasher::new();
-    let mut frame = Vec::new();
     let mut items = cut.maps.iter().flat_map(|m| m.iter());
     let mut batch: Vec<&crate::store::Item> = Vec::with_capacity(TOUCH_AHEAD);
     loop {
@@ -126,31 +129,36 @@ pub fn write_snapshot(
             if !item.is_live(now_ms) {
                 continue;
             }
-            frame.clear();
+            let start = out.len();
             let entry = SnapshotEntryRef { key: item.key(), value: item.value(), expires_at_ms: item.expires_at_ms() };
-            append_frame(&mut frame, &entry).map_err(|e| io_err(io::Error::other(e)))?;
-            body_crc.update(&frame);
-            out.write_all(&frame).map_err(io_err)?;
+            append_frame(&mut out, &entry).map_err(|e| io_err(io::Error::other(e)))?;
+            body_crc.update(&out[start..]);
+            if out.len() >= WRITE_CHUNK {
+                let whole = out.len() / ALIGN * ALIGN;
+                file.append(&out[..whole]).map_err(io_err)?;
+                out.drain(..whole);
+            }
             header.entries += 1;
             if header.entries.is_multiple_of(100_000) {
                 progress(header.entries);
             }
         }
     }
-    out.write_all(&TRAILER_MAGIC).map_err(io_err)?;
-    out.write_all(&header.entries.to_be_bytes()).map_err(io_err)?;
-    out.write_all(&body_crc.finalize().to_be_bytes()).map_err(io_err)?;
-    let mut tmp = out.into_inner().map_err(|e| io_err(e.into_error()))?;
-    // The entry count is only known now; the header has a fixed size, so rewrite it in place.
-    tmp.as_file_mut().seek(SeekFrom::Start(0)).map_err(io_err)?;
+    out.extend_from_slice(&TRAILER_MAGIC);
+    out.extend_from_slice(&header.entries.to_be_bytes());
+    out.extend_from_slice(&body_crc.finalize().to_be_bytes());
+    // The entry count is only known now; the header has a fixed size, so it
+    // is rewritten in place. `finish` also syncs the file.
     let encoded = header.encode();
     debug_assert_eq!(encoded.len(), header_len);
-    tmp.as_file_mut().write_all(&encoded).map_err(io_err)?;
-    tmp.as_file().sync_all().map_err(io_err)?;
+    file.finish(&out, &encoded).map_err(io_err)?;
     tmp.persist(&path).map_err(|e| io_err(e.error))?;
     sync_dir(dir).map_err(io_err)?;
     Ok((path, header))
 }
+
+/// Bytes gathered before each write to the file.
+const WRITE_CHUNK: usize = 1 << 20;
 
 /// Items whose memory is requested together before they are written.
 const TOUCH_AHEAD: usize = 32;
