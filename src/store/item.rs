@@ -19,7 +19,8 @@ struct Header {
     /// Absolute expiry in Unix ms, meaningful when `expires` is set.
     expires_at_ms: u64,
     expires: bool,
-    key_len: u16,
+    /// A `u32` fits the header's padding, so no key is ever cut short.
+    key_len: u32,
 }
 
 /// A stored key with its value and expiry. Cloning shares it (one refcount
@@ -29,17 +30,13 @@ struct Header {
 pub struct Item(ThinArc<Header, u8>);
 
 impl Item {
-    /// Copies `key` and `value` into a new item. Keys are at most 65,535
-    /// bytes (the protocol's `u16` field); a longer key is cut there, which
-    /// the request limits make impossible.
+    /// Copies `key` and `value` into a new item. (Keys are bounded far below
+    /// 4 GiB on every input path: the protocol's `u16` field, and the frame
+    /// size limit for keys read back from disk.)
     pub fn new(key: &[u8], value: &[u8], expires_at_ms: Option<u64>) -> Self {
-        let key = &key[..key.len().min(usize::from(u16::MAX))];
-        #[allow(clippy::cast_possible_truncation)] // cut to u16::MAX just above
-        let header = Header {
-            expires_at_ms: expires_at_ms.unwrap_or(0),
-            expires: expires_at_ms.is_some(),
-            key_len: key.len() as u16,
-        };
+        let key_len = u32::try_from(key.len()).unwrap_or(u32::MAX);
+        let key = &key[..key_len as usize];
+        let header = Header { expires_at_ms: expires_at_ms.unwrap_or(0), expires: expires_at_ms.is_some(), key_len };
         Self(ThinArc::from_header_and_iter(header, Concat { first: key, second: value, at: 0 }))
     }
 
@@ -51,12 +48,12 @@ impl Item {
 
     /// The key.
     pub fn key(&self) -> &[u8] {
-        &self.0.slice[..usize::from(self.0.header.header.key_len)]
+        &self.0.slice[..self.0.header.header.key_len as usize]
     }
 
     /// The value exactly as the client sent it.
     pub fn value(&self) -> &[u8] {
-        &self.0.slice[usize::from(self.0.header.header.key_len)..]
+        &self.0.slice[self.0.header.header.key_len as usize..]
     }
 
     /// Absolute expiry in Unix milliseconds; `None` never expires.
@@ -151,6 +148,8 @@ mod tests {
         assert!(item.is_live(41) && !item.is_live(42));
         let forever = item.with_expiry(None);
         assert_eq!((forever.key(), forever.value(), forever.expires_at_ms()), (&b"key"[..], &b"value"[..], None));
+        let long_key = vec![b'k'; 70_000];
+        assert_eq!(Item::new(&long_key, b"v", None).key().len(), 70_000, "keys longer than u16 stay whole");
         let empty = Item::new(b"k", b"", Some(0));
         assert_eq!((empty.value(), empty.expires_at_ms()), (&b""[..], Some(0)), "expiry 0 is not `none`");
     }
