@@ -71,6 +71,14 @@ async fn bench_runs_for_a_second_and_reports_rates_and_latencies() {
     let json: serde_json::Value = serde_json::from_str(&tool(args).await).unwrap();
     assert!(json[0]["ops_per_sec"].as_f64().unwrap() > 0.0, "{json}");
     assert_eq!(json[0]["errors"], 0, "{json}");
+    // Fill writes each key of the keyspace exactly once, whatever -n says.
+    let args = ["bench", "-c", "3", "-P", "8", "-r", "500", "-n", "10", "-t", "fill", "--json", "--credentials"];
+    let mut args: Vec<String> = args.iter().map(|s| (*s).to_string()).collect();
+    args.push(creds.display().to_string());
+    let json: serde_json::Value = serde_json::from_str(&tool(args).await).unwrap();
+    assert_eq!(json[0]["test"], "FILL", "{json}");
+    assert_eq!(json[0]["requests"], 500, "{json}");
+    assert_eq!(json[0]["errors"], 0, "{json}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
