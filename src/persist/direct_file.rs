@@ -18,8 +18,8 @@
 //! calls write through the page cache.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::path::Path;
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 
 /// Alignment of buffers, offsets and lengths for `O_DIRECT`.
 pub const ALIGN: usize = 4096;
@@ -28,6 +28,7 @@ const STAGE: usize = 1 << 20;
 
 /// A file being written from the start, sequentially.
 pub struct DirectFile {
+    path: PathBuf,
     file: File,
     direct: bool,
     /// Aligned staging memory: `stage[off..off + STAGE]` is `ALIGN`-aligned.
@@ -48,18 +49,26 @@ impl DirectFile {
     /// # Errors
     /// I/O errors opening the file.
     pub fn open(path: &Path, keep_head: usize) -> io::Result<Self> {
-        let (file, direct) = match open_direct(path) {
-            Ok(file) => (file, true),
-            Err(_) => (OpenOptions::new().write(true).open(path)?, false),
-        };
-        let stage = vec![0u8; STAGE + ALIGN];
-        let off = stage.as_ptr().align_offset(ALIGN).min(ALIGN);
-        Ok(Self { file, direct, stage, off, pos: 0, head: Vec::new(), keep: keep_head.next_multiple_of(ALIGN) })
+        match open_direct(path) {
+            Ok(file) => Ok(Self::with_file(path, file, true, keep_head)),
+            Err(_) => Self::open_buffered(path, keep_head),
+        }
     }
 
-    /// Whether writes bypass the page cache.
-    pub fn is_direct(&self) -> bool {
-        self.direct
+    /// As [`DirectFile::open`], through the page cache.
+    ///
+    /// # Errors
+    /// I/O errors opening the file.
+    pub fn open_buffered(path: &Path, keep_head: usize) -> io::Result<Self> {
+        let file = OpenOptions::new().write(true).open(path)?;
+        Ok(Self::with_file(path, file, false, keep_head))
+    }
+
+    fn with_file(path: &Path, file: File, direct: bool, keep_head: usize) -> Self {
+        let stage = vec![0u8; STAGE + ALIGN];
+        let off = stage.as_ptr().align_offset(ALIGN).min(ALIGN);
+        let keep = keep_head.next_multiple_of(ALIGN);
+        Self { path: path.to_path_buf(), file, direct, stage, off, pos: 0, head: Vec::new(), keep }
     }
 
     /// Appends `data`, whose length must be a multiple of [`ALIGN`].
@@ -86,8 +95,13 @@ impl DirectFile {
             stage.copy_from_slice(piece);
             match self.file.write_all(stage) {
                 Ok(()) => {}
-                // Some filesystems accept O_DIRECT at open and refuse it here.
-                Err(e) if e.kind() == io::ErrorKind::InvalidInput && self.pos == 0 => {
+                // Some filesystems accept O_DIRECT at open and refuse it
+                // here: go on through the page cache, on a descriptor
+                // opened without it, from where this piece starts.
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                    let at = self.file.stream_position()?;
+                    self.file = OpenOptions::new().write(true).open(&self.path)?;
+                    self.file.seek(SeekFrom::Start(at))?;
                     self.direct = false;
                     self.file.write_all(piece)?;
                 }
@@ -125,7 +139,7 @@ impl DirectFile {
             // The kept copy of the file's start, patched and written again.
             let mut first = std::mem::take(&mut self.head);
             overlay(&mut first, 0, head);
-            io::Seek::seek(&mut self.file, io::SeekFrom::Start(0))?;
+            self.file.seek(SeekFrom::Start(0))?;
             for piece in first.chunks(STAGE) {
                 self.write_piece(piece)?;
             }
@@ -162,12 +176,16 @@ fn open_direct(_: &Path) -> io::Result<File> {
 mod tests {
     use super::*;
 
-    fn roundtrip(total: usize, keep: usize) {
+    fn roundtrip(total: usize, keep: usize, direct: bool) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         File::create(&path).unwrap();
         let data: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
-        let mut f = DirectFile::open(&path, keep).unwrap();
+        let mut f = if direct {
+            DirectFile::open(&path, keep).unwrap()
+        } else {
+            DirectFile::open_buffered(&path, keep).unwrap()
+        };
         let whole = total / ALIGN * ALIGN;
         let split = whole / 2 / ALIGN * ALIGN;
         f.append(&data[..split]).unwrap();
@@ -176,7 +194,7 @@ mod tests {
         f.finish(&data[whole..], &head).unwrap();
         let mut expected = data.clone();
         expected[..head.len()].copy_from_slice(&head);
-        assert_eq!(std::fs::read(&path).unwrap(), expected, "{total} bytes, head {keep}");
+        assert_eq!(std::fs::read(&path).unwrap(), expected, "{total} bytes, head {keep}, direct {direct}");
     }
 
     #[test]
@@ -184,7 +202,8 @@ mod tests {
         for (total, keep) in
             [(0, 0), (10, 4), (ALIGN, 100), (ALIGN + 1, 100), (3 * STAGE + 12_345, 40_000), (5000, 5000), (9000, 8500)]
         {
-            roundtrip(total, keep);
+            roundtrip(total, keep, true);
+            roundtrip(total, keep, false);
         }
     }
 
