@@ -9,7 +9,7 @@ use common::{RawConn, TestServer, assert_error};
 use cryptomem::auth::{Role, Token, TokenTable};
 use cryptomem::client::Error;
 use cryptomem::protocol::Request;
-use cryptomem::{Client, SetOptions};
+use cryptomem::{Client, ClientConfig, SetOptions};
 
 async fn as_token(server: &TestServer, token: Token) -> Result<Client, Error> {
     let mut config = server.config();
@@ -207,4 +207,36 @@ async fn offline_edits_of_the_token_file_apply_without_a_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(refused, "an offline revoke reaches open connections");
+}
+
+/// Regression: 50 wrong tokens sent at once on 50 connections were all
+/// verified; an attempt now counts against the budget when it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_guesses_cannot_outrun_the_lockout() {
+    let server = TestServer::start_with(|c| {
+        c.auth.throttle.max_failures = 10;
+        c.auth.throttle.lockout = Duration::from_secs(60);
+    })
+    .await;
+    let guesses: Vec<_> = (0..50)
+        .map(|_| {
+            let config = ClientConfig::new(server.addr.to_string(), server.public_key, Token::generate().unwrap());
+            tokio::spawn(async move { Client::connect(config).await.map(|_| ()).unwrap_err().to_string() })
+        })
+        .collect();
+    let mut wrongpass = 0;
+    let mut locked = 0;
+    for guess in guesses {
+        let err = guess.await.unwrap();
+        if err.contains("WRONGPASS") {
+            wrongpass += 1;
+        } else if err.contains("LOCKED") {
+            locked += 1;
+        }
+    }
+    assert!(wrongpass <= 10, "{wrongpass} guesses were verified");
+    assert_eq!(wrongpass + locked, 50);
+    server.clock.advance(Duration::from_secs(61));
+    let info = server.client().await.info().await.unwrap();
+    assert!(info_value(&info, "argon2_verifications") <= 11, "10 guesses and the admin's own AUTH at most");
 }

@@ -203,7 +203,7 @@ impl Authenticator {
     /// [`AuthError::LockedOut`] while `peer` is locked out (no verification is
     /// run), [`AuthError::InvalidToken`] for anything but a valid token.
     pub async fn authenticate(&self, presented: &[u8], peer: IpAddr) -> Result<Principal, AuthError> {
-        if let Err(left) = self.throttle.check(peer) {
+        if let Err(left) = self.throttle.begin_attempt(peer) {
             self.stats.refused_locked.fetch_add(1, Ordering::Relaxed);
             return Err(AuthError::LockedOut(left));
         }

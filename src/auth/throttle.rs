@@ -96,8 +96,14 @@ impl Throttle {
         }
     }
 
-    /// Counts a failure; returns the lockout length if this failure started one.
-    pub fn record_failure(&self, ip: IpAddr) -> Option<Duration> {
+    /// Counts an attempt from `ip` against its budget before it is verified,
+    /// so guesses sent in parallel cannot outrun the lockout: once
+    /// `max_failures` attempts are counted in the window, the next one starts
+    /// the lockout instead of a verification. A success clears the count.
+    ///
+    /// # Errors
+    /// The time left if `ip` is locked out (now, or by this attempt).
+    pub fn begin_attempt(&self, ip: IpAddr) -> Result<(), Duration> {
         let now = self.clock.now_ms();
         let window = duration_ms_ceil(self.config.window);
         let mut entries = self.entries();
@@ -111,18 +117,38 @@ impl Throttle {
             }
         }
         let e = entries.entry(group(ip)).or_insert(Entry { failures: 0, window_start_ms: now, locked_until_ms: 0 });
+        if e.locked_until_ms > now {
+            return Err(Duration::from_millis(e.locked_until_ms - now));
+        }
         if e.window_start_ms + window <= now {
-            *e = Entry { failures: 0, window_start_ms: now, locked_until_ms: e.locked_until_ms };
+            *e = Entry { failures: 0, window_start_ms: now, locked_until_ms: 0 };
+        }
+        if e.failures >= self.config.max_failures {
+            self.lock_out(e, now);
+            return Err(self.config.lockout);
         }
         e.failures += 1;
+        Ok(())
+    }
+
+    /// After a counted attempt failed: starts the lockout (and returns its
+    /// length) if the budget is spent.
+    pub fn record_failure(&self, ip: IpAddr) -> Option<Duration> {
+        let now = self.clock.now_ms();
+        let mut entries = self.entries();
+        let e = entries.get_mut(&group(ip))?;
         if e.failures >= self.config.max_failures && e.locked_until_ms <= now {
-            e.locked_until_ms = now + duration_ms_ceil(self.config.lockout);
-            e.failures = 0;
-            e.window_start_ms = now;
-            self.lockouts.fetch_add(1, Ordering::Relaxed);
+            self.lock_out(e, now);
             return Some(self.config.lockout);
         }
         None
+    }
+
+    fn lock_out(&self, e: &mut Entry, now: u64) {
+        e.locked_until_ms = now + duration_ms_ceil(self.config.lockout);
+        e.failures = 0;
+        e.window_start_ms = now;
+        self.lockouts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Clears `ip`'s failures after a successful AUTH.
@@ -152,13 +178,34 @@ mod tests {
         (Throttle::new(config, clock.clone()), clock)
     }
 
+    /// A whole failed attempt.
+    fn fail(t: &Throttle, ip: IpAddr) -> Option<Duration> {
+        t.begin_attempt(ip).ok()?;
+        t.record_failure(ip)
+    }
+
+    /// Regression: 50 guesses sent at once were all verified; only finished
+    /// failures counted.
+    #[test]
+    fn attempts_in_flight_count_against_the_budget() {
+        let (t, _) = throttle();
+        let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        for _ in 0..3 {
+            assert!(t.begin_attempt(ip).is_ok());
+        }
+        assert_eq!(t.begin_attempt(ip), Err(Duration::from_secs(30)), "the fourth, before any finished");
+        assert_eq!(t.lockouts.load(Ordering::Relaxed), 1);
+        assert_eq!(t.record_failure(ip), None, "already locked out");
+        assert!(t.begin_attempt(ip).is_err());
+    }
+
     #[test]
     fn lockout_after_max_failures_then_recovery() {
         let (t, clock) = throttle();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        assert_eq!(t.record_failure(ip), None);
-        assert_eq!(t.record_failure(ip), None);
-        assert_eq!(t.record_failure(ip), Some(Duration::from_secs(30)));
+        assert_eq!(fail(&t, ip), None);
+        assert_eq!(fail(&t, ip), None);
+        assert_eq!(fail(&t, ip), Some(Duration::from_secs(30)));
         assert_eq!(t.check(ip), Err(Duration::from_secs(30)));
         assert!(t.check("10.0.0.2".parse().unwrap()).is_ok(), "other addresses are unaffected");
         clock.advance(Duration::from_secs(30));
@@ -170,20 +217,20 @@ mod tests {
     fn failures_outside_the_window_and_successes_reset_the_count() {
         let (t, clock) = throttle();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        t.record_failure(ip);
-        t.record_failure(ip);
+        fail(&t, ip);
+        fail(&t, ip);
         clock.advance(Duration::from_secs(11));
-        assert_eq!(t.record_failure(ip), None, "a new window started");
-        t.record_failure(ip);
+        assert_eq!(fail(&t, ip), None, "a new window started");
+        fail(&t, ip);
         t.record_success(ip);
-        assert_eq!(t.record_failure(ip), None);
+        assert_eq!(fail(&t, ip), None);
     }
 
     #[test]
     fn ipv6_is_grouped_by_64() {
         let (t, _) = throttle();
         for i in 1..=3 {
-            t.record_failure(format!("2001:db8:1:2::{i}").parse().unwrap());
+            fail(&t, format!("2001:db8:1:2::{i}").parse().unwrap());
         }
         assert!(t.check("2001:db8:1:2::ffff".parse().unwrap()).is_err());
         assert!(t.check("2001:db8:1:3::1".parse().unwrap()).is_ok());
@@ -193,7 +240,7 @@ mod tests {
     fn the_table_stays_bounded() {
         let (t, _) = throttle();
         for i in 0..(MAX_TRACKED as u32 + 10) {
-            t.record_failure(IpAddr::V4(i.into()));
+            fail(&t, IpAddr::V4(i.into()));
         }
         assert!(t.entries().len() <= MAX_TRACKED);
     }
