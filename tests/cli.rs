@@ -119,9 +119,13 @@ fn serve_keygen_and_every_command() {
     let cli = Cli { credentials: credentials.clone(), key: tmp.path().join("value.key") };
 
     #[cfg(unix)]
-    for (file, want) in
-        [("server.key", 0o600), ("tokens.toml", 0o600), ("credentials.toml", 0o600), ("server.pub", 0o644)]
-    {
+    for (file, want) in [
+        ("server.key", 0o600),
+        ("tokens.toml", 0o600),
+        ("credentials.toml", 0o600),
+        ("server.pub", 0o644),
+        ("LOCK", 0o600),
+    ] {
         assert_eq!(mode(&data.join(file)), want, "{file}");
     }
 

@@ -62,8 +62,13 @@ pub enum DataDirError {
 /// [`DataDirError::Locked`] if another process holds it, I/O errors otherwise.
 pub fn lock_data_dir(root: &Path) -> Result<std::fs::File, DataDirError> {
     let path = root.join(LOCK_FILE);
-    let file =
-        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, PRIVATE_MODE);
+    let file = options.open(&path).map_err(io_err(&path))?;
+    // A LOCK created by an older version may be 0644.
+    crate::persist::files::set_mode(&path, PRIVATE_MODE).map_err(io_err(&path))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(DataDirError::Locked(root.display().to_string())),
