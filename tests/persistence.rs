@@ -2,14 +2,20 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
-use common::{TestServer, eventually};
+use bytes::Bytes;
+use common::{RawConn, TestServer, assert_error, eventually};
 use cryptomem::client::Error;
 use cryptomem::persist::FsyncPolicy;
+use cryptomem::persist::disk::faults::FaultyDisk;
 use cryptomem::persist::log::segment_name;
+use cryptomem::protocol::{Request, Response, SetCondition};
 use cryptomem::store::Clock;
 use cryptomem::{KeyTtl, SetOptions};
+use tokio::io::AsyncWriteExt;
 
 use common::info_field as info_value;
 
@@ -170,33 +176,158 @@ async fn snapshots_are_taken_on_the_interval_when_something_changed() {
 }
 
 #[tokio::test]
-async fn with_fsync_always_a_failing_log_refuses_writes_but_serves_reads() {
-    let server = TestServer::start_with(|c| c.persist.fsync = FsyncPolicy::Always).await;
+async fn a_log_that_cannot_create_its_segment_refuses_writes_but_serves_reads() {
+    let server = TestServer::start().await;
     let c = server.client().await;
     c.set("before", b"kept").await.unwrap();
     // The next segment (starting after the cut SAVE takes) will be on a full disk.
     std::os::unix::fs::symlink("/dev/full", server.data_dir.join(segment_name(2))).unwrap();
     c.save().await.unwrap();
-    assert!(
-        eventually(
-            || server.store.len() == 1 && std::fs::symlink_metadata(server.data_dir.join(segment_name(2))).is_ok()
-        )
-        .await
-    );
-    let mut failed = false;
+    let mut refused = false;
     for _ in 0..100 {
         if info_value(&c.info().await.unwrap(), "writes_enabled") == "0" {
-            failed = true;
+            refused = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(failed, "INFO reports writes disabled");
+    assert!(refused, "INFO reports writes disabled");
     let err = c.set("after", b"x").await.unwrap_err();
     assert!(matches!(&err, Error::Server { code, .. } if code == "IOERR"), "{err}");
-    assert!(err.to_string().contains("No space left"), "{err}");
+    assert!(err.to_string().contains("No space left") && err.to_string().contains("retrying"), "{err}");
     assert_eq!(c.get("before").await.unwrap().unwrap(), b"kept", "reads keep working");
     assert!(info_value(&c.info().await.unwrap(), "last_error").contains("No space left"));
+}
+
+fn full_disk() -> (FaultyDisk, impl FnOnce(&mut cryptomem::server::ServerConfig)) {
+    let disk = FaultyDisk::default();
+    let config_disk = disk.clone();
+    (disk, move |cfg: &mut cryptomem::server::ServerConfig| cfg.log_disk = Arc::new(config_disk))
+}
+
+/// Regression (issue 9, items 3 and 4): under `always` a failed log write
+/// closed the connection and dropped every reply of the batch, and the
+/// writes it failed stayed readable until restart.
+#[tokio::test]
+async fn with_fsync_always_a_log_failure_answers_ioerr_in_place_and_stops_the_server() {
+    let (disk, use_disk) = full_disk();
+    let server = TestServer::start_with(|cfg| {
+        use_disk(cfg);
+        cfg.persist.fsync = FsyncPolicy::Always;
+    })
+    .await;
+    let c = server.client().await;
+    c.set_raw_with("before", &b"kept"[..], SetOptions::default()).await.unwrap();
+    let mut raw = RawConn::authed(&server).await;
+    disk.0.full.store(true, SeqCst);
+    let batch = [
+        Request::Set { key: "a".into(), value: "1".into(), ttl: None, condition: SetCondition::Always },
+        Request::Get { key: "before".into() },
+        Request::Set { key: "b".into(), value: "2".into(), ttl: None, condition: SetCondition::Always },
+        Request::Ping { message: Bytes::new() },
+    ];
+    let mut wire = Vec::new();
+    for request in &batch {
+        wire.extend(raw.seal(request));
+    }
+    raw.stream.write_all(&wire).await.unwrap();
+    let first = raw.recv().await;
+    assert_error(first.clone(), "IOERR");
+    assert!(format!("{first:?}").contains("not durable"), "{first:?}");
+    assert_eq!(raw.recv().await, Some(Response::ok(Bytes::from_static(b"kept"))), "the read is answered");
+    assert_error(raw.recv().await, "IOERR");
+    assert_eq!(raw.recv().await, Some(Response::ok(Bytes::from_static(b"PONG"))));
+    raw.assert_closed().await;
+
+    let (tmp, token) = (server.tempdir(), server.token.clone());
+    let err = server.exited().await.unwrap_err();
+    assert!(err.to_string().contains("No space left") && err.to_string().contains("fatal"), "{err}");
+    // Nothing a client was told failed comes back; what it was told succeeded does.
+    disk.0.full.store(false, SeqCst);
+    let server = TestServer::start_in(tmp, Some(token), |_| {}).await;
+    let c = server.client().await;
+    assert_eq!(c.get_raw("before").await.unwrap().unwrap(), &b"kept"[..]);
+    assert_eq!(c.get_raw("a").await.unwrap(), None);
+    assert_eq!(c.get_raw("b").await.unwrap(), None);
+}
+
+/// Regression (issue 9, item 2): under `everysec` a failed write dropped
+/// acknowledged records from the buffer.
+#[tokio::test]
+async fn with_fsync_everysec_writes_acknowledged_before_a_full_disk_survive_it() {
+    let (disk, use_disk) = full_disk();
+    let server = TestServer::start_with(use_disk).await;
+    let c = server.client().await;
+    disk.0.full.store(true, SeqCst);
+    let mut acknowledged = Vec::new();
+    for i in 0..10_000 {
+        match c.set(format!("k{i}"), b"v").await {
+            Ok(()) => acknowledged.push(i),
+            Err(e) => {
+                assert!(e.to_string().contains("IOERR") && e.to_string().contains("No space left"), "{e}");
+                break;
+            }
+        }
+    }
+    assert!(!acknowledged.is_empty() && acknowledged.len() < 10_000, "{} acknowledged", acknowledged.len());
+    let info = c.info().await.unwrap();
+    assert_eq!(info_value(&info, "writes_enabled"), "0");
+    assert!(info_value(&info, "log_not_durable_records").parse::<u64>().unwrap() >= 1);
+    disk.0.full.store(false, SeqCst);
+    assert!(eventually(|| std::fs::read_dir(&server.data_dir).is_ok() && disk.0.failed_appends.load(SeqCst) > 0).await);
+    let mut accepted = false;
+    for _ in 0..100 {
+        if c.set("after", b"a").await.is_ok() {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(accepted, "writes are accepted once the disk has room");
+    drop(c);
+    // A crash, not a graceful stop: only the log can have them.
+    let (tmp, token) = (server.tempdir(), server.token.clone());
+    server.crash().await;
+    let server = TestServer::start_in(tmp, Some(token), |_| {}).await;
+    let c = server.client().await;
+    for i in acknowledged {
+        assert_eq!(c.get(format!("k{i}")).await.unwrap().as_deref(), Some(&b"v"[..]), "k{i}");
+    }
+    assert_eq!(c.get("after").await.unwrap().unwrap(), b"a");
+}
+
+#[tokio::test]
+async fn after_a_restart_the_log_on_disk_counts_towards_the_next_snapshot() {
+    let server = TestServer::start().await;
+    let c = server.client().await;
+    for i in 0..50 {
+        c.set(format!("k{i}"), b"v").await.unwrap();
+    }
+    drop(c);
+    let (tmp, token) = (server.tempdir(), server.token.clone());
+    server.crash().await;
+    let server = TestServer::start_in(Arc::clone(&tmp), Some(token.clone()), |_| {}).await;
+    let info = server.client().await.info().await.unwrap();
+    assert_eq!(info_value(&info, "changes_since_snapshot"), "50", "regression: was 0 after a restart");
+    assert!(info_value(&info, "log_bytes_since_snapshot").parse::<u64>().unwrap() > 50 * 20);
+    // A graceful stop with no new writes still snapshots what the log replayed.
+    let data_dir = server.data_dir.clone();
+    server.stop().await;
+    let listing = cryptomem::persist::recovery::list(&data_dir).unwrap();
+    assert_eq!(listing.snapshots.last().map(|(cut, _)| *cut), Some(50), "{listing:?}");
+}
+
+#[tokio::test]
+async fn temp_files_of_interrupted_snapshots_are_removed_at_start() {
+    let server = TestServer::start().await;
+    let (tmp, token, dir) = (server.tempdir(), server.token.clone(), server.data_dir.clone());
+    server.stop().await;
+    std::fs::write(dir.join(".tmp-snapshot-Ab12Cd"), vec![0u8; 4096]).unwrap();
+    std::fs::write(dir.join(".tmp-snapshot-not-ours.txt"), b"someone else's").unwrap();
+    let server = TestServer::start_in(tmp, Some(token), |_| {}).await;
+    assert!(!dir.join(".tmp-snapshot-Ab12Cd").exists(), "the leftover is gone");
+    assert!(dir.join(".tmp-snapshot-not-ours.txt").exists(), "only names the server writes are removed");
+    server.stop().await;
 }
 
 #[tokio::test]

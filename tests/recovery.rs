@@ -156,6 +156,64 @@ async fn a_flipped_byte_in_a_middle_log_record_stops_recovery_and_changes_nothin
     assert_eq!(after, before, "recovery did not modify the damaged file");
 }
 
+/// Regression: a flipped bit in a record's length made the record seem to run
+/// past the end of the file, so recovery "truncated a torn write" and served
+/// none of the records after it.
+#[tokio::test]
+async fn a_flipped_length_is_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), false).await;
+    let seg = only_segment(dir.path());
+    let before = std::fs::read(&seg).unwrap();
+    let mut bytes = before.clone();
+    bytes[17] ^= 0x10; // The first record's length, as the outside tester did.
+    std::fs::write(&seg, &bytes).unwrap();
+    let offset = assert_corrupted(reload(dir.path()), &seg, "intact record follows");
+    assert_eq!(offset, 16);
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes, "nothing truncated");
+}
+
+/// Every single-bit flip anywhere before the last record stops recovery with
+/// the damaged record's offset; none is ever taken for a torn tail.
+#[tokio::test]
+async fn no_flip_before_the_last_record_is_silently_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), false).await;
+    let seg = only_segment(dir.path());
+    let original = std::fs::read(&seg).unwrap();
+    let (_, report) = reload(dir.path()).unwrap();
+    assert_eq!(report.segments[0].records, 20);
+    let starts = record_offsets(&original);
+    let last = *starts.last().unwrap();
+    for at in 16..last {
+        for bit in [0x01u8, 0x10, 0x80] {
+            let mut bytes = original.clone();
+            bytes[at as usize] ^= bit;
+            std::fs::write(&seg, &bytes).unwrap();
+            let damaged = *starts.iter().rev().find(|&&s| s <= at).unwrap();
+            let offset = assert_corrupted(reload(dir.path()), &seg, "");
+            assert_eq!(offset, damaged, "flip {bit:#x} at {at}");
+        }
+    }
+    // In the last record, damage is what a crash leaves: the record is dropped.
+    let mut bytes = original.clone();
+    bytes[last as usize + 1] ^= 0x10;
+    std::fs::write(&seg, &bytes).unwrap();
+    assert_eq!(reload(dir.path()).unwrap().0.len(), 19);
+}
+
+/// Start offsets of the records of an undamaged version 2 segment.
+fn record_offsets(segment: &[u8]) -> Vec<u64> {
+    let mut offsets = Vec::new();
+    let mut at = 16;
+    while at < segment.len() {
+        offsets.push(at as u64);
+        let len = u32::from_be_bytes(segment[at..at + 4].try_into().unwrap()) as usize;
+        at += 12 + len;
+    }
+    offsets
+}
+
 #[tokio::test]
 async fn a_torn_tail_is_truncated_and_the_rest_recovered() {
     let dir = tempfile::tempdir().unwrap();
@@ -278,7 +336,7 @@ async fn unknown_format_versions_are_refused_by_name() {
     build(dir.path(), false).await;
     let seg = only_segment(dir.path());
     let mut bytes = std::fs::read(&seg).unwrap();
-    bytes[7] = 2;
+    bytes[7] = 3;
     std::fs::write(&seg, bytes).unwrap();
-    assert_corrupted(reload(dir.path()), &seg, "version 2");
+    assert_corrupted(reload(dir.path()), &seg, "version 3");
 }

@@ -61,7 +61,9 @@ async fn serve(config: cryptomem::server::ServerConfig) -> anyhow::Result<ExitCo
     if let Some(report) = init {
         announce_new_data_dir(server.data_dir(), &report, addr)?;
     }
-    server.run(shutdown_signal()).await;
+    // A fatal log failure has been logged with the records it concerns; the
+    // exit status tells a service manager to restart (once the disk works).
+    server.run(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -10,8 +10,9 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::PersistError;
+use super::disk::{LogDisk, OsDisk};
 use super::log::{FsyncPolicy, Log};
-use super::recovery::{RecoveryReport, TailMode, list, recover};
+use super::recovery::{RecoveryReport, TailMode, list, recover, remove_leftovers};
 use super::snapshot::{SnapshotHeader, write_snapshot};
 use crate::store::{Clock, Store};
 
@@ -100,8 +101,24 @@ impl Persistence {
         clock: Clock,
         config: PersistConfig,
     ) -> Result<(Arc<Self>, RecoveryReport), PersistError> {
+        Self::open_on(Arc::new(OsDisk), dir, store, clock, config)
+    }
+
+    /// [`Persistence::open`] with the log on `disk` (fault-injection tests).
+    ///
+    /// # Errors
+    /// As [`Persistence::open`].
+    pub fn open_on(
+        disk: Arc<dyn LogDisk>,
+        dir: &Path,
+        store: Arc<Store>,
+        clock: Clock,
+        config: PersistConfig,
+    ) -> Result<(Arc<Self>, RecoveryReport), PersistError> {
         let report = recover(dir, &store, clock.now_ms(), TailMode::Truncate)?;
-        let log = Log::open(dir, report.next_seq, config.fsync)
+        remove_snapshot_leftovers(dir);
+        let since_cut = (report.replayed, report.replayed_bytes);
+        let log = Log::open_on(disk, dir, report.next_seq, since_cut, config.fsync)
             .map_err(|source| PersistError::Io { file: dir.to_path_buf(), source })?;
         let log = Arc::new(log);
         store.attach_journal(Arc::clone(&log) as Arc<dyn crate::store::Journal>);
@@ -167,11 +184,24 @@ impl Persistence {
         let (path, header) = match written {
             Ok(w) => w,
             Err(e) => {
-                warn!(error = %e, "snapshot failed; the log still has every change");
+                // Say what the log really holds: it may be failing too (a full disk).
+                match (self.log.refusal(), self.log.not_durable()) {
+                    (None, _) => warn!(error = %e, "snapshot failed; the log has every change"),
+                    (Some(why), Some(range)) => warn!(
+                        error = %e,
+                        "snapshot failed, and the log cannot write either ({why}): records {}..={} are not on disk",
+                        range.start(),
+                        range.end()
+                    ),
+                    (Some(why), None) => {
+                        warn!(error = %e, "snapshot failed; the log cannot take new writes ({why}) but has every change so far");
+                    }
+                }
                 self.stats().last_error = Some(e.to_string());
                 return Err(e);
             }
         };
+        self.log.snapshot_written(header.cut_seq);
         let took = started.elapsed();
         info!(file = %path.display(), keys = header.entries, cut_seq = header.cut_seq, ms = took.as_millis() as u64, "snapshot written");
         *self.last_snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
@@ -195,20 +225,50 @@ impl Persistence {
                 let by_count = this.config.snapshot_after_writes > 0 && changes >= this.config.snapshot_after_writes;
                 let by_size = this.config.log_outgrew_snapshot(log_bytes, this.stats().last_snapshot_bytes);
                 let by_time = changes > 0 && this.last_snapshot_at().elapsed() >= this.config.snapshot_interval;
-                if (by_count || by_size || by_time) && this.log.status().failed.is_none() {
+                if (by_count || by_size || by_time) && this.log.refusal().is_none() {
                     let _ = this.snapshot().await;
                 }
             }
         }))
     }
 
-    /// At shutdown: a final snapshot if anything changed, then flush and stop the log.
+    /// At shutdown: a final snapshot if anything changed since the last one
+    /// (also changes replayed at start), then flush and stop the log, and say
+    /// what is not durable if anything is.
+    ///
+    /// After a failure under `always` no snapshot is taken: the writes the log
+    /// could not make durable were answered `IOERR`, and the next start must
+    /// not show them. Under `everysec` and `no` the snapshot is tried even when
+    /// the log failed: it is a new file, and if it can be written it keeps
+    /// every acknowledged write the log could not.
     pub async fn shutdown(&self) {
-        if self.log.since_cut().0 > 0 && self.log.status().failed.is_none() {
+        let failed_always = self.config.fsync == FsyncPolicy::Always && self.log.refusal().is_some();
+        if self.log.since_cut().0 > 0 && !failed_always {
             let _ = self.snapshot().await;
         }
         let log = Arc::clone(&self.log);
         let _ = tokio::task::spawn_blocking(move || log.close()).await;
+        match self.log.not_durable() {
+            None => info!(last_seq = self.log.last_seq(), "every change is in the log or the final snapshot"),
+            Some(range) => warn!(
+                "records {}..={} are not on disk{}",
+                range.start(),
+                range.end(),
+                if failed_always { " (their writes were answered IOERR)" } else { "" }
+            ),
+        }
+    }
+
+    /// Resolves with the log's error once a failure makes the server stop:
+    /// any log failure under `fsync always`. Never resolves otherwise.
+    pub async fn fatal_failure(&self) -> String {
+        if self.config.fsync != FsyncPolicy::Always {
+            return std::future::pending().await;
+        }
+        match self.log.wait_failed().await {
+            Some(e) => e,
+            None => std::future::pending().await,
+        }
     }
 
     /// The `# Persistence` section of INFO.
@@ -221,7 +281,10 @@ impl Persistence {
         let mut out = String::new();
         let _ = writeln!(out, "\n# Persistence");
         let _ = writeln!(out, "fsync:{}", self.config.fsync);
-        let _ = writeln!(out, "writes_enabled:{}", u8::from(status.failed.is_none()));
+        let refusal = self.log.refusal();
+        let _ = writeln!(out, "writes_enabled:{}", u8::from(refusal.is_none()));
+        let unwritten = self.log.not_durable().map_or(0, |r| r.end() - r.start() + 1);
+        let _ = writeln!(out, "log_not_durable_records:{unwritten}");
         let _ = writeln!(out, "log_last_seq:{}", self.log.last_seq());
         let _ = writeln!(out, "log_durable_seq:{}", status.durable_seq);
         let _ = writeln!(out, "log_bytes:{log_bytes}");
@@ -234,9 +297,21 @@ impl Persistence {
             writeln!(out, "last_snapshot_duration_ms:{}", stats.last_snapshot_duration.map_or(0, |d| d.as_millis()));
         let _ = writeln!(out, "last_snapshot_keys:{}", stats.last_snapshot_keys);
         let _ = writeln!(out, "last_snapshot_bytes:{}", stats.last_snapshot_bytes);
-        let error = status.failed.or(stats.last_error).unwrap_or_default();
+        let error = refusal.or(stats.last_error).unwrap_or_default();
         let _ = writeln!(out, "last_error:{}", error.replace('\n', " "));
         out
+    }
+}
+
+/// Deletes what snapshots a crash interrupted left behind; the caller holds
+/// the data dir's lock, so no one else is writing them. Failing to is logged,
+/// not fatal: they only take space.
+fn remove_snapshot_leftovers(dir: &Path) {
+    let removed = list(dir).and_then(|listing| Ok((listing.leftovers.len(), remove_leftovers(dir, &listing)?)));
+    match removed {
+        Ok((0, _)) => {}
+        Ok((files, bytes)) => info!(files, bytes, "removed temp files of snapshots a crash interrupted"),
+        Err(e) => warn!(error = %e, "cannot remove temp files of interrupted snapshots"),
     }
 }
 

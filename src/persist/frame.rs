@@ -1,11 +1,32 @@
-//! The checksummed frame shared by log records and snapshot entries, and the
+//! The checksummed frames of snapshot entries and log records, and the
 //! bincode payloads inside.
+//!
+//! # Snapshot entry frame (and log records in segment format version 1)
 //!
 //! | offset | size | field                                              |
 //! |-------:|-----:|----------------------------------------------------|
 //! | 0      | 4    | `len`, big-endian u32: payload length, 1..=[`MAX_PAYLOAD`] |
 //! | 4      | 4    | `crc`, big-endian u32: CRC-32 (IEEE, as crc32fast) of the payload |
 //! | 8      | len  | payload, bincode 2 (see below)                     |
+//!
+//! # Log record frame (segment format version 2)
+//!
+//! | offset | size | field                                              |
+//! |-------:|-----:|----------------------------------------------------|
+//! | 0      | 4    | `len`, big-endian u32: payload length, 1..=[`MAX_PAYLOAD`] |
+//! | 4      | 4    | `crc`, big-endian u32: CRC-32 of the payload       |
+//! | 8      | 4    | `header_crc`, big-endian u32: CRC-32 of bytes 0..8 |
+//! | 12     | len  | payload, bincode 2: a [`LogRecord`] (its `seq` first) |
+//!
+//! The header has its own check because a log reader must tell a record cut
+//! short by a crash from a damaged one: without it a flipped bit in `len`
+//! makes the record seem to run past the end of the file, exactly like a torn
+//! write. With it, a reader trusts `len` only after `header_crc` matched.
+//! Snapshot entries keep the 8-byte frame: a snapshot is complete before it is
+//! renamed into place, so any damage in it is corruption, and the header and
+//! trailer counts and CRCs catch a bad length there.
+//!
+//! # Payload encoding
 //!
 //! bincode configuration: big-endian, fixed-size integers (no varints). So a
 //! `u64` is 8 bytes big-endian, `Option<u64>` is a tag byte (0 none, 1 some)
@@ -155,6 +176,48 @@ pub fn append_frame<E: Encode>(out: &mut Vec<u8>, payload: &E) -> Result<(), Str
     Ok(())
 }
 
+/// Log record frame header length (segment format version 2).
+pub const LOG_FRAME_HEADER_LEN: usize = 12;
+
+/// Appends one log record frame (with its header check) holding `payload`.
+///
+/// # Errors
+/// As [`append_frame`]; `out` is restored.
+pub fn append_log_frame<E: Encode>(out: &mut Vec<u8>, payload: &E) -> Result<(), String> {
+    let start = out.len();
+    // Encode as a snapshot frame, then open a 4-byte gap for the header check.
+    append_frame(out, payload)?;
+    let header_crc = crc32fast::hash(&out[start..start + FRAME_HEADER_LEN]);
+    let at = start + FRAME_HEADER_LEN;
+    out.splice(at..at, header_crc.to_be_bytes());
+    Ok(())
+}
+
+/// A checked log record frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogFrameHeader {
+    /// Payload length, within 1..=[`MAX_PAYLOAD`].
+    pub len: usize,
+    /// CRC-32 of the payload.
+    pub crc: u32,
+}
+
+/// Checks a version 2 log record header.
+///
+/// # Errors
+/// A reason if the header check fails or the length is impossible.
+pub fn check_log_header(head: &[u8; LOG_FRAME_HEADER_LEN]) -> Result<LogFrameHeader, &'static str> {
+    let header_crc = u32::from_be_bytes([head[8], head[9], head[10], head[11]]);
+    if crc32fast::hash(&head[..FRAME_HEADER_LEN]) != header_crc {
+        return Err("record header check (CRC of length and payload CRC) failed");
+    }
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    if len == 0 || len > MAX_PAYLOAD {
+        return Err("record length is zero or over the limit");
+    }
+    Ok(LogFrameHeader { len, crc: u32::from_be_bytes([head[4], head[5], head[6], head[7]]) })
+}
+
 /// What the frame at the front of a byte slice is.
 #[derive(Debug, PartialEq, Eq)]
 pub enum FrameRead<'a> {
@@ -250,5 +313,29 @@ mod tests {
         }
         assert!(matches!(read_frame(&[0; 8]), FrameRead::Corrupt(_)));
         assert!(decode::<SnapshotEntry>(&[0xFF; 3]).is_err());
+    }
+
+    #[test]
+    fn log_frames_check_their_header_so_no_flip_in_it_passes() {
+        let record = LogRecord { seq: 3, op: LogOp::Delete { key: b"k".to_vec() } };
+        let mut plain = Vec::new();
+        append_frame(&mut plain, &record).unwrap();
+        let mut f = Vec::new();
+        append_log_frame(&mut f, &record).unwrap();
+        assert_eq!(f.len(), plain.len() + 4);
+        assert_eq!(f[..8], plain[..8], "length and payload CRC as in the plain frame");
+        assert_eq!(f[12..], plain[8..], "then the same payload");
+        let head: [u8; LOG_FRAME_HEADER_LEN] = f[..12].try_into().unwrap();
+        let checked = check_log_header(&head).unwrap();
+        assert_eq!(checked.len, f.len() - 12);
+        assert_eq!(checked.crc, crc32fast::hash(&f[12..]));
+        for i in 0..LOG_FRAME_HEADER_LEN {
+            for bit in 0..8 {
+                let mut h = head;
+                h[i] ^= 1 << bit;
+                assert!(check_log_header(&h).is_err(), "flip {i}:{bit} in the header undetected");
+            }
+        }
+        assert!(check_log_header(&[0; 12]).is_err(), "zeros are not a header");
     }
 }

@@ -5,9 +5,15 @@
 //! | offset | size | field                                            |
 //! |-------:|-----:|--------------------------------------------------|
 //! | 0      | 4    | magic `"CMLG"`                                    |
-//! | 4      | 4    | format version, big-endian u32, 1                |
+//! | 4      | 4    | format version, big-endian u32: 2 (1 is still read) |
 //! | 8      | 8    | `first_seq`, big-endian u64: seq of the first record (also in the name) |
-//! | 16     | ...  | records: [`super::frame`] frames holding a [`LogRecord`] each |
+//! | 16     | ...  | records: [`super::frame`] log record frames holding a [`super::frame::LogRecord`] each |
+//!
+//! Version 2 frames carry a CRC of their own header (length and payload
+//! CRC), so a damaged length is detected instead of looking like a record cut
+//! short by a crash; version 1 segments (written by 0.1 servers before this
+//! change) have 8-byte frame headers without it and are read for upgrades.
+//! How damage is told from a torn tail: [`super::recovery`].
 //!
 //! Sequence numbers are global, start at 1 and increase by exactly one from
 //! record to record, across segments.
@@ -34,12 +40,28 @@
 //! Records therefore reach the OS within about a millisecond; `always` does
 //! not linger, its waiters are woken as soon as the fsync returns.
 //!
-//! If a write or fsync fails, the log stops: later appends fail (the store
-//! refuses the write with `IOERR`), and waiters are told. It never retries a
-//! failed fsync, whose outcome Linux does not define.
+//! # Failures
+//!
+//! - A failed **write** (a full disk: `ENOSPC`, `EDQUOT`) under `everysec`
+//!   or `no`: the records are kept in memory, the segment is cut back to its
+//!   last whole record, and the writer retries with backoff (100 ms doubling
+//!   to 5 s). Meanwhile appends are refused (`IOERR`; one warning per 10 s
+//!   counts them). When a retry succeeds, every kept record is written, in
+//!   order, and writes are accepted again. At shutdown the writer retries
+//!   for [`CLOSE_RETRY`] and then logs exactly which sequence numbers never
+//!   reached the log (and whether the final snapshot holds them).
+//! - A failed **fsync** under `everysec`: Linux does not define what is on
+//!   disk afterwards, so it is never retried. The log stops for good: appends
+//!   are refused until restart, the error names the records that may not be
+//!   on disk, and the shutdown snapshot (a new file, fsynced on its own) is
+//!   still attempted, so a disk that works again keeps them.
+//! - **Any** failure under `always` is fatal, as in Redis: the records
+//!   waiting in that batch are not durable, the log stops, waiters are told
+//!   (their clients get `IOERR`), and the server shuts down without a
+//!   snapshot, so no client can read a write that the next start would not
+//!   have. The writer thread itself is [`super::log_writer`].
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -47,16 +69,16 @@ use std::time::{Duration, Instant};
 
 use bincode::Encode;
 use tokio::sync::watch;
-use tracing::error;
+use tracing::warn;
 
-use super::files::sync_dir;
-use super::frame::{LogOpRef, append_frame};
+use super::disk::{LogDisk, OsDisk};
+use super::frame::{LogOpRef, append_log_frame};
 use crate::store::{Journal, StoreError};
 
 /// Segment magic.
 pub const SEGMENT_MAGIC: [u8; 4] = *b"CMLG";
 /// Segment format version.
-pub const SEGMENT_VERSION: u32 = 1;
+pub const SEGMENT_VERSION: u32 = 2;
 /// Segment header length.
 pub const SEGMENT_HEADER_LEN: usize = 16;
 /// How long the writer thread lets appends accumulate after a write, under
@@ -64,6 +86,11 @@ pub const SEGMENT_HEADER_LEN: usize = 16;
 pub const LINGER: Duration = Duration::from_millis(1);
 /// Buffered bytes at which an append wakes a lingering writer thread early.
 pub const HIGH_WATER: usize = 1 << 20;
+/// How long a closing log keeps retrying a write that fails (a full disk)
+/// before it gives up and names the records that never reached the disk.
+pub const CLOSE_RETRY: Duration = if cfg!(test) { Duration::from_millis(300) } else { Duration::from_secs(10) };
+/// At most one warning about refused appends per this interval.
+const REFUSAL_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// When the log fsyncs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -123,8 +150,11 @@ pub fn segment_header(first_seq: u64) -> [u8; SEGMENT_HEADER_LEN] {
 pub struct LogStatus {
     /// Every record up to this sequence number is durable per the policy.
     pub durable_seq: u64,
-    /// Set once the log has failed; it never clears.
+    /// Set once the log has failed for good; it never clears.
     pub failed: Option<String>,
+    /// Set while writes fail and are retried (a full disk); clears when a
+    /// retry succeeds.
+    pub stalled: Option<String>,
 }
 
 #[derive(Encode)]
@@ -133,27 +163,36 @@ struct RecordRef<'a> {
     op: LogOpRef<'a>,
 }
 
-struct State {
-    next_seq: u64,
-    buf: Vec<u8>,
+pub(super) struct State {
+    pub(super) next_seq: u64,
+    pub(super) buf: Vec<u8>,
     /// A segment switch requested at this buffer offset, starting at this seq.
-    rotate_at: Option<(usize, u64)>,
-    failed: Option<String>,
-    closing: bool,
+    pub(super) rotate_at: Option<(usize, u64)>,
+    pub(super) failed: Option<String>,
+    /// Why appends are refused while the writer retries.
+    pub(super) stalled: Option<String>,
+    pub(super) closing: bool,
     /// Records appended since the last snapshot cut.
     since_cut: u64,
     /// Bytes of those records.
     bytes_since_cut: u64,
     /// The writer thread sleeps until an append wakes it.
-    flusher_idle: bool,
+    pub(super) flusher_idle: bool,
+    /// Appends refused since the last warning about them, and when that was.
+    refused: u64,
+    refusal_warned: Option<Instant>,
+    /// The cut of the newest snapshot written while this log ran: records up
+    /// to it are durable even if the log never wrote them.
+    pub(super) snapshot_covers: u64,
 }
 
-struct Shared {
-    state: Mutex<State>,
-    wake: Condvar,
-    status: watch::Sender<LogStatus>,
-    policy: FsyncPolicy,
-    dir: PathBuf,
+pub(super) struct Shared {
+    pub(super) state: Mutex<State>,
+    pub(super) wake: Condvar,
+    pub(super) status: watch::Sender<LogStatus>,
+    pub(super) policy: FsyncPolicy,
+    pub(super) dir: PathBuf,
+    pub(super) disk: Arc<dyn LogDisk>,
 }
 
 /// The log writer. Dropping it without [`Log::close`] loses unflushed records.
@@ -168,39 +207,60 @@ impl std::fmt::Debug for Log {
     }
 }
 
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+pub(super) fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Log {
     /// Starts a new segment at `next_seq` in `dir` (replacing a same-named file,
     /// which can only hold an empty or torn segment) and the flusher thread.
+    /// `since_cut` is the records and bytes already on disk after the last
+    /// snapshot's cut (from recovery), so the snapshot rules count them.
     ///
     /// # Errors
     /// I/O errors creating the segment.
-    pub fn open(dir: &Path, next_seq: u64, policy: FsyncPolicy) -> io::Result<Self> {
-        let file = create_segment(dir, next_seq)?;
-        let (status, _) = watch::channel(LogStatus { durable_seq: next_seq - 1, failed: None });
+    pub fn open(dir: &Path, next_seq: u64, since_cut: (u64, u64), policy: FsyncPolicy) -> io::Result<Self> {
+        Self::open_on(Arc::new(OsDisk), dir, next_seq, since_cut, policy)
+    }
+
+    /// [`Log::open`] on another [`LogDisk`] (fault-injection tests).
+    ///
+    /// # Errors
+    /// I/O errors creating the segment.
+    pub fn open_on(
+        disk: Arc<dyn LogDisk>,
+        dir: &Path,
+        next_seq: u64,
+        since_cut: (u64, u64),
+        policy: FsyncPolicy,
+    ) -> io::Result<Self> {
+        let file = disk.create_segment(dir, next_seq)?;
+        let (status, _) = watch::channel(LogStatus { durable_seq: next_seq - 1, failed: None, stalled: None });
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 next_seq,
                 buf: Vec::with_capacity(1 << 20),
                 rotate_at: None,
                 failed: None,
+                stalled: None,
                 closing: false,
-                since_cut: 0,
-                bytes_since_cut: 0,
+                since_cut: since_cut.0,
+                bytes_since_cut: since_cut.1,
                 flusher_idle: false,
+                refused: 0,
+                refusal_warned: None,
+                snapshot_covers: 0,
             }),
             wake: Condvar::new(),
             status,
             policy,
             dir: dir.to_path_buf(),
+            disk,
         });
         let thread_shared = Arc::clone(&shared);
         let flusher = std::thread::Builder::new()
             .name("cryptomem-log".into())
-            .spawn(move || flush_loop(&thread_shared, file, next_seq - 1))?;
+            .spawn(move || super::log_writer::run(&thread_shared, file, next_seq - 1))?;
         Ok(Self { shared, flusher: Mutex::new(Some(flusher)) })
     }
 
@@ -241,23 +301,55 @@ impl Log {
         }
     }
 
+    /// Resolves once the log has failed for good, with the error; `None` if
+    /// the writer thread is gone without a failure (closed).
+    pub async fn wait_failed(&self) -> Option<String> {
+        let mut rx = self.shared.status.subscribe();
+        rx.wait_for(|s| s.failed.is_some()).await.ok().and_then(|s| s.failed.clone())
+    }
+
     /// Marks a snapshot cut: returns the last appended sequence number and
     /// starts a new segment with the next record, so segments before it hold
     /// only records the snapshot covers. Call with the store's writers held.
+    /// A log that cannot write keeps its segment: the snapshot covers every
+    /// record it holds, and the newest segment is never deleted.
     pub fn cut(&self) -> u64 {
         let mut st = lock(&self.shared.state);
         let cut = st.next_seq - 1;
         st.since_cut = 0;
         st.bytes_since_cut = 0;
-        if st.rotate_at.is_none() {
+        if st.rotate_at.is_none() && st.failed.is_none() && st.stalled.is_none() {
             st.rotate_at = Some((st.buf.len(), st.next_seq));
             self.shared.wake.notify_one();
         }
         cut
     }
 
+    /// Records that a snapshot with cut `seq` is durable: the records up to it
+    /// are safe even if this log cannot write them.
+    pub fn snapshot_written(&self, seq: u64) {
+        let mut st = lock(&self.shared.state);
+        st.snapshot_covers = st.snapshot_covers.max(seq);
+    }
+
+    /// Why appends are refused now, if they are.
+    pub fn refusal(&self) -> Option<String> {
+        let st = lock(&self.shared.state);
+        st.failed.clone().or_else(|| st.stalled.clone())
+    }
+
+    /// The sequence numbers appended but not durable, if any: after a
+    /// failure, what the next start would not find (unless a snapshot has it).
+    pub fn not_durable(&self) -> Option<std::ops::RangeInclusive<u64>> {
+        let st = lock(&self.shared.state);
+        let durable = self.shared.status.borrow().durable_seq.max(st.snapshot_covers);
+        let last = st.next_seq - 1;
+        (durable < last).then(|| durable + 1..=last)
+    }
+
     /// Flushes and fsyncs what is buffered, stops the flusher thread, and
-    /// refuses later appends.
+    /// refuses later appends. A log whose writes fail retries for
+    /// [`CLOSE_RETRY`] first.
     pub fn close(&self) {
         {
             let mut st = lock(&self.shared.state);
@@ -280,15 +372,22 @@ impl Drop for Log {
 impl Journal for Log {
     fn append(&self, op: LogOpRef<'_>) -> Result<u64, StoreError> {
         let mut st = lock(&self.shared.state);
-        if let Some(e) = &st.failed {
-            return Err(StoreError::Journal(format!("the append-only log failed earlier: {e}")));
+        if let Some(refusal) = st.failed.clone().or_else(|| st.stalled.clone()) {
+            st.refused += 1;
+            let due = st.refusal_warned.is_none_or(|at| at.elapsed() >= REFUSAL_WARN_EVERY);
+            if due {
+                warn!(refused = st.refused, "refusing writes: {refusal}");
+                st.refused = 0;
+                st.refusal_warned = Some(Instant::now());
+            }
+            return Err(StoreError::Journal(refusal));
         }
         if st.closing {
             return Err(StoreError::Journal("the server is shutting down".into()));
         }
         let seq = st.next_seq;
         let before = st.buf.len();
-        append_frame(&mut st.buf, &RecordRef { seq, op }).map_err(StoreError::Journal)?;
+        append_log_frame(&mut st.buf, &RecordRef { seq, op }).map_err(StoreError::Journal)?;
         st.next_seq += 1;
         st.since_cut += 1;
         st.bytes_since_cut += (st.buf.len() - before) as u64;
@@ -298,125 +397,4 @@ impl Journal for Log {
         }
         Ok(seq)
     }
-}
-
-fn create_segment(dir: &Path, first_seq: u64) -> io::Result<File> {
-    let path = dir.join(segment_name(first_seq));
-    let mut options = OpenOptions::new();
-    options.create(true).write(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, super::files::PRIVATE_MODE);
-    let mut file = options.open(&path)?;
-    file.write_all(&segment_header(first_seq))?;
-    file.sync_all()?;
-    sync_dir(dir)?;
-    Ok(file)
-}
-
-/// Work taken from the buffer in one go.
-struct Batch {
-    data: Vec<u8>,
-    rotate_at: Option<(usize, u64)>,
-    last_seq: u64,
-    closing: bool,
-}
-
-fn flush_loop(shared: &Shared, mut file: File, mut written_seq: u64) {
-    let mut spare = Vec::with_capacity(1 << 20);
-    let mut last_sync = Instant::now();
-    let mut unsynced = false;
-    let mut wrote_last = false;
-    loop {
-        let linger = wrote_last && shared.policy != FsyncPolicy::Always;
-        let batch = next_batch(shared, &mut spare, unsynced, last_sync, linger);
-        let result = write_batch(shared, &mut file, &batch);
-        spare = batch.data;
-        spare.clear();
-        if let Err(e) = result.and_then(|wrote| {
-            wrote_last = wrote;
-            if wrote {
-                written_seq = batch.last_seq;
-                unsynced = true;
-            }
-            let due = match shared.policy {
-                FsyncPolicy::Always => unsynced,
-                FsyncPolicy::EverySec => unsynced && (batch.closing || last_sync.elapsed() >= Duration::from_secs(1)),
-                FsyncPolicy::No => false,
-            };
-            if due {
-                file.sync_data()?;
-                last_sync = Instant::now();
-                unsynced = false;
-            }
-            Ok(())
-        }) {
-            fail(shared, &e);
-            return;
-        }
-        let durable = if unsynced { None } else { Some(written_seq) };
-        let durable = match shared.policy {
-            // `no` promises only that the OS has the bytes.
-            FsyncPolicy::No => Some(written_seq),
-            _ => durable,
-        };
-        if let Some(seq) = durable {
-            shared.status.send_if_modified(|s| {
-                let changed = s.durable_seq != seq;
-                s.durable_seq = seq;
-                changed
-            });
-        }
-        if batch.closing {
-            return;
-        }
-    }
-}
-
-fn next_batch(shared: &Shared, spare: &mut Vec<u8>, unsynced: bool, last_sync: Instant, linger: bool) -> Batch {
-    let mut st = lock(&shared.state);
-    let urgent = |st: &State| st.buf.len() >= HIGH_WATER || st.rotate_at.is_some() || st.closing;
-    if linger && !urgent(&st) {
-        // Not idle: appends made meanwhile do not wake this thread.
-        st = shared.wake.wait_timeout(st, LINGER).unwrap_or_else(std::sync::PoisonError::into_inner).0;
-    }
-    while st.buf.is_empty() && st.rotate_at.is_none() && !st.closing {
-        st.flusher_idle = true;
-        if shared.policy == FsyncPolicy::EverySec && unsynced {
-            let wait = Duration::from_secs(1).saturating_sub(last_sync.elapsed());
-            if wait.is_zero() {
-                break;
-            }
-            st = shared.wake.wait_timeout(st, wait).unwrap_or_else(std::sync::PoisonError::into_inner).0;
-        } else {
-            st = shared.wake.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-    }
-    st.flusher_idle = false;
-    let data = std::mem::replace(&mut st.buf, std::mem::take(spare));
-    Batch { data, rotate_at: st.rotate_at.take(), last_seq: st.next_seq - 1, closing: st.closing }
-}
-
-/// Writes a batch, switching segments at the rotation point. Returns whether
-/// any record bytes were written.
-fn write_batch(shared: &Shared, file: &mut File, batch: &Batch) -> io::Result<bool> {
-    match batch.rotate_at {
-        Some((at, first_seq)) => {
-            file.write_all(&batch.data[..at])?;
-            // The old segment must be complete on disk before anything relies on the new one.
-            if shared.policy != FsyncPolicy::No {
-                file.sync_data()?;
-            }
-            *file = create_segment(&shared.dir, first_seq)?;
-            file.write_all(&batch.data[at..])?;
-        }
-        None => file.write_all(&batch.data)?,
-    }
-    Ok(!batch.data.is_empty())
-}
-
-fn fail(shared: &Shared, e: &io::Error) {
-    let msg = format!("write to the append-only log in {} failed: {e}", shared.dir.display());
-    error!("{msg}; refusing writes from now on (reads keep working)");
-    lock(&shared.state).failed = Some(msg.clone());
-    shared.status.send_modify(|s| s.failed = Some(msg));
 }

@@ -23,10 +23,12 @@
 pub mod background;
 pub mod data_dir;
 pub mod direct_file;
+pub mod disk;
 pub mod engine;
 pub mod files;
 pub mod frame;
 pub mod log;
+mod log_writer;
 pub mod recovery;
 pub mod snapshot;
 

@@ -12,23 +12,50 @@
 //!   the store is spread over one thread per core, each owning a fixed set
 //!   of shards, so every key's snapshot entry and log records are applied by
 //!   one thread in file order.
-//! - The end of the newest segment may be torn by a crash mid-write: a last
-//!   record cut short, a last record whose CRC fails and that ends exactly at
-//!   the end of the file, or a zero-filled tail. That tail is truncated (with
-//!   a warning naming file and offset) when recovering for the server, and
-//!   reported when only checking. Any other damage stops recovery with the
-//!   file and offset.
+//! - The end of the newest segment may be torn by a crash; see [Torn
+//!   tails](#torn-tails). That tail is truncated (with a warning naming file,
+//!   offset and bytes) when recovering for the server, and reported when only
+//!   checking. Any other damage stops recovery with the file and offset.
+//!
+//! # Torn tails
+//!
+//! The log is only ever appended to, so a crash can damage nothing but the
+//! end of the newest segment:
+//!
+//! - a process crash (SIGKILL, panic, OOM kill) keeps every byte the kernel
+//!   accepted, so the file ends inside the last record: a partial header or
+//!   a partial payload;
+//! - a power cut or kernel crash loses or garbles what was written since the
+//!   last fsync: the file may end inside a record, or end in zeros or garbage
+//!   the filesystem left where the unsynced data should have been.
+//!
+//! Recovery therefore calls damage at offset `X` a torn tail only when it is
+//! in the newest segment **and no intact record follows it**: no offset after
+//! `X` holds a record whose header check (format 2), payload CRC and a
+//! sequence number above the last good record's all pass. Anything a crash
+//! can leave looks like that; a flipped bit in a record with good records
+//! after it does not, and is reported as corruption at `X` (so is a bad
+//! record in an older segment, which was complete and fsynced before the next
+//! one was created). `cryptomem-tool repair` truncates at `X` on request.
+//!
+//! One case a power cut could produce is also refused: filesystems may write
+//! back unsynced pages out of order, leaving a hole before an intact later
+//! record. Nothing acknowledged under `always` is in that region; repair
+//! truncates at the hole.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
 use super::PersistError;
-use super::frame::{FRAME_HEADER_LEN, LogRecord, MAX_PAYLOAD, SnapshotEntry, decode};
+use super::frame::{
+    FRAME_HEADER_LEN, LOG_FRAME_HEADER_LEN, LogRecord, MAX_PAYLOAD, SnapshotEntry, check_log_header, decode,
+};
 use super::log::{SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION, parse_segment_name};
-use super::snapshot::{SnapshotHeader, SnapshotReader, parse_snapshot_name};
+use super::snapshot::{SnapshotHeader, SnapshotReader, is_snapshot_temp_name, parse_snapshot_name};
 use crate::store::Store;
 
 /// Snapshot and segment files in a data dir, each sorted by sequence number.
@@ -38,6 +65,10 @@ pub struct Listing {
     pub snapshots: Vec<(u64, PathBuf)>,
     /// (first_seq, path).
     pub segments: Vec<(u64, PathBuf)>,
+    /// Temp files of snapshots that were never finished (a crash or kill
+    /// while one was written), sorted by name. Nothing reads them; whoever
+    /// holds the data dir's lock may delete them ([`remove_leftovers`]).
+    pub leftovers: Vec<PathBuf>,
 }
 
 /// Lists the persistence files of `dir`.
@@ -55,11 +86,33 @@ pub fn list(dir: &Path) -> Result<Listing, PersistError> {
             listing.snapshots.push((seq, entry.path()));
         } else if let Some(seq) = parse_segment_name(name) {
             listing.segments.push((seq, entry.path()));
+        } else if is_snapshot_temp_name(name) {
+            listing.leftovers.push(entry.path());
         }
     }
     listing.snapshots.sort();
     listing.segments.sort();
+    listing.leftovers.sort();
     Ok(listing)
+}
+
+/// Deletes the unfinished snapshot temp files of `listing`. Only call with
+/// the data dir's lock held: then no process is writing them. Returns the
+/// bytes freed.
+///
+/// # Errors
+/// I/O errors; files removed before the error stay removed.
+pub fn remove_leftovers(dir: &Path, listing: &Listing) -> Result<u64, PersistError> {
+    let mut freed = 0;
+    for path in &listing.leftovers {
+        let io_err = |source| PersistError::Io { file: path.clone(), source };
+        freed += std::fs::metadata(path).map_err(io_err)?.len();
+        std::fs::remove_file(path).map_err(io_err)?;
+    }
+    if !listing.leftovers.is_empty() {
+        super::files::sync_dir(dir).map_err(|source| PersistError::Io { file: dir.to_path_buf(), source })?;
+    }
+    Ok(freed)
 }
 
 /// What to do with a torn tail.
@@ -97,6 +150,9 @@ pub struct RecoveryReport {
     pub segments: Vec<SegmentSummary>,
     /// Records applied on top of the snapshot.
     pub replayed: u64,
+    /// Bytes of those records on disk (frames included): the log written
+    /// since the snapshot, which the log-size snapshot rule counts from.
+    pub replayed_bytes: u64,
     /// Records skipped because the snapshot has them.
     pub skipped: u64,
     /// Sequence number for the next record.
@@ -187,7 +243,7 @@ pub fn scan(dir: &Path, tail: TailMode, mut sink: impl FnMut(Item)) -> Result<Re
     let mut prev: Option<u64> = None;
     let last_index = listing.segments.len().saturating_sub(1);
     for (i, (first_seq, path)) in listing.segments.iter().enumerate() {
-        let summary = read_segment(path, *first_seq, i == last_index, tail, |record, offset| {
+        let summary = read_segment(path, *first_seq, i == last_index, tail, |record, offset, bytes| {
             let expected = prev.map_or(record.seq, |p| p + 1);
             if record.seq != expected || (prev.is_none() && record.seq > cut + 1) {
                 return Err(PersistError::Corrupted {
@@ -205,6 +261,7 @@ pub fn scan(dir: &Path, tail: TailMode, mut sink: impl FnMut(Item)) -> Result<Re
                 report.skipped += 1;
             } else {
                 report.replayed += 1;
+                report.replayed_bytes += bytes;
                 sink(Item::Record(record));
             }
             Ok(())
@@ -220,7 +277,7 @@ fn read_segment(
     first_seq: u64,
     is_last: bool,
     tail: TailMode,
-    mut on_record: impl FnMut(LogRecord, u64) -> Result<(), PersistError>,
+    mut on_record: impl FnMut(LogRecord, u64, u64) -> Result<(), PersistError>,
 ) -> Result<SegmentSummary, PersistError> {
     let io_err = |source| PersistError::Io { file: path.to_path_buf(), source };
     let corrupt = |offset: u64, reason: String| PersistError::Corrupted { file: path.to_path_buf(), offset, reason };
@@ -244,60 +301,153 @@ fn read_segment(
         return Err(corrupt(0, "bad magic: not a cryptomem log segment".into()));
     }
     let version = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-    if version != SEGMENT_VERSION {
-        return Err(corrupt(4, format!("format version {version}; this build reads {SEGMENT_VERSION}")));
-    }
+    let format = match version {
+        1 => RecordFormat::V1,
+        SEGMENT_VERSION => RecordFormat::V2,
+        _ => return Err(corrupt(4, format!("format version {version}; this build reads 1 and {SEGMENT_VERSION}"))),
+    };
     let header_seq = u64::from_be_bytes(header[8..16].try_into().unwrap_or_default());
     if header_seq != first_seq {
         return Err(corrupt(8, format!("header says first seq {header_seq}, the file name {first_seq}")));
     }
 
     let mut offset = SEGMENT_HEADER_LEN as u64;
-    let mut head = [0u8; FRAME_HEADER_LEN];
+    let mut head = [0u8; LOG_FRAME_HEADER_LEN];
+    let head_len = format.header_len();
     while offset < len {
+        let damage = |summary: SegmentSummary, reason: &str| {
+            let after_seq = summary.last_seq.unwrap_or(first_seq.saturating_sub(1));
+            let intact = if is_last { find_intact_record(path, offset + 1, len, format, after_seq)? } else { None };
+            match intact {
+                None if is_last => torn_or_corrupt(path, summary, offset, true, tail, reason),
+                None => Err(corrupt(offset, reason.into())),
+                Some(at) => Err(corrupt(
+                    offset,
+                    format!(
+                        "{reason}; an intact record follows at byte offset {at}, \
+                         so this is not a write cut short by a crash"
+                    ),
+                )),
+            }
+        };
         let remaining = len - offset;
-        if remaining < FRAME_HEADER_LEN as u64 {
-            return torn_or_corrupt(path, summary, offset, is_last, tail, "file ends inside a record header");
+        if remaining < head_len as u64 {
+            return damage(summary, "file ends inside a record header");
         }
-        r.read_exact(&mut head).map_err(io_err)?;
-        let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        let crc = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
-        if size == 0 && is_last && rest_is_zero(&mut r, remaining - FRAME_HEADER_LEN as u64).map_err(io_err)? {
-            return torn_or_corrupt(path, summary, offset, true, tail, "zero-filled tail");
-        }
-        if size == 0 || size > MAX_PAYLOAD {
-            return Err(corrupt(offset, format!("record length {size} is impossible")));
-        }
-        let end = offset + (FRAME_HEADER_LEN + size) as u64;
+        r.read_exact(&mut head[..head_len]).map_err(io_err)?;
+        let (size, crc) = match format.check_header(&head) {
+            Ok(h) => h,
+            Err(reason) => return damage(summary, reason),
+        };
+        let end = offset + (head_len + size) as u64;
         if end > len {
-            return torn_or_corrupt(path, summary, offset, is_last, tail, "file ends inside a record");
+            return damage(summary, "file ends inside a record");
         }
         let mut payload = vec![0u8; size];
         r.read_exact(&mut payload).map_err(io_err)?;
         if crc32fast::hash(&payload) != crc {
-            // Only the very last record of the newest segment can be a torn write.
-            return torn_or_corrupt(path, summary, offset, is_last && end == len, tail, "record CRC mismatch");
+            return damage(summary, "record CRC mismatch");
         }
         let record: LogRecord = decode(&payload).map_err(|e| corrupt(offset, format!("undecodable record: {e}")))?;
         summary.records += 1;
         summary.last_seq = Some(record.seq);
-        on_record(record, offset)?;
+        on_record(record, offset, end - offset)?;
         offset = end;
     }
     Ok(summary)
 }
 
-fn rest_is_zero(r: &mut impl Read, mut n: u64) -> io::Result<bool> {
-    let mut buf = [0u8; 8192];
-    while n > 0 {
-        let take = usize::try_from(n.min(buf.len() as u64)).unwrap_or(buf.len());
-        r.read_exact(&mut buf[..take])?;
-        if buf[..take].iter().any(|&b| b != 0) {
-            return Ok(false);
+/// How records are framed in a segment, by its format version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RecordFormat {
+    /// Version 1: length and payload CRC only (read for upgrades, never written).
+    V1,
+    /// Version 2: plus a CRC of the header.
+    V2,
+}
+
+impl RecordFormat {
+    fn header_len(self) -> usize {
+        match self {
+            Self::V1 => FRAME_HEADER_LEN,
+            Self::V2 => LOG_FRAME_HEADER_LEN,
         }
-        n -= take as u64;
     }
-    Ok(true)
+
+    /// Payload length and CRC, once the header is trusted.
+    fn check_header(self, head: &[u8; LOG_FRAME_HEADER_LEN]) -> Result<(usize, u32), &'static str> {
+        match self {
+            Self::V2 => check_log_header(head).map(|h| (h.len, h.crc)),
+            Self::V1 => {
+                let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+                if size == 0 || size > MAX_PAYLOAD {
+                    return Err("record length is zero or over the limit");
+                }
+                Ok((size, u32::from_be_bytes([head[4], head[5], head[6], head[7]])))
+            }
+        }
+    }
+}
+
+/// Fewest bytes a log record's payload takes: seq, op tag and key length.
+const MIN_RECORD_PAYLOAD: u64 = 8 + 4 + 8;
+
+/// The offset of the first intact record at or after `from`: header check
+/// (format 2), a sequence number above `after_seq` that the remaining bytes
+/// could have reached, and a matching payload CRC. Reads the rest of the file
+/// in 1 MiB windows; only called once damage was found.
+fn find_intact_record(
+    path: &Path,
+    from: u64,
+    file_len: u64,
+    format: RecordFormat,
+    after_seq: u64,
+) -> Result<Option<u64>, PersistError> {
+    let io_err = |source| PersistError::Io { file: path.to_path_buf(), source };
+    let file = File::open(path).map_err(io_err)?;
+    let head_len = format.header_len();
+    // A candidate needs its header and the 8-byte seq inside the window.
+    let probe = head_len + 8;
+    let reachable = after_seq.saturating_add(file_len.saturating_sub(from) / MIN_RECORD_PAYLOAD + 1);
+    let mut window = vec![0u8; (1 << 20) + probe];
+    let mut pos = from;
+    while file_len.saturating_sub(pos) >= probe as u64 {
+        let want = usize::try_from((file_len - pos).min(window.len() as u64)).unwrap_or(window.len());
+        file.read_exact_at(&mut window[..want], pos).map_err(io_err)?;
+        let candidates = want - probe + 1;
+        for i in 0..candidates {
+            let at = pos + i as u64;
+            let mut head = [0u8; LOG_FRAME_HEADER_LEN];
+            head[..head_len].copy_from_slice(&window[i..i + head_len]);
+            let Ok((size, crc)) = format.check_header(&head) else { continue };
+            let payload_at = at + head_len as u64;
+            if (size as u64) < MIN_RECORD_PAYLOAD || payload_at + size as u64 > file_len {
+                continue;
+            }
+            let seq = u64::from_be_bytes(window[i + head_len..i + probe].try_into().unwrap_or_default());
+            if seq <= after_seq || seq > reachable {
+                continue;
+            }
+            if crc_of_range(&file, payload_at, size).map_err(io_err)? == crc {
+                return Ok(Some(at));
+            }
+        }
+        pos += candidates as u64;
+    }
+    Ok(None)
+}
+
+fn crc_of_range(file: &File, mut at: u64, mut len: usize) -> io::Result<u32> {
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; len.min(1 << 20)];
+    while len > 0 {
+        let take = len.min(buf.len());
+        file.read_exact_at(&mut buf[..take], at)?;
+        hasher.update(&buf[..take]);
+        at += take as u64;
+        len -= take;
+    }
+    Ok(hasher.finalize())
 }
 
 fn torn_or_corrupt(

@@ -55,6 +55,16 @@ pub fn snapshot_name(cut_seq: u64) -> String {
     format!("snapshot-{cut_seq:020}.cms")
 }
 
+/// Prefix of the temp file a snapshot is written to before its rename.
+pub const SNAPSHOT_TEMP_PREFIX: &str = ".tmp-snapshot-";
+
+/// Whether `name` is a snapshot temp file: the prefix, then the six letters
+/// and digits `tempfile` adds, nothing else.
+pub fn is_snapshot_temp_name(name: &str) -> bool {
+    name.strip_prefix(SNAPSHOT_TEMP_PREFIX)
+        .is_some_and(|rest| rest.len() == 6 && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
 /// The cut sequence number in a snapshot file name, if it is one.
 pub fn parse_snapshot_name(name: &str) -> Option<u64> {
     name.strip_prefix("snapshot-")?.strip_suffix(".cms")?.parse().ok()
@@ -105,7 +115,7 @@ pub fn write_snapshot(
 ) -> Result<(PathBuf, SnapshotHeader), PersistError> {
     let path = dir.join(snapshot_name(cut.seq));
     let io_err = |source| PersistError::Io { file: path.clone(), source };
-    let tmp = tempfile::Builder::new().prefix(".tmp-snapshot-").tempfile_in(dir).map_err(io_err)?;
+    let tmp = tempfile::Builder::new().prefix(SNAPSHOT_TEMP_PREFIX).rand_bytes(6).tempfile_in(dir).map_err(io_err)?;
     set_mode(tmp.path(), PRIVATE_MODE).map_err(io_err)?;
     let mut header =
         SnapshotHeader { created_unix_ms: now_ms, cut_seq: cut.seq, entries: 0, shard_seqs: cut.shard_seqs.clone() };

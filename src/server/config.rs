@@ -31,12 +31,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::auth::{AuthConfig, HashParams, ThrottleConfig};
 use crate::persist::PersistConfig;
+use crate::persist::disk::{LogDisk, OsDisk};
 use crate::protocol::{HARD_MAX_VALUE_LEN, Limits};
 use crate::store::{Clock, DEFAULT_SHARDS};
 use crate::units::{parse_duration, parse_size};
@@ -254,6 +256,7 @@ impl Settings {
             clock: Clock::System,
             shutdown_grace: Duration::from_secs(5),
             persist,
+            log_disk: Arc::new(OsDisk),
         })
     }
 }
@@ -286,6 +289,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Log and snapshot settings.
     pub persist: PersistConfig,
+    /// Where the log's files are written: the real disk, or a fault-injecting
+    /// one in tests.
+    pub log_disk: Arc<dyn LogDisk>,
 }
 
 impl Default for ServerConfig {

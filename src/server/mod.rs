@@ -60,6 +60,10 @@ pub enum ServerError {
     /// Recovery failed: the data dir is damaged or unreadable.
     #[error("cannot recover the data dir: {0}")]
     Persist(#[from] crate::persist::PersistError),
+    /// The append-only log failed under `fsync always`: the server stopped
+    /// after answering the writes it could not make durable with `IOERR`.
+    #[error("stopped: {0} (with fsync always a log failure is fatal; restart once the disk works)")]
+    LogFailed(String),
 }
 
 /// State every session shares.
@@ -95,8 +99,13 @@ impl Server {
     pub async fn bind(config: ServerConfig, data: DataDir) -> Result<Self, ServerError> {
         let store = Arc::new(Store::new(config.shards));
         let started = std::time::Instant::now();
-        let (persistence, report) =
-            Persistence::open(data.root(), Arc::clone(&store), config.clock.clone(), config.persist)?;
+        let (persistence, report) = Persistence::open_on(
+            Arc::clone(&config.log_disk),
+            data.root(),
+            Arc::clone(&store),
+            config.clock.clone(),
+            config.persist,
+        )?;
         info!(
             keys = store.len(),
             snapshot = %report.snapshot.as_ref().map_or_else(|| "none".into(), |(p, _)| p.display().to_string()),
@@ -143,7 +152,11 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then drains connections.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    ///
+    /// # Errors
+    /// [`ServerError::LogFailed`] when it stopped on its own because the log
+    /// failed under `fsync always`.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let shared = self.shared;
         let permits_total = shared.config.max_connections.min(Semaphore::MAX_PERMITS).min(u32::MAX as usize);
         let permits = Arc::new(Semaphore::new(permits_total));
@@ -160,9 +173,16 @@ impl Server {
         );
 
         tokio::pin!(shutdown);
+        let fatal = shared.persistence.fatal_failure();
+        tokio::pin!(fatal);
+        let mut outcome = Ok(());
         loop {
             let accepted = tokio::select! {
                 () = &mut shutdown => break,
+                e = &mut fatal => {
+                    outcome = Err(ServerError::LogFailed(e));
+                    break;
+                }
                 accepted = self.listener.accept() => accepted,
             };
             let (stream, peer) = match accepted {
@@ -207,6 +227,7 @@ impl Server {
         let _ = token_watch.await;
         shared.persistence.shutdown().await;
         info!("shutdown complete");
+        outcome
     }
 }
 

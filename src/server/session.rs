@@ -38,6 +38,15 @@ const SHRINK_ABOVE: usize = 4 << 20;
 /// Bound on one write to a client that stopped reading, when no idle timeout is set.
 const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// A write's response waiting for its records to be fsynced.
+struct PendingWrite {
+    /// Its bytes in `plain_out`.
+    response: std::ops::Range<usize>,
+    /// The log's last sequence number right after it ran: its own records
+    /// are at or below this.
+    seq_bound: u64,
+}
+
 /// Why the request loop stops.
 enum Next {
     Continue,
@@ -59,6 +68,10 @@ struct Session {
     auth_deadline: Instant,
     /// Whether the responses waiting in `plain_out` include a write.
     wrote: bool,
+    /// With `fsync always`: where each write's response lies in `plain_out`
+    /// and the highest sequence number its records can have, so that when
+    /// the log fails exactly the writes not made durable answer `IOERR`.
+    pending_writes: Vec<PendingWrite>,
     /// The token table generation `principal` was read at.
     seen_generation: u64,
 }
@@ -100,6 +113,7 @@ pub(super) async fn serve_connection(
         // AUTH must arrive and be verified within a second handshake timeout.
         auth_deadline: Instant::now() + auth_window,
         wrote: false,
+        pending_writes: Vec::new(),
         seen_generation: 0,
     };
     if let Err(e) = session.run(&mut shutdown).await {
@@ -202,7 +216,16 @@ impl Session {
                             let response = self.admin(request).await;
                             push(&mut self.plain_out, &response);
                         }
-                        request => self.wrote |= execute(&self.shared, request, &mut self.plain_out),
+                        request => {
+                            let start = self.plain_out.len();
+                            let wrote = execute(&self.shared, request, &mut self.plain_out);
+                            self.wrote |= wrote;
+                            let log = self.shared.persistence.log();
+                            if wrote && log.policy() == FsyncPolicy::Always {
+                                let response = start..self.plain_out.len();
+                                self.pending_writes.push(PendingWrite { response, seq_bound: log.last_seq() });
+                            }
+                        }
                     }
                 }
             }
@@ -288,22 +311,43 @@ impl Session {
     }
 
     /// Sends the pending responses, first waiting (with `--fsync always`) until
-    /// the writes among them are fsynced. Returns false if the log failed: the
-    /// responses are then dropped and the connection closes, so no client is
-    /// told a write succeeded that may not be on disk.
+    /// the writes among them are fsynced. If the log fails first, each write
+    /// whose records are not durable answers `IOERR` instead of its response
+    /// and everything else is sent as it was; then the connection closes
+    /// (the server is stopping). Returns false when the connection must close.
     async fn flush_when_durable(&mut self) -> Result<bool, SecureError> {
+        let mut keep_open = true;
         if std::mem::take(&mut self.wrote) {
             let log = self.shared.persistence.log();
-            if log.policy() == FsyncPolicy::Always
-                && let Err(e) = log.wait_durable(log.last_seq()).await
+            let bound = self.pending_writes.last().map(|w| w.seq_bound);
+            if let Some(bound) = bound
+                && let Err(e) = log.wait_durable(bound).await
             {
-                warn!(peer = %self.peer, error = %e, "closing: writes could not be made durable");
-                self.plain_out.clear();
-                return Ok(false);
+                let durable = log.status().durable_seq;
+                self.refuse_not_durable(durable, &e);
+                keep_open = false;
             }
+            self.pending_writes.clear();
         }
         self.flush().await?;
-        Ok(true)
+        Ok(keep_open)
+    }
+
+    /// Replaces the response of every pending write whose records may be
+    /// above `durable` with `IOERR`.
+    fn refuse_not_durable(&mut self, durable: u64, error: &str) {
+        let refusal = Response::error("IOERR", &format!("not durable, so not applied after restart: {error}"));
+        let old = std::mem::take(&mut self.plain_out);
+        let mut copied = 0;
+        let mut refused = 0;
+        for w in self.pending_writes.iter().filter(|w| w.seq_bound > durable) {
+            self.plain_out.extend_from_slice(&old[copied..w.response.start]);
+            push(&mut self.plain_out, &refusal);
+            copied = w.response.end;
+            refused += 1;
+        }
+        self.plain_out.extend_from_slice(&old[copied..]);
+        debug!(peer = %self.peer, refused, "writes answered IOERR: the log failed before they were durable");
     }
 
     /// Seals and sends everything in the output buffer, in one write.

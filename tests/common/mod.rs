@@ -26,7 +26,7 @@ pub struct TestServer {
     pub clock: Clock,
     pub data_dir: std::path::PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), cryptomem::server::ServerError>>>,
     dir: Arc<tempfile::TempDir>,
 }
 
@@ -87,13 +87,41 @@ impl TestServer {
         Client::connect(self.config()).await.unwrap()
     }
 
+    /// The temp dir holding the data dir, to start another server on it.
+    pub fn tempdir(&self) -> Arc<tempfile::TempDir> {
+        Arc::clone(&self.dir)
+    }
+
+    /// Stops without the graceful path (no final snapshot, the log as the
+    /// writer left it), like a kill, and waits until the data dir is free.
+    pub async fn crash(mut self) {
+        self.stop.take();
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        for _ in 0..250 {
+            if cryptomem::persist::data_dir::lock_data_dir(&self.data_dir).is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the aborted server never released {}", self.data_dir.display());
+    }
+
+    /// Waits (up to 20 s) for the server to stop on its own, and returns how it ended.
+    pub async fn exited(mut self) -> Result<(), cryptomem::server::ServerError> {
+        let task = self.task.take().expect("running");
+        tokio::time::timeout(Duration::from_secs(20), task).await.expect("server stops by itself").unwrap()
+    }
+
     /// Stops the server and waits for it to finish draining.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(10), task).await.expect("server stops").unwrap();
+            tokio::time::timeout(Duration::from_secs(10), task).await.expect("server stops").unwrap().unwrap();
         }
     }
 }

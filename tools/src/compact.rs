@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use cryptomem::persist::data_dir::{DataDirError, lock_data_dir};
 use cryptomem::persist::files::sync_dir;
-use cryptomem::persist::recovery::{TailMode, list, recover};
+use cryptomem::persist::recovery::{TailMode, list, recover, remove_leftovers};
 use cryptomem::persist::snapshot::write_snapshot;
 use cryptomem::store::Store;
 
@@ -33,6 +33,10 @@ pub fn run(data: &Path) -> anyhow::Result<ExitCode> {
     }
     for (_, p) in &before.segments {
         std::fs::remove_file(p).with_context(|| format!("removing {}", p.display()))?;
+    }
+    let leftovers = remove_leftovers(data, &before)?;
+    if !before.leftovers.is_empty() {
+        println!("removed {} temp file(s) of interrupted snapshots, {leftovers} bytes", before.leftovers.len());
     }
     sync_dir(data)?;
     let bytes_after = std::fs::metadata(&path).map_or(0, |m| m.len());

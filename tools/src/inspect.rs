@@ -21,6 +21,8 @@ struct Report {
     files: Vec<FileInfo>,
     snapshots: Vec<SnapshotInfo>,
     segments: Vec<SegmentInfo>,
+    /// Temp files of snapshots a crash interrupted: name and bytes.
+    leftovers: Vec<(String, u64)>,
     keys: Option<u64>,
     expired_keys: Option<u64>,
     value_bytes: Option<u64>,
@@ -94,6 +96,7 @@ pub fn run(data: &Path, json: bool, with_keys: bool) -> anyhow::Result<ExitCode>
         files: file_infos(data),
         snapshots: snapshot_infos(&listing),
         segments: Vec::new(),
+        leftovers: listing.leftovers.iter().map(|p| (name(p), std::fs::metadata(p).map_or(0, |m| m.len()))).collect(),
         keys: None,
         expired_keys: None,
         value_bytes: None,
@@ -258,6 +261,12 @@ fn print_text(r: &Report) {
             _ => "unread".to_string(),
         };
         println!("log      {}  {} bytes  first seq {}  {range}  crc {}", s.file, s.bytes, s.first_seq, s.crc);
+    }
+    for (file, bytes) in &r.leftovers {
+        println!(
+            "leftover {file}  {bytes} bytes  temp file of a snapshot a crash interrupted; \
+             the server removes it at start, as does `compact`"
+        );
     }
     if let (Some(keys), Some(expired)) = (r.keys, r.expired_keys) {
         println!(

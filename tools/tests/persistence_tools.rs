@@ -15,7 +15,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_cryptomem-tool");
 
 struct Running {
     stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Result<(), cryptomem::server::ServerError>>,
     client: Client,
 }
 
@@ -60,7 +60,7 @@ impl Running {
     async fn stop(self) {
         drop(self.client);
         let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(10), self.task).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.task).await.unwrap().unwrap().unwrap();
     }
 }
 
@@ -145,6 +145,16 @@ async fn verify_is_clean_then_names_the_damage() {
     assert!(text.contains("cryptomem-tool repair"), "{text}");
 
     bytes[16 + 8 + 2] ^= 1;
+    // A flipped bit in the first record's length: not a torn tail, records follow.
+    bytes[17] ^= 0x10;
+    std::fs::write(&seg, &bytes).unwrap();
+    let out = tool(&["verify"], &dir);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("corrupted at byte offset 16") && text.contains("intact record follows"), "{text}");
+    assert!(!text.contains("torn"), "{text}");
+
+    bytes[17] ^= 0x10;
     bytes.truncate(bytes.len() - 3);
     std::fs::write(&seg, &bytes).unwrap();
     let out = tool(&["verify"], &dir);
@@ -213,7 +223,7 @@ async fn repair_cuts_at_the_last_good_record_after_confirmation() {
     // Damage the third record of the newest segment.
     let mut offset = 16usize;
     for _ in 0..2 {
-        offset += 8 + u32::from_be_bytes(original[offset..offset + 4].try_into().unwrap()) as usize;
+        offset += 12 + u32::from_be_bytes(original[offset..offset + 4].try_into().unwrap()) as usize;
     }
     let mut damaged = original.clone();
     damaged[offset + 9] ^= 1;

@@ -1,0 +1,143 @@
+//! The file operations the log writer does, behind a trait so tests can make
+//! the disk fill up, refuse fsyncs, or free space again at chosen moments.
+//!
+//! Production uses [`OsDisk`]. The log writer needs only: create a segment
+//! (header written and synced, directory synced), append, fsync, and cut a
+//! segment back to a length after a write that failed part way.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use super::files::{PRIVATE_MODE, sync_dir};
+use super::log::{segment_header, segment_name};
+
+/// Creates log segments.
+pub trait LogDisk: Send + Sync + std::fmt::Debug {
+    /// Creates (or replaces) the segment starting at `first_seq` in `dir`,
+    /// with its header written and synced and the directory synced.
+    ///
+    /// # Errors
+    /// Any I/O error.
+    fn create_segment(&self, dir: &Path, first_seq: u64) -> io::Result<Box<dyn SegmentFile>>;
+}
+
+/// An open log segment.
+pub trait SegmentFile: Send {
+    /// Appends all of `bytes` at the current end.
+    ///
+    /// # Errors
+    /// Any I/O error; part of `bytes` may have been written.
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// `fdatasync`.
+    ///
+    /// # Errors
+    /// Any I/O error. Linux does not define what is on disk after one fails.
+    fn sync_data(&mut self) -> io::Result<()>;
+    /// Cuts the file back to `len` bytes and appends from there on.
+    ///
+    /// # Errors
+    /// Any I/O error.
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
+}
+
+/// Real files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OsDisk;
+
+impl LogDisk for OsDisk {
+    fn create_segment(&self, dir: &Path, first_seq: u64) -> io::Result<Box<dyn SegmentFile>> {
+        let path = dir.join(segment_name(first_seq));
+        let mut options = OpenOptions::new();
+        options.create(true).write(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, PRIVATE_MODE);
+        let mut file = options.open(&path)?;
+        file.write_all(&segment_header(first_seq))?;
+        file.sync_all()?;
+        sync_dir(dir)?;
+        Ok(Box::new(file))
+    }
+}
+
+impl SegmentFile for File {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_all(bytes)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.set_len(len)?;
+        self.seek(SeekFrom::Start(len)).map(|_| ())
+    }
+}
+
+pub mod faults {
+    //! A disk that fills up on command, for tests of what the server does
+    //! then. Not for production: its files are never fsynced.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use super::*;
+
+    /// Switches shared by a [`FaultyDisk`] and the test driving it.
+    #[derive(Debug, Default)]
+    pub struct Switches {
+        /// While set, appends write half their bytes and then fail with ENOSPC,
+        /// and creating a segment fails.
+        pub full: AtomicBool,
+        /// While set, fsyncs fail with EIO.
+        pub fsync_fails: AtomicBool,
+        /// Appends that failed.
+        pub failed_appends: AtomicU64,
+    }
+
+    /// Real files with [`Switches`].
+    #[derive(Debug, Clone, Default)]
+    pub struct FaultyDisk(pub Arc<Switches>);
+
+    struct FaultyFile(File, Arc<Switches>);
+
+    fn no_space() -> io::Error {
+        io::Error::from_raw_os_error(28) // ENOSPC
+    }
+
+    impl LogDisk for FaultyDisk {
+        fn create_segment(&self, dir: &Path, first_seq: u64) -> io::Result<Box<dyn SegmentFile>> {
+            if self.0.full.load(Ordering::SeqCst) {
+                return Err(no_space());
+            }
+            let path = dir.join(segment_name(first_seq));
+            let mut file = OpenOptions::new().create(true).write(true).truncate(true).open(path)?;
+            file.write_all(&segment_header(first_seq))?;
+            Ok(Box::new(FaultyFile(file, Arc::clone(&self.0))))
+        }
+    }
+
+    impl SegmentFile for FaultyFile {
+        fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+            if self.1.full.load(Ordering::SeqCst) {
+                self.1.failed_appends.fetch_add(1, Ordering::SeqCst);
+                // A real full disk takes what fits, then refuses the rest.
+                self.0.write_all(&bytes[..bytes.len() / 2])?;
+                return Err(no_space());
+            }
+            self.0.write_all(bytes)
+        }
+
+        fn sync_data(&mut self) -> io::Result<()> {
+            if self.1.fsync_fails.load(Ordering::SeqCst) {
+                return Err(io::Error::from_raw_os_error(5)); // EIO
+            }
+            Ok(())
+        }
+
+        fn truncate(&mut self, len: u64) -> io::Result<()> {
+            self.0.truncate(len)
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The writer against a disk that fills up and empties again.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::{Duration, Instant};
+
+use crate::persist::disk::faults::FaultyDisk;
+use crate::persist::frame::LogOpRef;
+use crate::persist::log::{FsyncPolicy, Log};
+use crate::persist::recovery::{TailMode, scan};
+use crate::store::Journal;
+
+fn open(dir: &Path, disk: &FaultyDisk, policy: FsyncPolicy) -> Log {
+    Log::open_on(Arc::new(disk.clone()), dir, 1, (0, 0), policy).unwrap()
+}
+
+fn append(log: &Log, i: u64) -> Result<u64, crate::store::StoreError> {
+    let key = format!("key-{i}");
+    log.append(LogOpRef::Set { key: key.as_bytes(), value: &[7; 100], expires_at_ms: None })
+}
+
+/// Polls for up to 5 s.
+fn eventually(mut check: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+/// The last sequence number a fresh recovery of `dir` finds (recovery checks
+/// they are contiguous), and whether the log ends in a partial record.
+fn recovered(dir: &Path) -> (u64, bool) {
+    let report = scan(dir, TailMode::Report, |_| {}).unwrap();
+    (report.next_seq - 1, report.segments.iter().any(|s| s.torn_at.is_some()))
+}
+
+/// As [`recovered`], for a log that must end in whole records.
+fn recovered_seqs(dir: &Path) -> u64 {
+    let (last, torn) = recovered(dir);
+    assert!(!torn, "no half-written record");
+    last
+}
+
+/// Regression: under everysec a failed write dropped the records it carried,
+/// although their writes had been acknowledged.
+#[test]
+fn a_full_disk_keeps_acknowledged_records_and_writes_them_when_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FaultyDisk::default();
+    let log = open(dir.path(), &disk, FsyncPolicy::EverySec);
+    for i in 1..=50 {
+        assert_eq!(append(&log, i).unwrap(), i);
+    }
+    assert!(eventually(|| recovered_seqs(dir.path()) == 50));
+
+    disk.0.full.store(true, SeqCst);
+    let mut acknowledged = 50;
+    // Appends are acknowledged until the writer meets the full disk.
+    while let Ok(seq) = append(&log, acknowledged + 1) {
+        acknowledged = seq;
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert!(acknowledged > 50, "some writes were acknowledged into the buffer before the failure");
+    let refusal = log.refusal().unwrap();
+    assert!(refusal.contains("No space left") && refusal.contains("retrying"), "{refusal}");
+    assert!(log.status().stalled.is_some());
+    let missing = log.not_durable().unwrap();
+    assert!(*missing.start() <= 51 && *missing.end() == acknowledged, "{missing:?}");
+    // Retries go on, each cut back so no half record stays.
+    assert!(eventually(|| disk.0.failed_appends.load(SeqCst) >= 3));
+    // Between a failed attempt and the next, a partial record may stand at the end.
+    assert_eq!(recovered(dir.path()).0, 50);
+
+    disk.0.full.store(false, SeqCst);
+    assert!(eventually(|| log.refusal().is_none()), "writes are accepted again");
+    assert_eq!(append(&log, 0).unwrap(), acknowledged + 1);
+    log.close();
+    assert_eq!(recovered_seqs(dir.path()), acknowledged + 1, "every acknowledged record is in the log");
+    assert_eq!(log.not_durable(), None);
+}
+
+#[test]
+fn closing_on_a_full_disk_gives_up_after_a_bounded_wait_and_names_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FaultyDisk::default();
+    let log = open(dir.path(), &disk, FsyncPolicy::EverySec);
+    for i in 1..=10 {
+        append(&log, i).unwrap();
+    }
+    assert!(eventually(|| recovered_seqs(dir.path()) == 10));
+    disk.0.full.store(true, SeqCst);
+    for i in 11..=20 {
+        append(&log, i).unwrap();
+    }
+    let started = Instant::now();
+    log.close();
+    assert!(started.elapsed() >= crate::persist::log::CLOSE_RETRY, "retried before giving up");
+    assert_eq!(log.not_durable(), Some(11..=20));
+    assert!(log.status().failed.is_some());
+    assert_eq!(recovered_seqs(dir.path()), 10, "the log holds a clean prefix");
+
+    // A snapshot that holds them makes them safe: nothing is reported missing.
+    log.snapshot_written(20);
+    assert_eq!(log.not_durable(), None);
+}
+
+#[test]
+fn with_always_a_failed_write_stops_the_log_and_tells_the_waiters() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FaultyDisk::default();
+    let log = open(dir.path(), &disk, FsyncPolicy::Always);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let seq = append(&log, 1).unwrap();
+    runtime.block_on(log.wait_durable(seq)).unwrap();
+    disk.0.full.store(true, SeqCst);
+    let seq = append(&log, 2).unwrap();
+    let err = runtime.block_on(log.wait_durable(seq)).unwrap_err();
+    assert!(err.contains("No space left"), "{err}");
+    assert_eq!(log.status().durable_seq, 1);
+    assert!(runtime.block_on(log.wait_failed()).is_some());
+    disk.0.full.store(false, SeqCst);
+    assert!(append(&log, 3).is_err(), "no retry under always: the failure is final");
+}
+
+#[test]
+fn a_failed_fsync_under_everysec_is_never_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FaultyDisk::default();
+    let log = open(dir.path(), &disk, FsyncPolicy::EverySec);
+    disk.0.fsync_fails.store(true, SeqCst);
+    append(&log, 1).unwrap();
+    assert!(eventually(|| log.status().failed.is_some()), "the fsync a second later fails");
+    let refusal = log.refusal().unwrap();
+    assert!(refusal.contains("fsync"), "{refusal}");
+    disk.0.fsync_fails.store(false, SeqCst);
+    assert!(append(&log, 2).is_err());
+    assert_eq!(log.not_durable(), Some(1..=1));
+}

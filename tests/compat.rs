@@ -1,0 +1,61 @@
+//! Data dirs written by earlier releases are read by this one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cryptomem::persist::recovery::{TailMode, recover};
+use cryptomem::persist::{PersistConfig, Persistence};
+use cryptomem::protocol::SetCondition;
+use cryptomem::store::{Clock, Store};
+use cryptomem::value_crypto::{Keyring, ValueKey};
+
+fn fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    for entry in std::fs::read_dir(&from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    (tmp, dir)
+}
+
+fn check_0_1_0_keyspace(store: &Store, keyring: &Keyring) {
+    let now = Clock::System.now_ms();
+    let open = |key: &str| {
+        let item = store.get(key.as_bytes(), now).unwrap_or_else(|| panic!("{key} is there"));
+        String::from_utf8(keyring.open(key.as_bytes(), item.value()).unwrap()).unwrap()
+    };
+    for i in (0..20).filter(|&i| i != 3 && i != 5) {
+        assert_eq!(open(&format!("k{i}")), format!("value {i}"));
+    }
+    assert_eq!(open("k5"), "value 5 again", "the log after the snapshot is replayed");
+    assert!(store.get(b"k3", now).is_none(), "deleted in the log");
+    assert!(store.expiry(b"k11", now).unwrap().is_some(), "EXPIRE replayed");
+    assert_eq!(store.expiry(b"ttlkey", now).unwrap(), None, "PERSIST replayed");
+    assert_eq!(store.len(), 20);
+}
+
+#[tokio::test]
+async fn a_0_1_0_data_dir_with_format_1_log_segments_recovers_and_keeps_working() {
+    let (_tmp, dir) = fixture("datadir-0.1.0");
+    let keyring = Keyring::new(ValueKey::load(&dir.join("value.key")).unwrap());
+    let store = Arc::new(Store::new(16));
+    let config = PersistConfig::default();
+    let (persistence, report) = Persistence::open(&dir, Arc::clone(&store), Clock::System, config).unwrap();
+    assert_eq!(report.replayed, 14, "10 SETs, DEL, EXPIRE, SET, PERSIST");
+    assert!(report.segments.iter().all(|s| s.torn_at.is_none()));
+    check_0_1_0_keyspace(&store, &keyring);
+
+    // New records go to a format 2 segment after the format 1 one; both are read.
+    let sealed = keyring.seal(b"new", b"after the upgrade").unwrap();
+    store.set(b"new", &sealed, None, SetCondition::Always, Clock::System.now_ms()).unwrap();
+    persistence.log().close();
+    let again = Store::new(16);
+    let report = recover(&dir, &again, Clock::System.now_ms(), TailMode::Report).unwrap();
+    assert_eq!(report.segments.len(), 2);
+    let item = again.get(b"new", Clock::System.now_ms()).unwrap();
+    assert_eq!(keyring.open(b"new", item.value()).unwrap(), b"after the upgrade");
+    assert_eq!(again.len(), 21);
+}
