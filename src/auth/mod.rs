@@ -41,7 +41,38 @@ use tokio::sync::Semaphore;
 pub use hash::{HashParams, hash_secret, verify_secret};
 pub use permissions::Principal;
 pub use table::{Role, TableError, TokenRecord, TokenTable};
-pub use throttle::{Throttle, ThrottleConfig};
+pub use throttle::{Attempt, Throttle, ThrottleConfig};
+
+/// How often an AUTH waiting for its address's budget looks again.
+const BUDGET_POLL: Duration = Duration::from_millis(10);
+
+/// A place in an address's attempt budget; released as a failure if dropped
+/// unfinished (a verification that errored or a connection that went away).
+struct Reservation<'a> {
+    throttle: &'a Throttle,
+    peer: IpAddr,
+    done: bool,
+}
+
+impl Reservation<'_> {
+    fn succeeded(mut self) {
+        self.done = true;
+        self.throttle.record_success(self.peer, true);
+    }
+
+    fn failed(mut self) -> Option<Duration> {
+        self.done = true;
+        self.throttle.record_failure(self.peer)
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.throttle.record_failure(self.peer);
+        }
+    }
+}
 pub use token::{MalformedToken, Token};
 
 use crate::store::Clock;
@@ -203,7 +234,7 @@ impl Authenticator {
     /// [`AuthError::LockedOut`] while `peer` is locked out (no verification is
     /// run), [`AuthError::InvalidToken`] for anything but a valid token.
     pub async fn authenticate(&self, presented: &[u8], peer: IpAddr) -> Result<Principal, AuthError> {
-        if let Err(left) = self.throttle.begin_attempt(peer) {
+        if let Err(left) = self.throttle.check(peer) {
             self.stats.refused_locked.fetch_add(1, Ordering::Relaxed);
             return Err(AuthError::LockedOut(left));
         }
@@ -220,11 +251,26 @@ impl Authenticator {
                 && bool::from(self.mac(&secret).ct_eq(&expected))
             {
                 self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-                self.throttle.record_success(peer);
+                self.throttle.record_success(peer, false);
                 return Ok(Self::principal(record));
             }
         }
 
+        // A verification holds a place in the address's budget from now on,
+        // so parallel guesses cannot outrun the lockout; beyond the budget an
+        // attempt waits for one in flight to finish (the session bounds the
+        // wait by the AUTH deadline and answers BUSY).
+        loop {
+            match self.throttle.begin_attempt(peer) {
+                Ok(()) => break,
+                Err(Attempt::Locked(left)) => {
+                    self.stats.refused_locked.fetch_add(1, Ordering::Relaxed);
+                    return Err(AuthError::LockedOut(left));
+                }
+                Err(Attempt::Wait) => tokio::time::sleep(BUDGET_POLL).await,
+            }
+        }
+        let reservation = Reservation { throttle: &self.throttle, peer, done: false };
         let phc = record.as_ref().map_or_else(|| self.dummy_hash.clone(), |r| r.hash.clone());
         let permit = self.permits.acquire().await.map_err(|_| AuthError::Unavailable)?;
         self.stats.argon2_runs.fetch_add(1, Ordering::Relaxed);
@@ -239,12 +285,12 @@ impl Authenticator {
                     let mac = self.mac(&secret);
                     self.cache().insert(r.id.clone(), (mac, r.hash.clone()));
                 }
-                self.throttle.record_success(peer);
+                reservation.succeeded();
                 Ok(Self::principal(&r))
             }
             _ => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                if let Some(lockout) = self.throttle.record_failure(peer) {
+                if let Some(lockout) = reservation.failed() {
                     tracing::warn!(%peer, lockout_s = lockout.as_secs(), "too many failed AUTH attempts: address locked out");
                 }
                 tokio::time::sleep(self.config.throttle.failure_delay).await;

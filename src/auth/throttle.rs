@@ -45,8 +45,19 @@ impl Default for ThrottleConfig {
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     failures: u32,
+    /// Attempts being verified now; they hold a place in the budget.
+    in_flight: u32,
     window_start_ms: u64,
     locked_until_ms: u64,
+}
+
+/// Why [`Throttle::begin_attempt`] did not reserve a place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// Locked out for this long.
+    Locked(Duration),
+    /// Other attempts in flight hold the rest of the budget.
+    Wait,
 }
 
 /// The per-address table.
@@ -96,14 +107,16 @@ impl Throttle {
         }
     }
 
-    /// Counts an attempt from `ip` against its budget before it is verified,
-    /// so guesses sent in parallel cannot outrun the lockout: once
-    /// `max_failures` attempts are counted in the window, the next one starts
-    /// the lockout instead of a verification. A success clears the count.
+    /// Reserves a place in `ip`'s budget for an attempt about to be verified,
+    /// so guesses sent in parallel cannot outrun the lockout: failures plus
+    /// attempts in flight never exceed `max_failures`. Finish every reserved
+    /// attempt with [`Throttle::record_failure`] or [`Throttle::record_success`].
     ///
     /// # Errors
-    /// The time left if `ip` is locked out (now, or by this attempt).
-    pub fn begin_attempt(&self, ip: IpAddr) -> Result<(), Duration> {
+    /// [`Attempt::Locked`] with the time left while `ip` is locked out;
+    /// [`Attempt::Wait`] while the budget is taken by attempts in flight
+    /// (retry once one finishes: a success frees the budget, failures lock).
+    pub fn begin_attempt(&self, ip: IpAddr) -> Result<(), Attempt> {
         let now = self.clock.now_ms();
         let window = duration_ms_ceil(self.config.window);
         let mut entries = self.entries();
@@ -116,27 +129,34 @@ impl Throttle {
                 entries.remove(&stalest);
             }
         }
-        let e = entries.entry(group(ip)).or_insert(Entry { failures: 0, window_start_ms: now, locked_until_ms: 0 });
+        let e = entries.entry(group(ip)).or_insert(Entry {
+            failures: 0,
+            in_flight: 0,
+            window_start_ms: now,
+            locked_until_ms: 0,
+        });
         if e.locked_until_ms > now {
-            return Err(Duration::from_millis(e.locked_until_ms - now));
+            return Err(Attempt::Locked(Duration::from_millis(e.locked_until_ms - now)));
         }
         if e.window_start_ms + window <= now {
-            *e = Entry { failures: 0, window_start_ms: now, locked_until_ms: 0 };
+            e.failures = 0;
+            e.window_start_ms = now;
         }
-        if e.failures >= self.config.max_failures {
-            self.lock_out(e, now);
-            return Err(self.config.lockout);
+        if e.failures + e.in_flight >= self.config.max_failures {
+            return Err(Attempt::Wait);
         }
-        e.failures += 1;
+        e.in_flight += 1;
         Ok(())
     }
 
-    /// After a counted attempt failed: starts the lockout (and returns its
-    /// length) if the budget is spent.
+    /// After a reserved attempt failed: counts it, and starts the lockout
+    /// (returning its length) if the budget is spent.
     pub fn record_failure(&self, ip: IpAddr) -> Option<Duration> {
         let now = self.clock.now_ms();
         let mut entries = self.entries();
         let e = entries.get_mut(&group(ip))?;
+        e.in_flight = e.in_flight.saturating_sub(1);
+        e.failures += 1;
         if e.failures >= self.config.max_failures && e.locked_until_ms <= now {
             self.lock_out(e, now);
             return Some(self.config.lockout);
@@ -151,9 +171,18 @@ impl Throttle {
         self.lockouts.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Clears `ip`'s failures after a successful AUTH.
-    pub fn record_success(&self, ip: IpAddr) {
-        self.entries().remove(&group(ip));
+    /// Clears `ip`'s failures after a successful AUTH (releasing its
+    /// reservation, if it made one).
+    pub fn record_success(&self, ip: IpAddr, reserved: bool) {
+        let mut entries = self.entries();
+        let Some(e) = entries.get_mut(&group(ip)) else { return };
+        e.failures = 0;
+        if reserved {
+            e.in_flight = e.in_flight.saturating_sub(1);
+        }
+        if e.in_flight == 0 && e.locked_until_ms == 0 {
+            entries.remove(&group(ip));
+        }
     }
 
     /// Addresses locked out right now.
@@ -193,10 +222,25 @@ mod tests {
         for _ in 0..3 {
             assert!(t.begin_attempt(ip).is_ok());
         }
-        assert_eq!(t.begin_attempt(ip), Err(Duration::from_secs(30)), "the fourth, before any finished");
+        assert_eq!(t.begin_attempt(ip), Err(Attempt::Wait), "the fourth, before any finished");
+        assert_eq!(t.record_failure(ip), None);
+        assert_eq!(t.begin_attempt(ip), Err(Attempt::Wait), "two still in flight, one failed");
+        assert_eq!(t.record_failure(ip), None);
+        assert_eq!(t.record_failure(ip), Some(Duration::from_secs(30)));
+        assert_eq!(t.begin_attempt(ip), Err(Attempt::Locked(Duration::from_secs(30))));
         assert_eq!(t.lockouts.load(Ordering::Relaxed), 1);
-        assert_eq!(t.record_failure(ip), None, "already locked out");
-        assert!(t.begin_attempt(ip).is_err());
+    }
+
+    #[test]
+    fn a_success_frees_the_budget_for_attempts_waiting_behind_it() {
+        let (t, _) = throttle();
+        let ip: IpAddr = "10.0.0.8".parse().unwrap();
+        for _ in 0..3 {
+            t.begin_attempt(ip).unwrap();
+        }
+        assert_eq!(t.begin_attempt(ip), Err(Attempt::Wait));
+        t.record_success(ip, true);
+        assert!(t.begin_attempt(ip).is_ok(), "a valid token's burst is not locked out");
     }
 
     #[test]
@@ -207,6 +251,7 @@ mod tests {
         assert_eq!(fail(&t, ip), None);
         assert_eq!(fail(&t, ip), Some(Duration::from_secs(30)));
         assert_eq!(t.check(ip), Err(Duration::from_secs(30)));
+        assert_eq!(t.begin_attempt(ip), Err(Attempt::Locked(Duration::from_secs(30))));
         assert!(t.check("10.0.0.2".parse().unwrap()).is_ok(), "other addresses are unaffected");
         clock.advance(Duration::from_secs(30));
         assert!(t.check(ip).is_ok());
@@ -222,8 +267,10 @@ mod tests {
         clock.advance(Duration::from_secs(11));
         assert_eq!(fail(&t, ip), None, "a new window started");
         fail(&t, ip);
-        t.record_success(ip);
+        t.begin_attempt(ip).unwrap();
+        t.record_success(ip, true);
         assert_eq!(fail(&t, ip), None);
+        assert_eq!(fail(&t, ip), None, "the success reset the count");
     }
 
     #[test]
