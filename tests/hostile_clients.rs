@@ -127,6 +127,25 @@ async fn a_tampered_record_closes_the_connection() {
     still_serving(&server).await;
 }
 
+/// Regression: valid requests followed, in the same read, by a record that
+/// fails authentication got no answers, and the one PROTO took the place of
+/// the first of them.
+#[tokio::test]
+async fn requests_before_a_bad_record_are_answered_before_the_error() {
+    let server = TestServer::start().await;
+    let mut raw = RawConn::authed(&server).await;
+    let mut wire = raw.seal(&Request::Ping { message: Bytes::from_static(b"one") });
+    wire.extend(raw.seal(&Request::Ping { message: Bytes::from_static(b"two") }));
+    let mut bad = raw.seal(&Request::DbSize);
+    bad[5] ^= 0x01;
+    wire.extend(bad);
+    raw.stream.write_all(&wire).await.unwrap();
+    assert_eq!(raw.recv().await, Some(Response::ok(Bytes::from_static(b"one"))));
+    assert_eq!(raw.recv().await, Some(Response::ok(Bytes::from_static(b"two"))));
+    assert_error(raw.recv().await, "PROTO");
+    raw.assert_closed().await;
+}
+
 #[tokio::test]
 async fn reordered_records_close_the_connection() {
     let server = TestServer::start().await;

@@ -155,8 +155,13 @@ impl Session {
             if let Err(e) = self.opener.open(&mut self.wire_in, &mut self.plain_in) {
                 bump(&self.shared.stats.protocol_errors);
                 info!(peer = %self.peer, error = %e, "closing: bad record");
-                push(&mut self.plain_out, &Response::error("PROTO", &e.to_string()));
-                self.flush().await?;
+                // The records before the bad one were intact: answer their
+                // requests, in order, then the error, so a pipelining client
+                // pins it on the right request.
+                if let Next::Continue = self.process_buffered().await? {
+                    push(&mut self.plain_out, &Response::error("PROTO", &e.to_string()));
+                }
+                self.flush_when_durable().await?;
                 return Ok(());
             }
         }
