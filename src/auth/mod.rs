@@ -46,8 +46,9 @@ pub use throttle::{Attempt, Throttle, ThrottleConfig};
 /// How often an AUTH waiting for its address's budget looks again.
 const BUDGET_POLL: Duration = Duration::from_millis(10);
 
-/// A place in an address's attempt budget; released as a failure if dropped
-/// unfinished (a verification that errored or a connection that went away).
+/// A place in an address's attempt budget. Dropped unfinished (the session
+/// gave up waiting, the connection went away) it is only released: the
+/// client got no verdict, so it learned nothing.
 struct Reservation<'a> {
     throttle: &'a Throttle,
     peer: IpAddr,
@@ -69,7 +70,7 @@ impl Reservation<'_> {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.throttle.record_failure(self.peer);
+            self.throttle.release(self.peer);
         }
     }
 }

@@ -164,6 +164,13 @@ impl Throttle {
         None
     }
 
+    /// Gives back a reserved place without a verdict.
+    pub fn release(&self, ip: IpAddr) {
+        if let Some(e) = self.entries().get_mut(&group(ip)) {
+            e.in_flight = e.in_flight.saturating_sub(1);
+        }
+    }
+
     fn lock_out(&self, e: &mut Entry, now: u64) {
         e.locked_until_ms = now + duration_ms_ceil(self.config.lockout);
         e.failures = 0;
