@@ -287,7 +287,7 @@ fn resumed(shared: &Shared, since: Instant, last_seq: u64) {
 /// The log stops for good after a failed fsync, or any failure under `always`.
 fn fail(shared: &Shared, e: &io::Error, what: &str, written_seq: u64) {
     let durable = shared.status.borrow().durable_seq;
-    let mut st = lock(&shared.state);
+    let st = lock(&shared.state);
     let last = st.next_seq - 1;
     let msg = format!("{what} of the append-only log in {} failed: {e}", shared.dir.display());
     let at_risk = if last > durable {
@@ -303,13 +303,8 @@ fn fail(shared: &Shared, e: &io::Error, what: &str, written_seq: u64) {
             "{msg}; {at_risk}; refusing writes until restart (reads keep working; the shutdown snapshot will try to keep them)"
         );
     }
-    st.failed = Some(msg.clone());
-    st.stalled = None;
     drop(st);
-    shared.status.send_modify(|s| {
-        s.failed = Some(msg);
-        s.stalled = None;
-    });
+    mark_failed(shared, msg);
 }
 
 /// Closing with writes still failing: say exactly what never reached the log.
@@ -330,13 +325,19 @@ fn give_up(shared: &Shared, e: &io::Error, written_seq: u64) {
             CLOSE_RETRY.as_secs()
         );
     }
-    fail_quietly(shared, e);
+    mark_failed(shared, format!("write of the append-only log in {} failed: {e}", shared.dir.display()));
 }
 
-fn fail_quietly(shared: &Shared, e: &io::Error) {
-    let msg = format!("write of the append-only log in {} failed: {e}", shared.dir.display());
-    lock(&shared.state).failed = Some(msg.clone());
-    shared.status.send_modify(|s| s.failed = Some(msg));
+/// Stops the log for good: appends are refused with `msg`, waiters told.
+fn mark_failed(shared: &Shared, msg: String) {
+    let mut st = lock(&shared.state);
+    st.failed = Some(msg.clone());
+    st.stalled = None;
+    drop(st);
+    shared.status.send_modify(|s| {
+        s.failed = Some(msg);
+        s.stalled = None;
+    });
 }
 
 #[cfg(test)]

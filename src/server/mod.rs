@@ -13,7 +13,9 @@
 //! Every change goes through the append-only log before it is applied
 //! ([`crate::persist`]); with `--fsync always` a session holds the replies to
 //! a batch that wrote until the log reports those records fsynced. At shutdown
-//! a final snapshot is taken and the log is flushed.
+//! a final snapshot is taken and the log is flushed, except after a log
+//! failure under `--fsync always`, which stops the server on its own
+//! ([`ServerError::LogFailed`]) without a snapshot.
 
 pub mod config;
 mod dispatch;
