@@ -216,6 +216,106 @@ async fn idle_authenticated_connections_are_closed() {
     result.unwrap();
 }
 
+/// The frame of a SET of a `len`-byte value.
+fn set_frame(len: usize) -> Vec<u8> {
+    let mut frame = Vec::new();
+    let request = Request::Set {
+        key: Bytes::from_static(b"slow"),
+        value: Bytes::from(vec![7u8; len]),
+        ttl: None,
+        condition: Default::default(),
+    };
+    cryptomem::protocol::encode_request(&request, &mut frame).unwrap();
+    frame
+}
+
+#[tokio::test]
+async fn a_request_trickled_past_the_request_timeout_is_answered_timeout() {
+    // A byte every 50 ms keeps restarting the 300 ms idle timer; only the
+    // request deadline can end this.
+    let server = TestServer::start_with(|c| {
+        c.idle_timeout = Some(Duration::from_millis(300));
+        c.request_timeout = Some(Duration::from_secs(1));
+    })
+    .await;
+    let mut raw = RawConn::authed(&server).await;
+    let frame = set_frame(4096);
+    let started = std::time::Instant::now();
+    for chunk in frame.chunks(1).take(18) {
+        let mut wire = Vec::new();
+        raw.sealer.seal(chunk, &mut wire).unwrap();
+        if raw.stream.write_all(&wire).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_error(raw.recv().await, "TIMEOUT");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    raw.assert_closed().await;
+    let info = server.client().await.info().await.unwrap();
+    assert_eq!(common::info_field(&info, "requests_timed_out"), "1");
+    assert_eq!(common::info_field(&info, "incomplete_request_bytes"), "0");
+}
+
+#[tokio::test]
+async fn a_pipelining_client_that_keeps_busy_is_not_timed_out() {
+    let server = TestServer::start_with(|c| c.request_timeout = Some(Duration::from_millis(300))).await;
+    let mut raw = RawConn::authed(&server).await;
+    // Every write ends mid-request, so some request is always arriving, but
+    // each one completes quickly: none of them is late.
+    let frame = set_frame(100);
+    let mut stream_bytes = Vec::new();
+    for _ in 0..40 {
+        stream_bytes.extend_from_slice(&frame);
+    }
+    for chunk in stream_bytes.chunks(frame.len() * 2 + 7) {
+        raw.send_plain(chunk).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    for _ in 0..40 {
+        assert_eq!(raw.recv().await, Some(Response::ok_empty()));
+    }
+}
+
+#[tokio::test]
+async fn incomplete_requests_over_the_buffer_limit_are_answered_busy() {
+    let server = TestServer::start_with(|c| {
+        c.limits.max_value_len = 64 * 1024;
+        c.request_buffer_limit = 200 * 1024;
+    })
+    .await;
+    // Each holder sends 60 KiB of a 64 KiB value and stops: three fit under
+    // the 200 KiB cap, the fourth goes over it.
+    let frame = set_frame(64 * 1024);
+    let mut holders = Vec::new();
+    for _ in 0..3 {
+        let mut raw = RawConn::authed(&server).await;
+        raw.send_plain(&frame[..60 * 1024]).await;
+        holders.push(raw);
+    }
+    let c = server.client().await;
+    assert!(
+        common::eventually_async(|| async {
+            common::info_field(&c.info().await.unwrap(), "incomplete_request_bytes").parse::<usize>().unwrap()
+                >= 180 * 1024
+        })
+        .await,
+        "the server counts what the holders sent"
+    );
+    let mut late = RawConn::authed(&server).await;
+    late.send_plain(&frame[..60 * 1024]).await;
+    assert_error(late.recv().await, "BUSY");
+    late.assert_closed().await;
+    // Finishing a request frees its share: the holders still complete theirs.
+    for raw in &mut holders {
+        raw.send_plain(&frame[60 * 1024..]).await;
+        assert_eq!(raw.recv().await, Some(Response::ok_empty()));
+    }
+    let info = c.info().await.unwrap();
+    assert_eq!(common::info_field(&info, "incomplete_request_bytes"), "0");
+    assert_eq!(common::info_field(&info, "requests_refused_buffer_full"), "1");
+}
+
 #[tokio::test]
 async fn the_connection_limit_turns_extra_clients_away() {
     let server = TestServer::start_with(|c| c.max_connections = 2).await;

@@ -8,6 +8,8 @@
 //! | `--max-connections`   | `CRYPTOMEM_MAX_CONNECTIONS`  | `max_connections`   | 10000            |
 //! | `--handshake-timeout` | `CRYPTOMEM_HANDSHAKE_TIMEOUT`| `handshake_timeout` | `10s` (also the time to send AUTH) |
 //! | `--idle-timeout`      | `CRYPTOMEM_IDLE_TIMEOUT`     | `idle_timeout`      | `300s`; `0` = never |
+//! | `--request-timeout` | `CRYPTOMEM_REQUEST_TIMEOUT`  | `request_timeout`   | `60s`: time from a request's first byte to its last; `0` = none |
+//! | `--request-buffer-limit` | `CRYPTOMEM_REQUEST_BUFFER_LIMIT` | `request_buffer_limit` | `1GiB`: bytes all connections together may hold for requests still arriving |
 //! | `--max-key-size`      | `CRYPTOMEM_MAX_KEY_SIZE`     | `max_key_size`      | `1KiB` (at most 64KiB - 1) |
 //! | `--max-value-size`    | `CRYPTOMEM_MAX_VALUE_SIZE`   | `max_value_size`    | `16MiB` (at most 512MiB) |
 //! | `--max-batch-keys`    | `CRYPTOMEM_MAX_BATCH_KEYS`   | `max_batch_keys`    | 10000            |
@@ -65,6 +67,13 @@ pub struct Settings {
     /// Close connections idle this long; 0 = never [default: 300s].
     #[arg(long, env = "CRYPTOMEM_IDLE_TIMEOUT")]
     pub idle_timeout: Option<String>,
+    /// Time from a request's first byte to its last; 0 = none [default: 60s].
+    #[arg(long, env = "CRYPTOMEM_REQUEST_TIMEOUT")]
+    pub request_timeout: Option<String>,
+    /// Bytes all connections together may hold for requests still arriving
+    /// [default: 1GiB].
+    #[arg(long, env = "CRYPTOMEM_REQUEST_BUFFER_LIMIT")]
+    pub request_buffer_limit: Option<String>,
     /// Longest key [default: 1KiB].
     #[arg(long, env = "CRYPTOMEM_MAX_KEY_SIZE")]
     pub max_key_size: Option<String>,
@@ -143,6 +152,8 @@ impl Settings {
             max_connections: self.max_connections.or(lower.max_connections),
             handshake_timeout: self.handshake_timeout.or(lower.handshake_timeout),
             idle_timeout: self.idle_timeout.or(lower.idle_timeout),
+            request_timeout: self.request_timeout.or(lower.request_timeout),
+            request_buffer_limit: self.request_buffer_limit.or(lower.request_buffer_limit),
             max_key_size: self.max_key_size.or(lower.max_key_size),
             max_value_size: self.max_value_size.or(lower.max_value_size),
             max_batch_keys: self.max_batch_keys.or(lower.max_batch_keys),
@@ -188,6 +199,17 @@ impl Settings {
             .map_err(|e| format!("max-value-size: {e}"))?;
         if !(1..=HARD_MAX_VALUE_LEN).contains(&max_value_len) {
             return Err(format!("max-value-size: {max_value_len} is outside 1..={HARD_MAX_VALUE_LEN}"));
+        }
+        let request_timeout = parse_duration(self.request_timeout.as_deref().unwrap_or("60s"))
+            .map_err(|e| format!("request-timeout: {e}"))?;
+        let request_buffer_limit = parse_size(self.request_buffer_limit.as_deref().unwrap_or("1GiB"))
+            .map_err(|e| format!("request-buffer-limit: {e}"))?;
+        // Below this not even one request of the largest allowed size could arrive.
+        let largest_request = max_value_len + max_key_len + 64 * 1024;
+        if request_buffer_limit < largest_request {
+            return Err(format!(
+                "request-buffer-limit: {request_buffer_limit} is less than one largest request ({largest_request} bytes: max-value-size + max-key-size + 64KiB)"
+            ));
         }
         let max_batch_keys = self.max_batch_keys.unwrap_or(crate::protocol::DEFAULT_MAX_BATCH_KEYS);
         if max_batch_keys == 0 {
@@ -247,6 +269,8 @@ impl Settings {
             max_connections,
             handshake_timeout,
             idle_timeout: (!idle.is_zero()).then_some(idle),
+            request_timeout: (!request_timeout.is_zero()).then_some(request_timeout),
+            request_buffer_limit,
             limits: Limits { max_key_len, max_value_len, max_batch_keys },
             shards: self.shards.unwrap_or(DEFAULT_SHARDS).clamp(1, 1 << 16),
             // One core is left to the log writer, snapshots and the kernel's
@@ -274,6 +298,10 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// Idle limit for authenticated connections; `None` = never.
     pub idle_timeout: Option<Duration>,
+    /// Time from a request's first byte to its last; `None` = no limit.
+    pub request_timeout: Option<Duration>,
+    /// Bytes all connections together may hold for requests still arriving.
+    pub request_buffer_limit: usize,
     /// Request size limits.
     pub limits: Limits,
     /// Store shard count.

@@ -76,7 +76,7 @@ fn run(shared: &Shared, request: Request, out: &mut Vec<u8>) -> Result<Option<Re
         Request::Ping { message } => Response::ok(message),
         Request::DbSize => Response::ok(Bytes::copy_from_slice(&(store.len() as u64).to_be_bytes())),
         Request::Info => {
-            let mut info = shared.stats.render(store, shared.config.max_connections);
+            let mut info = shared.stats.render(store, shared.config.max_connections, shared.request_buffers.held());
             info.push_str(&auth_info(shared));
             info.push_str(&shared.persistence.info());
             Response::ok(info)

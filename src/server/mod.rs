@@ -19,6 +19,7 @@
 
 pub mod config;
 mod dispatch;
+mod request_buffers;
 mod session;
 pub mod stats;
 
@@ -78,6 +79,7 @@ pub(crate) struct Shared {
     pub(crate) identity: ServerIdentity,
     pub(crate) config: ServerConfig,
     pub(crate) stats: Stats,
+    pub(crate) request_buffers: Arc<request_buffers::RequestBuffers>,
 }
 
 /// A bound, not yet running, server.
@@ -129,6 +131,7 @@ impl Server {
             store,
             persistence,
             auth,
+            request_buffers: request_buffers::RequestBuffers::new(config.request_buffer_limit),
             config,
             stats: Stats::default(),
         };

@@ -9,6 +9,13 @@
 //! record; buffered plaintext is at most one request (whose declared size was
 //! checked against the limits) plus one read; output is flushed whenever it
 //! passes [`FLUSH_AT`].
+//!
+//! A request must also arrive in time: from the read that brings its first
+//! byte, the rest must follow within `request_timeout` (answered `TIMEOUT`,
+//! then closed), and what every connection holds for requests still arriving
+//! counts against one server-wide cap ([`super::request_buffers`]; answered
+//! `BUSY`, then closed). The idle timer alone restarts on every byte, so it
+//! cannot stop a client that trickles a large value.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +35,7 @@ use crate::secure::{RecordOpener, RecordSealer, SecureError, server_handshake};
 
 use super::Shared;
 use super::dispatch::{execute, push};
+use super::request_buffers::BufferClaim;
 use super::stats::bump;
 
 /// Output size at which responses are sent before more requests are executed.
@@ -74,6 +82,13 @@ struct Session {
     pending_writes: Vec<PendingWrite>,
     /// The token table generation `principal` was read at.
     seen_generation: u64,
+    /// When the read that began the request still arriving came in.
+    request_started: Option<Instant>,
+    /// Whether a request was decoded since `request_started` was last set:
+    /// then the bytes still arriving belong to a later request.
+    request_completed: bool,
+    /// This connection's share of the server-wide cap on incomplete requests.
+    buffered: BufferClaim,
 }
 
 /// Serves one accepted connection until it closes, fails, or the server shuts down.
@@ -102,7 +117,6 @@ pub(super) async fn serve_connection(
     let mut session = Session {
         stream,
         peer,
-        shared,
         sealer: RecordSealer::new(keys.send),
         opener: RecordOpener::new(keys.recv),
         wire_in: BytesMut::with_capacity(READ_CHUNK),
@@ -115,6 +129,10 @@ pub(super) async fn serve_connection(
         wrote: false,
         pending_writes: Vec::new(),
         seen_generation: 0,
+        request_started: None,
+        request_completed: false,
+        buffered: BufferClaim::new(Arc::clone(&shared.request_buffers)),
+        shared,
     };
     if let Err(e) = session.run(&mut shutdown).await {
         debug!(%peer, error = %e, "connection closed with an error");
@@ -131,11 +149,10 @@ impl Session {
             if matches!(next, Next::Close) {
                 return Ok(());
             }
-            let deadline = match (&self.principal, self.shared.config.idle_timeout) {
-                (None, _) => Some(self.auth_deadline),
-                (Some(_), Some(idle)) => Some(Instant::now() + idle),
-                (Some(_), None) => None,
-            };
+            if !self.account_incomplete().await? {
+                return Ok(());
+            }
+            let deadline = self.read_deadline();
             self.wire_in.reserve(READ_CHUNK);
             let read = self.stream.read_buf(&mut self.wire_in);
             let n = tokio::select! {
@@ -143,7 +160,7 @@ impl Session {
                 _ = shutdown.changed() => return Ok(()),
                 r = async { match deadline { Some(d) => timeout_at(d, read).await.ok(), None => Some(read.await) } } => match r {
                     None => {
-                        debug!(peer = %self.peer, authenticated = self.principal.is_some(), "closing: timed out waiting for a request");
+                        self.timed_out().await?;
                         return Ok(());
                     }
                     Some(result) => result?,
@@ -167,6 +184,64 @@ impl Session {
         }
     }
 
+    /// Counts what is buffered for a request still arriving against the
+    /// server-wide cap and notes when that request began. Returns false (after
+    /// answering `BUSY`) when the connection must close.
+    async fn account_incomplete(&mut self) -> Result<bool, SecureError> {
+        let incomplete = self.plain_in.len() + self.wire_in.len();
+        let next_request = std::mem::take(&mut self.request_completed);
+        if incomplete == 0 {
+            self.request_started = None;
+        } else if self.request_started.is_none() || next_request {
+            self.request_started = Some(Instant::now());
+        }
+        let Err(over) = self.buffered.set(incomplete) else { return Ok(true) };
+        bump(&self.shared.stats.requests_refused_buffer_full);
+        warn!(peer = %self.peer, limit = over.limit, "closing: incomplete requests of all connections exceed --request-buffer-limit");
+        let message =
+            format!("the server holds {} bytes of incomplete requests, over its limit; retry later", over.limit);
+        push(&mut self.plain_out, &Response::error("BUSY", &message));
+        self.flush().await?;
+        Ok(false)
+    }
+
+    /// When the next read must have arrived: AUTH's deadline before
+    /// authentication, then the idle timeout, and no later than the request
+    /// timeout while a request is arriving.
+    fn read_deadline(&self) -> Option<Instant> {
+        let config = &self.shared.config;
+        let waiting = match (&self.principal, config.idle_timeout) {
+            (None, _) => Some(self.auth_deadline),
+            (Some(_), Some(idle)) => Some(Instant::now() + idle),
+            (Some(_), None) => None,
+        };
+        let request = self.request_started.zip(config.request_timeout).map(|(started, limit)| started + limit);
+        match (waiting, request) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The read deadline passed: a request that began too long ago is
+    /// answered `TIMEOUT`; an idle connection just closes.
+    async fn timed_out(&mut self) -> Result<(), SecureError> {
+        let limit = self.shared.config.request_timeout;
+        let late = self.request_started.zip(limit).filter(|(started, limit)| started.elapsed() >= *limit);
+        match late {
+            Some((_, limit)) if self.principal.is_some() => {
+                bump(&self.shared.stats.requests_timed_out);
+                info!(peer = %self.peer, "closing: request not received in full within --request-timeout");
+                let message = format!("request not received in full within {}s", limit.as_secs_f64());
+                push(&mut self.plain_out, &Response::error("TIMEOUT", &message));
+                self.flush().await
+            }
+            _ => {
+                debug!(peer = %self.peer, authenticated = self.principal.is_some(), "closing: timed out waiting for a request");
+                Ok(())
+            }
+        }
+    }
+
     /// Executes every complete request in the input buffer.
     async fn process_buffered(&mut self) -> Result<Next, SecureError> {
         loop {
@@ -174,7 +249,10 @@ impl Session {
                 return Ok(Next::Close);
             }
             let decoded = match decode_request(&mut self.plain_in, &self.shared.config.limits) {
-                Ok(Some(d)) => d,
+                Ok(Some(d)) => {
+                    self.request_completed = true;
+                    d
+                }
                 Ok(None) => {
                     shrink_if_huge(&mut self.plain_in);
                     return Ok(Next::Continue);

@@ -24,6 +24,10 @@ pub struct Stats {
     pub protocol_errors: AtomicU64,
     /// Keys removed by the expiry janitor.
     pub expired_keys: AtomicU64,
+    /// Connections closed because a request did not arrive within `--request-timeout`.
+    pub requests_timed_out: AtomicU64,
+    /// Connections closed because incomplete requests exceeded `--request-buffer-limit`.
+    pub requests_refused_buffer_full: AtomicU64,
 }
 
 impl Default for Stats {
@@ -37,6 +41,8 @@ impl Default for Stats {
             commands_processed: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
             expired_keys: AtomicU64::new(0),
+            requests_timed_out: AtomicU64::new(0),
+            requests_refused_buffer_full: AtomicU64::new(0),
         }
     }
 }
@@ -48,7 +54,7 @@ pub fn bump(counter: &AtomicU64) {
 
 impl Stats {
     /// The INFO body: `# Section` headers and `name:value` lines.
-    pub fn render(&self, store: &Store, max_connections: usize) -> String {
+    pub fn render(&self, store: &Store, max_connections: usize, incomplete_request_bytes: usize) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::with_capacity(1024);
         let _ = writeln!(out, "# Server");
@@ -64,6 +70,7 @@ impl Stats {
         let _ = writeln!(out, "handshake_failures:{}", get(&self.handshake_failures));
         let _ = writeln!(out, "\n# Memory");
         let _ = writeln!(out, "used_memory_dataset:{}", store.approx_bytes());
+        let _ = writeln!(out, "incomplete_request_bytes:{incomplete_request_bytes}");
         if let Some(rss) = resident_bytes() {
             let _ = writeln!(out, "used_memory_rss:{rss}");
         }
@@ -71,6 +78,8 @@ impl Stats {
         let _ = writeln!(out, "total_commands_processed:{}", get(&self.commands_processed));
         let _ = writeln!(out, "protocol_errors:{}", get(&self.protocol_errors));
         let _ = writeln!(out, "expired_keys:{}", get(&self.expired_keys));
+        let _ = writeln!(out, "requests_timed_out:{}", get(&self.requests_timed_out));
+        let _ = writeln!(out, "requests_refused_buffer_full:{}", get(&self.requests_refused_buffer_full));
         let _ = writeln!(out, "\n# Keyspace");
         let _ = writeln!(out, "keys:{}", store.len());
         let _ = writeln!(out, "shards:{}", store.shard_count());

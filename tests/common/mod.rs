@@ -238,6 +238,17 @@ pub async fn eventually(mut check: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// Polls the async `check` every 20 ms for up to 5 s.
+pub async fn eventually_async<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) -> bool {
+    for _ in 0..250 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 /// The value of `field` in an INFO text (`field:value` lines), or "" if absent.
 pub fn info_field(info: &str, field: &str) -> String {
     info.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')).unwrap_or_default().to_string()
