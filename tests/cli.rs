@@ -147,6 +147,20 @@ fn serve_keygen_and_every_command() {
     assert_eq!(cli.ok(&["ttl", "greeting", "--raw"]), "-1\n");
     assert_eq!(cli.ok(&["mset", "a", "1", "b", "2"]), "OK\n");
     assert_eq!(cli.ok(&["mget", "a", "zz", "b"]), "1) 1\n2) (nil)\n3) 2\n");
+    // Control bytes never reach the terminal unless --raw asks for the bytes.
+    assert_eq!(cli.ok(&["set", "red", "a\x1b[31mred"]), "OK\n");
+    assert_eq!(cli.ok(&["get", "red"]), "\"a\\x1b[31mred\"\n");
+    assert_eq!(cli.ok(&["mget", "red"]), "1) \"a\\x1b[31mred\"\n");
+    assert_eq!(cli.ok(&["get", "red", "--raw"]), "a\x1b[31mred\n");
+    assert_eq!(cli.ok(&["del", "red"]), "(integer) 1\n");
+    // --raw tells a missing key (exit 1, nothing printed) from an empty value.
+    assert_eq!(cli.ok(&["set", "empty", ""]), "OK\n");
+    assert_eq!(cli.ok(&["get", "empty"]), "\"\"\n");
+    assert_eq!(cli.ok(&["get", "empty", "--raw"]), "\n");
+    let missing = cli.run(&["get", "nothing", "--raw"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(missing.stdout.is_empty());
+    assert_eq!(cli.ok(&["del", "empty"]), "(integer) 1\n");
     assert_eq!(cli.ok(&["dbsize"]), "(integer) 3\n");
     assert_eq!(cli.ok(&["del", "a", "b", "zz"]), "(integer) 2\n");
     assert_eq!(cli.ok(&["set", "short", "v", "--ttl", "50ms"]), "OK\n");

@@ -14,6 +14,9 @@ use cryptomem::{Client, ClientConfig, KeyTtl, SetOptions};
 use super::ClientOpts;
 use super::keys::load_keyring;
 
+/// Exit status of `get --raw` for a missing key (an empty value exits 0).
+pub const MISSING_KEY_STATUS: u8 = 1;
+
 /// Environment variable that overrides the credentials file's token.
 const TOKEN_ENV: &str = "CRYPTOMEM_TOKEN";
 
@@ -96,6 +99,9 @@ pub async fn run(opts: &ClientOpts, op: Op) -> anyhow::Result<ExitCode> {
         }
         Op::Get(key) => match client.get(&key).await? {
             Some(v) => out.value(&v)?,
+            // Bare output cannot tell a missing key from an empty value by
+            // what it prints, so it tells by the exit status.
+            None if out.raw => return Ok(ExitCode::from(MISSING_KEY_STATUS)),
             None => out.nil(),
         },
         Op::Set { key, value, ttl, nx, xx } => {
@@ -186,18 +192,65 @@ impl Printer {
         }
     }
 
-    /// Raw: the bytes and a newline. Human: text as is, binary escaped and quoted.
+    /// Raw: the bytes and a newline. Human: see [`human`].
     fn value(&self, v: &[u8]) -> anyhow::Result<()> {
         let mut stdout = std::io::stdout().lock();
         if self.raw {
             stdout.write_all(v)?;
             stdout.write_all(b"\n")?;
         } else {
-            match std::str::from_utf8(v) {
-                Ok(text) => writeln!(stdout, "{text}")?,
-                Err(_) => writeln!(stdout, "\"{}\"", v.escape_ascii())?,
-            }
+            writeln!(stdout, "{}", human(v))?;
         }
         Ok(())
+    }
+}
+
+/// A value as a terminal may safely show it: printable text as is; anything
+/// with a control character (an escape sequence could recolour the terminal
+/// or rewrite what was printed), invalid UTF-8, or nothing at all quoted,
+/// with every control character and invalid byte escaped, as redis-cli does.
+fn human(v: &[u8]) -> String {
+    let Ok(text) = std::str::from_utf8(v) else {
+        return format!("\"{}\"", v.escape_ascii());
+    };
+    if !text.is_empty() && !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:04x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human;
+
+    #[test]
+    fn control_characters_are_escaped_and_quoted() {
+        assert_eq!(human(b"plain text"), "plain text");
+        assert_eq!(human("caf\u{e9}".as_bytes()), "caf\u{e9}");
+        assert_eq!(human(b"a\x1b[31mred"), "\"a\\x1b[31mred\"");
+        assert_eq!(human(b"two\nlines\t\"q\" \\"), "\"two\\nlines\\t\\\"q\\\" \\\\\"");
+        // C1 controls (U+009B is a one-character CSI on some terminals).
+        assert_eq!(human("x\u{9b}31m".as_bytes()), "\"x\\u{009b}31m\"");
+        assert_eq!(human(b"\xff\x1b"), "\"\\xff\\x1b\"");
+        assert_eq!(human(b""), "\"\"");
+        for b in 0u8..=255 {
+            let shown = human(&[b'a', b]);
+            assert!(!shown.chars().any(char::is_control), "byte {b:#x} printed as {shown:?}");
+        }
     }
 }
