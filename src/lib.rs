@@ -68,3 +68,35 @@ pub mod units;
 pub mod value_crypto;
 
 pub use client::{Client, ClientConfig, KeyTtl, SetOptions};
+
+/// An error and its causes for a person to read, each cause once: our error
+/// messages already include their cause's text, which printing the whole
+/// chain (anyhow's `{:#}`) would repeat.
+pub fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = String::new();
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&line);
+        }
+        next = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_text_prints_each_cause_once() {
+        let io = std::io::Error::other("No space left on device");
+        let persist = crate::persist::PersistError::Io { file: "/data/log-5.cml".into(), source: io };
+        let top = crate::server::ServerError::Persist(persist);
+        assert_eq!(super::error_text(&top), "cannot recover the data dir: /data/log-5.cml: No space left on device");
+        let wrapped = anyhow::Error::new(std::io::Error::other("inner")).context("outer");
+        assert_eq!(super::error_text(wrapped.as_ref()), "outer: inner");
+    }
+}

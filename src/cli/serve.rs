@@ -59,7 +59,7 @@ async fn serve(config: cryptomem::server::ServerConfig) -> anyhow::Result<ExitCo
     })?;
     let addr = server.local_addr().context("cannot read the listen address")?;
     if let Some(report) = init {
-        announce_new_data_dir(server.data_dir(), &report, addr)?;
+        announce_new_data_dir(server.data_dir(), &report, addr);
     }
     // A fatal log failure has been logged with the records it concerns; the
     // exit status tells a service manager to restart (once the disk works).
@@ -68,22 +68,31 @@ async fn serve(config: cryptomem::server::ServerConfig) -> anyhow::Result<ExitCo
 }
 
 /// Writes the credentials file and shows the admin token, once, on stdout
-/// (never through the log).
-fn announce_new_data_dir(data: &DataDir, report: &InitReport, addr: SocketAddr) -> anyhow::Result<()> {
+/// (never through the log). The token is shown even when the file cannot be
+/// written (a full disk): its hash is already in `tokens.toml`, so this is
+/// the only chance to learn it.
+fn announce_new_data_dir(data: &DataDir, report: &InitReport, addr: SocketAddr) {
     let credentials = Credentials {
         server: connectable(addr).to_string(),
         server_public_key: data.identity().public(),
         token: report.admin_token.clone(),
     };
     let path = data.credentials_path();
-    credentials.save(&path).with_context(|| format!("cannot write {}", path.display()))?;
+    let saved = credentials.save(&path);
     let root = data.root().display();
     println!("cryptomem: initialised data dir {root}");
     println!("  server public key: {}  (in {root}/server.pub; clients pin it)", data.identity().public_hex());
     println!("  admin token:       {}", report.admin_token.expose().as_str());
     println!("                     shown once; only its argon2id hash is kept, in {root}/tokens.toml");
-    println!("  credentials:       {} (mode 0600; the cryptomem CLI reads it by default)", path.display());
-    Ok(())
+    match saved {
+        Ok(()) => {
+            println!("  credentials:       {} (mode 0600; the cryptomem CLI reads it by default)", path.display())
+        }
+        Err(e) => {
+            println!("  credentials:       NOT written; keep the admin token above, it is the only copy");
+            eprintln!("error: cannot write {}: {}", path.display(), cryptomem::error_text(&e));
+        }
+    }
 }
 
 /// The address a local client should dial: a wildcard listen address becomes loopback.

@@ -118,8 +118,10 @@ impl Persistence {
         let report = recover(dir, &store, clock.now_ms(), TailMode::Truncate)?;
         remove_snapshot_leftovers(dir);
         let since_cut = (report.replayed, report.replayed_bytes);
+        // Every start begins a new segment, so a full disk is found here.
+        let segment = dir.join(super::log::segment_name(report.next_seq));
         let log = Log::open_on(disk, dir, report.next_seq, since_cut, config.fsync)
-            .map_err(|source| PersistError::Io { file: dir.to_path_buf(), source })?;
+            .map_err(|source| PersistError::Io { file: segment, source })?;
         let log = Arc::new(log);
         store.attach_journal(Arc::clone(&log) as Arc<dyn crate::store::Journal>);
         let stats = Stats {
