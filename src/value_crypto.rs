@@ -18,7 +18,10 @@
 //! ([`nonce`]).
 //!
 //! The key id is the first 4 bytes (big-endian) of
-//! `SHA-256("cryptomem value key id v1" || 0x00 || key)`: it names a key
+//! `SHA-256("cryptomem value key id v1" || 0x00 || key)`, where the string is
+//! its 25 ASCII bytes and `key` is the 32 raw key bytes (never their hex
+//! text), whichever form the key file had; the all-zero key's id is
+//! `0x15617a1d`. It names a key
 //! without revealing it, so a [`Keyring`] can hold old keys for reading while
 //! a new one seals (rotation). With random nonces, seal fewer than 2^32 values
 //! under one key, then rotate.
@@ -26,8 +29,12 @@
 //! # Key files
 //!
 //! A value key file holds 32 bytes, in any of three forms: exactly 32 raw
-//! bytes; 64 hex digits; or the text `cryptomem-value-key v1` on the first line
-//! and 64 hex digits on the second (what `cryptomem keygen` writes, mode 0600).
+//! bytes (a file of exactly 32 bytes is always read this way); 64 hex digits;
+//! or the text `cryptomem-value-key v1` on the first line and 64 hex digits on
+//! the second (what `cryptomem keygen` writes, mode 0600). Hex digits may be
+//! upper or lower case; blank lines and whitespace around a line are ignored;
+//! anything else (a `0x` prefix, separators, a third line of text) is an
+//! error.
 //!
 //! # Passphrases
 //!
@@ -170,6 +177,9 @@ impl ValueKey {
             hex_line = lines.next().unwrap_or_default();
         } else if hex_line.starts_with("cryptomem-value-key") {
             return Err(ValueCryptoError::KeyFile(format!("unsupported value key file version `{hex_line}`")));
+        }
+        if lines.next().is_some() {
+            return Err(ValueCryptoError::KeyFile("value key file has text after the key".into()));
         }
         let mut bytes = Zeroizing::new([0u8; 32]);
         hex::decode_to_slice(hex_line, bytes.as_mut())
@@ -369,6 +379,17 @@ mod tests {
         assert!(ValueKey::from_key_file(b"cryptomem-value-key v2\n00").is_err());
         assert!(ValueKey::from_key_file(b"short").is_err());
         assert!(!format!("{key:?}").contains(&hex_only));
+        // Either case, whitespace around lines; no prefixes, no extra lines.
+        let upper = format!("  {}  \n\n", hex_only.to_uppercase());
+        assert_eq!(ValueKey::from_key_file(upper.as_bytes()).unwrap().id(), key.id());
+        assert!(ValueKey::from_key_file(format!("0x{hex_only}").as_bytes()).is_err());
+        assert!(ValueKey::from_key_file(format!("{}more\n", text.as_str()).as_bytes()).is_err());
+    }
+
+    #[test]
+    fn the_key_id_hashes_the_raw_key_bytes() {
+        // The known answer in the module docs, for other implementations.
+        assert_eq!(ValueKey::from_bytes([0; 32]).id(), 0x1561_7a1d);
     }
 
     #[test]

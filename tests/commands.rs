@@ -187,6 +187,29 @@ async fn auth_twice_and_wrong_token_behaviour() {
     raw.assert_closed().await;
 }
 
+#[tokio::test]
+async fn a_second_auth_switches_the_connection_to_the_new_token() {
+    let server = TestServer::start().await;
+    let reader = server.client().await.token_add(cryptomem::auth::Role::Read, vec![], "reader").await.unwrap();
+    let mut raw = RawConn::authed(&server).await;
+    let set = Request::Set { key: "k".into(), value: "v".into(), ttl: None, condition: Default::default() };
+    assert_eq!(raw.call(&set).await.unwrap(), Response::ok_empty());
+    let token = Bytes::from(reader.expose().as_bytes().to_vec());
+    assert_eq!(raw.call(&Request::Auth { token }).await.unwrap(), Response::ok_empty());
+    assert_error(raw.call(&set).await, "NOPERM");
+    assert_eq!(raw.call(&Request::Get { key: "k".into() }).await.unwrap().body.as_ref(), b"v");
+}
+
+#[tokio::test]
+async fn a_malformed_first_auth_is_err_and_closes() {
+    let server = TestServer::start().await;
+    let mut raw = RawConn::handshaken(&server).await;
+    // AUTH takes no key.
+    raw.send_plain(&frame(cryptomem::protocol::command::AUTH, b"key", b"token", 0)).await;
+    assert_error(raw.recv().await, "ERR");
+    raw.assert_closed().await;
+}
+
 fn frame(code: u8, key: &[u8], value: &[u8], ttl: i64) -> Vec<u8> {
     let mut f = b"CM".to_vec();
     f.push(code);

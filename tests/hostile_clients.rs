@@ -58,7 +58,22 @@ async fn handshake_length_out_of_range_is_rejected() {
     let mut hello = cryptomem::secure::handshake::PREAMBLE.to_vec();
     hello.extend_from_slice(&u16::MAX.to_be_bytes());
     s.write_all(&hello).await.unwrap();
-    assert_eq!(read_to_end(&mut s).await, vec![0, 0, RejectReason::HandshakeFailed as u8]);
+    // Its own reason: "wrong server key" would send the client's operator
+    // looking in the wrong place.
+    assert_eq!(read_to_end(&mut s).await, vec![0, 0, RejectReason::BadLength as u8]);
+    still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn a_non_zero_reserved_byte_is_an_unsupported_preamble() {
+    let server = TestServer::start().await;
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let mut hello = cryptomem::secure::handshake::PREAMBLE.to_vec();
+    hello[7] = 1;
+    hello.extend_from_slice(&64u16.to_be_bytes());
+    hello.extend_from_slice(&[0u8; 64]);
+    s.write_all(&hello).await.unwrap();
+    assert_eq!(read_to_end(&mut s).await, vec![0, 0, RejectReason::UnsupportedPreamble as u8]);
     still_serving(&server).await;
 }
 

@@ -10,8 +10,17 @@
 //! token = "cmt_<id>_<secret>"
 //! ```
 //!
-//! `cryptomem serve` writes `credentials.toml` into a new data dir with the
-//! first admin token; the CLI and [`crate::Client::from_credentials_file`] read it.
+//! | key | meaning |
+//! |-----|---------|
+//! | `format` | always `"cryptomem-credentials"` |
+//! | `version` | 1; other versions are refused |
+//! | `server` | `host:port` to connect to (a wildcard listen address is written as loopback) |
+//! | `server_public_key` | the server's X25519 public key, 64 hex digits (as in `server.pub`): the key the client pins for the Noise NK handshake |
+//! | `token` | the access token, `cmt_<12 hex id>_<64 hex secret>` ([`crate::auth::token`]), sent as is (UTF-8) as AUTH's value |
+//!
+//! All five are required and unknown keys are errors. `cryptomem serve`
+//! writes `credentials.toml` into a new data dir with the first admin token;
+//! the CLI and [`crate::Client::from_credentials_file`] read it.
 
 use std::fmt;
 use std::path::Path;

@@ -27,10 +27,25 @@
 //! | 3      | 4       | `body_len`, u32                                          |
 //! | 7      | body_len| body                                                     |
 //!
-//! An error body is UTF-8: an upper-case code, a space, and a message, like
-//! Redis (`ERR`, `NOAUTH`, `WRONGPASS`, `NOPERM`, `LOCKED`, `TOOBIG`, `PROTO`, `BUSY`,
-//! and `IOERR` when the server cannot persist writes: it then refuses every
-//! write, while reads keep working).
+//! A status-0 response always has an empty body (`body_len` 0). An error
+//! body is UTF-8: an upper-case code, a space, and a message, like Redis.
+//! Clients should treat an unknown code like `ERR`. After some errors the
+//! server closes the connection, after writing the error and every response
+//! before it:
+//!
+//! | code | when | connection |
+//! |------|------|------------|
+//! | `ERR` | a malformed request (a field that must be empty is not, a key over the key limit, a bad list, a bad TTL, an unknown command) | stays open; **closes** if it was the first request (a malformed AUTH) |
+//! | `NOAUTH` | the first request is not AUTH; or the token was revoked since AUTH | closes |
+//! | `WRONGPASS` | AUTH with a token that is not valid | closes |
+//! | `LOCKED` | AUTH from an address locked out after too many failures | closes |
+//! | `BUSY` | AUTH could not be verified in time (the verifiers are saturated), or the server holds too many bytes of incomplete requests (`--request-buffer-limit`) | closes; retry later |
+//! | `NOPERM` | the token's role or key prefixes do not allow the command | stays open |
+//! | `TOOBIG` | a request's `val_len` is over the value limit: the body is not read | closes |
+//! | `TOOBIG` | an MGET whose found values together exceed the value limit (the reply would be too large; nothing else is wrong with the stream) | stays open |
+//! | `TIMEOUT` | a request did not arrive in full within `--request-timeout` of its first byte | closes |
+//! | `PROTO` | bad magic, or a record that failed authentication (the error follows the answers to every request before it) | closes |
+//! | `IOERR` | the server cannot persist writes: every write is refused while reads keep working (see the README's "A full or failing disk") | stays open |
 //!
 //! Responses come back in request order, so clients may pipeline: send many
 //! requests without waiting, then read the responses in the same order.
@@ -73,7 +88,9 @@
 //! A pair list is `count: u32` then `count` times (`key_len: u16`,
 //! `val_len: u32`, key, value). An MGET item list is `count: u32` then, per
 //! requested key in order, (`status: u8` 0 missing / 1 present, `len: u32`,
-//! value). Counts are 1..=[`Limits::max_batch_keys`]; every key in a list obeys
+//! value); a missing key's item is status 0 with `len` 0 and no value bytes,
+//! so it differs from a present empty value only by its status. Counts are
+//! 1..=[`Limits::max_batch_keys`]; every key in a list obeys
 //! the key limits. Nothing may follow the last entry of a list.
 //!
 //! TTLs arrive relative (nanoseconds) and are stored as absolute Unix
@@ -83,7 +100,14 @@
 //!
 //! The first request on a connection must be AUTH. Any other request gets
 //! `NOAUTH` and the connection is closed; a failed AUTH gets `WRONGPASS` and the
-//! connection is closed.
+//! connection is closed; a malformed AUTH (a key, a TTL, an empty or over-long
+//! token) gets `ERR` and the connection is closed. AUTH must be answered
+//! within the handshake timeout of the handshake's end.
+//!
+//! A later AUTH on an authenticated connection verifies the new token like the
+//! first: if it is valid the connection switches to that token's role and
+//! prefixes for every following request; if not, the answer is `WRONGPASS`
+//! (or `LOCKED`) and the connection is closed, as for a first AUTH.
 //!
 //! # Limits (server defaults; configurable)
 //!

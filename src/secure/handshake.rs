@@ -23,9 +23,16 @@
 //! | offset | size | field                                                        |
 //! |-------:|-----:|--------------------------------------------------------------|
 //! | 0      | 2    | zero                                                         |
-//! | 2      | 1    | reason: 1 unsupported preamble or version, 2 handshake failed (the client pinned another server key), 3 server busy (connection limit) |
+//! | 2      | 1    | reason (below) |
 //!
-//! A rejection is unauthenticated, so clients report it as a hint only. Version
+//! | reason | meaning |
+//! |-------:|---------|
+//! | 1 | the 8 preamble bytes are not exactly magic, version 1 and three zero reserved bytes (a non-zero reserved byte is rejected too) |
+//! | 2 | message 1 did not decrypt: the client pinned another server key (or sent a damaged message) |
+//! | 3 | server busy: at its connection limit (sent at once, before reading anything) |
+//! | 4 | `len1` outside 48..=1024: a malformed message, not a key mismatch (0.1.0 sent 2) |
+//!
+//! Clients should treat unknown reasons as "rejected". A rejection is unauthenticated, so clients report it as a hint only. Version
 //! 1 sends empty handshake payloads; receivers ignore payload bytes. After
 //! message 2 both sides split and switch to [`super::record`] framing.
 
@@ -58,6 +65,8 @@ pub enum RejectReason {
     HandshakeFailed = 2,
     /// The server is at its connection limit.
     Busy = 3,
+    /// Message 1's length is outside the allowed range.
+    BadLength = 4,
 }
 
 impl RejectReason {
@@ -66,6 +75,7 @@ impl RejectReason {
             1 => Some(Self::UnsupportedPreamble),
             2 => Some(Self::HandshakeFailed),
             3 => Some(Self::Busy),
+            4 => Some(Self::BadLength),
             _ => None,
         }
     }
@@ -124,7 +134,11 @@ where
     let msg1 = match read_message(stream, len).await {
         Ok(m) => m,
         Err(e) => {
-            reject(stream, RejectReason::HandshakeFailed).await;
+            let reason = match e {
+                SecureError::HandshakeMessage(_) => RejectReason::BadLength,
+                _ => RejectReason::HandshakeFailed,
+            };
+            reject(stream, reason).await;
             return Err(e);
         }
     };

@@ -76,6 +76,7 @@ fn rejection_text(reason: Option<RejectReason>) -> &'static str {
         }
         Some(RejectReason::Busy) => "server is busy: it has reached its connection limit",
         Some(RejectReason::UnsupportedPreamble) => "server does not speak this wire version",
+        Some(RejectReason::BadLength) => "server rejected the handshake: message 1's length is outside 48..=1024",
         None => "server rejected the handshake (unknown reason)",
     }
 }
