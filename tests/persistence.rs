@@ -296,6 +296,40 @@ async fn with_fsync_everysec_writes_acknowledged_before_a_full_disk_survive_it()
     assert_eq!(c.get("after").await.unwrap().unwrap(), b"a");
 }
 
+/// The README's promise for `everysec` at a graceful stop while the log
+/// cannot be written: the shutdown snapshot (on a disk with room) keeps
+/// every acknowledged write.
+#[tokio::test]
+async fn a_graceful_stop_while_the_log_is_stalled_snapshots_what_was_acknowledged() {
+    let (disk, use_disk) = full_disk();
+    let server = TestServer::start_with(use_disk).await;
+    let c = server.client().await;
+    disk.0.full.store(true, SeqCst);
+    let mut acknowledged = Vec::new();
+    for i in 0..10_000 {
+        if c.set(format!("k{i}"), b"v").await.is_err() {
+            break;
+        }
+        acknowledged.push(i);
+    }
+    assert!(!acknowledged.is_empty() && acknowledged.len() < 10_000, "{} acknowledged", acknowledged.len());
+    assert_eq!(info_value(&c.info().await.unwrap(), "writes_enabled"), "0");
+    drop(c);
+    let (tmp, token) = (server.tempdir(), server.token.clone());
+    let started = std::time::Instant::now();
+    server.stop().await;
+    let stop_took = started.elapsed();
+    // The log never got them: only the shutdown snapshot can hold them.
+    // (And the stop does not wait out the log's 10 s of retries for records
+    // the snapshot already holds.)
+    let server = TestServer::start_in(tmp, Some(token), |_| {}).await;
+    let c = server.client().await;
+    for i in acknowledged {
+        assert_eq!(c.get(format!("k{i}")).await.unwrap().as_deref(), Some(&b"v"[..]), "k{i}");
+    }
+    assert!(stop_took < Duration::from_secs(30), "stop took {stop_took:?}");
+}
+
 #[tokio::test]
 async fn after_a_restart_the_log_on_disk_counts_towards_the_next_snapshot() {
     let server = TestServer::start().await;

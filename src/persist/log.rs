@@ -178,12 +178,32 @@ pub(super) struct State {
     bytes_since_cut: u64,
     /// The writer thread sleeps until an append wakes it.
     pub(super) flusher_idle: bool,
-    /// Appends refused since the last warning about them, and when that was.
-    refused: u64,
-    refusal_warned: Option<Instant>,
+    refusals: RefusalWarnings,
     /// The cut of the newest snapshot written while this log ran: records up
     /// to it are durable even if the log never wrote them.
     pub(super) snapshot_covers: u64,
+}
+
+/// Counts refused appends so that a flood of them logs one warning per
+/// [`REFUSAL_WARN_EVERY`] (243 lines while filling a disk, before).
+#[derive(Debug, Default)]
+struct RefusalWarnings {
+    /// Refused since the last warning.
+    refused: u64,
+    warned_at: Option<Instant>,
+}
+
+impl RefusalWarnings {
+    /// Counts one refusal at `now`; returns how many to report if a warning is due.
+    fn note(&mut self, now: Instant) -> Option<u64> {
+        self.refused += 1;
+        let due = self.warned_at.is_none_or(|at| now.duration_since(at) >= REFUSAL_WARN_EVERY);
+        if !due {
+            return None;
+        }
+        self.warned_at = Some(now);
+        Some(std::mem::take(&mut self.refused))
+    }
 }
 
 pub(super) struct Shared {
@@ -247,8 +267,7 @@ impl Log {
                 since_cut: since_cut.0,
                 bytes_since_cut: since_cut.1,
                 flusher_idle: false,
-                refused: 0,
-                refusal_warned: None,
+                refusals: RefusalWarnings::default(),
                 snapshot_covers: 0,
             }),
             wake: Condvar::new(),
@@ -373,12 +392,8 @@ impl Journal for Log {
     fn append(&self, op: LogOpRef<'_>) -> Result<u64, StoreError> {
         let mut st = lock(&self.shared.state);
         if let Some(refusal) = st.failed.clone().or_else(|| st.stalled.clone()) {
-            st.refused += 1;
-            let due = st.refusal_warned.is_none_or(|at| at.elapsed() >= REFUSAL_WARN_EVERY);
-            if due {
-                warn!(refused = st.refused, "refusing writes: {refusal}");
-                st.refused = 0;
-                st.refusal_warned = Some(Instant::now());
+            if let Some(refused) = st.refusals.note(Instant::now()) {
+                warn!(refused, "refusing writes: {refusal}");
             }
             return Err(StoreError::Journal(refusal));
         }
@@ -396,5 +411,25 @@ impl Journal for Log {
             self.shared.wake.notify_one();
         }
         Ok(seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_appends_warn_once_per_interval_with_a_count() {
+        let mut warnings = RefusalWarnings::default();
+        let start = Instant::now();
+        assert_eq!(warnings.note(start), Some(1), "the first refusal is reported at once");
+        let mut reported = Vec::new();
+        // 300 refusals over 25 s: one warning at 10 s and one at 20 s.
+        for i in 1..=300u64 {
+            let now = start + Duration::from_millis(i * 25_000 / 300);
+            reported.extend(warnings.note(now));
+        }
+        assert_eq!(reported, vec![120, 120]);
+        assert_eq!(warnings.refused, 60, "the rest wait for the next warning");
     }
 }

@@ -97,8 +97,10 @@ pub(super) fn run(shared: &Shared, file: Box<dyn SegmentFile>, written_seq: u64)
             Err(f) => {
                 let since = w.failing.map_or_else(Instant::now, |(since, _)| since);
                 let closing = batch.closing;
+                // A shutdown snapshot holding every record makes retrying pointless.
+                let covered = closing && lock(&shared.state).snapshot_covers >= batch.last_seq;
                 requeue(shared, batch, &f, w.failing.is_none());
-                if closing && since.elapsed() >= CLOSE_RETRY {
+                if closing && (covered || since.elapsed() >= CLOSE_RETRY) {
                     // Leave whole records only, and keep what did reach the OS if it can be.
                     if w.file.truncate(w.file_len).and_then(|()| w.file.sync_data()).is_ok() {
                         w.unsynced = false;
