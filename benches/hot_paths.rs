@@ -7,11 +7,11 @@ use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use cryptomem::protocol::{Limits, Request, SetCondition, decode_request, encode_request};
-use cryptomem::secure::noise::{self, Initiator, responder_read_message};
-use cryptomem::secure::{RecordOpener, RecordSealer};
-use cryptomem::store::Store;
-use cryptomem::value_crypto::{Keyring, ValueKey};
+use cryptomem_client::value_crypto::{Keyring, ValueKey};
+use cryptomem_server::store::Store;
+use cryptomem_wire::protocol::{Limits, Request, SetCondition, decode_request, encode_request};
+use cryptomem_wire::secure::noise::{self, Initiator, responder_read_message};
+use cryptomem_wire::secure::{RecordOpener, RecordSealer};
 
 fn channel() -> (RecordSealer, RecordOpener) {
     let server = noise::random_secret().unwrap();
@@ -72,7 +72,7 @@ fn codec(c: &mut Criterion) {
 fn store(c: &mut Criterion) {
     let mut group = c.benchmark_group("store");
     for keys in [10_000u64, 1_000_000] {
-        let store = Store::new(cryptomem::store::DEFAULT_SHARDS);
+        let store = Store::new(cryptomem_server::store::DEFAULT_SHARDS);
         let value = vec![0u8; 133];
         for i in 0..keys {
             store.set(format!("key:{i}").as_bytes(), &value, None, SetCondition::Always, 0).unwrap();

@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     match cli::main(cli::Args::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", cryptomem::error_text(e.as_ref()));
+            eprintln!("error: {}", cryptomem_util::error_text(e.as_ref()));
             ExitCode::FAILURE
         }
     }

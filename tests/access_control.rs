@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{RawConn, TestServer, assert_error};
-use cryptomem::auth::{Role, Token, TokenTable};
-use cryptomem::client::Error;
-use cryptomem::protocol::Request;
-use cryptomem::{Client, ClientConfig, SetOptions};
+use cryptomem_client::Error;
+use cryptomem_client::{Client, ClientConfig, SetOptions};
+use cryptomem_server::auth::{Role, Token, TokenTable};
+use cryptomem_wire::protocol::Request;
 
 async fn as_token(server: &TestServer, token: Token) -> Result<Client, Error> {
     let mut config = server.config();
@@ -100,7 +100,7 @@ async fn a_token_revoked_while_connected_fails_its_next_request() {
     let token = admin.token_add(Role::Write, vec![], "temp").await.unwrap();
     let mut raw = RawConn::handshaken(&server).await;
     let r = raw.call(&Request::Auth { token: Bytes::from(token.expose().to_string()) }).await.unwrap();
-    assert_eq!(r, cryptomem::protocol::Response::ok_empty());
+    assert_eq!(r, cryptomem_wire::protocol::Response::ok_empty());
     assert!(raw.call(&Request::DbSize).await.unwrap().error_parts().is_none());
 
     assert!(admin.token_revoke(token.id()).await.unwrap());
@@ -180,7 +180,9 @@ async fn offline_edits_of_the_token_file_apply_without_a_restart() {
     let path = server.data_dir.join("tokens.toml");
     let token = Token::generate().unwrap();
     let record =
-        cryptomem::auth::new_record(&token, Role::Read, vec![], "offline".into(), Default::default(), 0).await.unwrap();
+        cryptomem_server::auth::new_record(&token, Role::Read, vec![], "offline".into(), Default::default(), 0)
+            .await
+            .unwrap();
     let mut table = TokenTable::load(&path).unwrap();
     table.insert(record);
     table.save(&path).unwrap();

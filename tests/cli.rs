@@ -336,3 +336,34 @@ fn passphrase_keys_and_key_rotation_from_the_cli() {
     assert!(!cli.run(&["get", "k2"]).status.success(), "the old key alone cannot open new values");
     drop(server);
 }
+
+/// The client crate as an application uses it: only `cryptomem_client`'s
+/// public API, against the real binary started as a user starts it.
+#[tokio::test]
+async fn an_application_uses_the_client_crate_against_the_binary() {
+    use cryptomem_client::value_crypto::{Keyring, ValueKey};
+    use cryptomem_client::{Client, KeyTtl, PipelineReply, SetOptions};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = ServerProcess::start(&data);
+    let credentials = data.join("credentials.toml");
+    wait_for(&credentials);
+    let keyring = Keyring::new(ValueKey::generate().unwrap());
+    let client = Client::from_credentials_file(&credentials, Some(keyring)).await.unwrap();
+
+    client.set("app:user:1", b"alice").await.unwrap();
+    assert_eq!(client.get("app:user:1").await.unwrap().as_deref(), Some(&b"alice"[..]));
+    let sealed = client.get_raw("app:user:1").await.unwrap().unwrap();
+    assert!(!sealed.windows(5).any(|w| w == b"alice"), "the server holds ciphertext only");
+    client.set_with("app:session", b"s", SetOptions::ttl(Duration::from_secs(60))).await.unwrap();
+    assert!(matches!(client.ttl("app:session").await.unwrap(), KeyTtl::ExpiresIn(_)));
+    let mut pipeline = client.pipeline();
+    pipeline.set("app:a", b"1").unwrap().get("app:a").unwrap().delete("app:user:1").unwrap();
+    let replies = pipeline.execute().await.unwrap();
+    assert_eq!(replies[1].as_ref().ok(), Some(&PipelineReply::Value(Some(b"1".to_vec()))));
+    assert_eq!(client.mget(&["app:a", "app:user:1"]).await.unwrap(), vec![Some(b"1".to_vec()), None]);
+    assert_eq!(client.dbsize().await.unwrap(), 2);
+    drop(client);
+    server.terminate();
+}

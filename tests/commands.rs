@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{RawConn, TestServer, assert_error, eventually};
-use cryptomem::protocol::{Request, Response, Status};
-use cryptomem::{KeyTtl, SetOptions};
+use cryptomem_client::{KeyTtl, SetOptions};
+use cryptomem_wire::protocol::{Request, Response, Status};
 
 #[tokio::test]
 async fn ping_get_set_delete_exists() {
@@ -147,7 +147,7 @@ async fn pipelined_requests_answer_in_order() {
     let mut batch = Vec::new();
     for i in 0..500u32 {
         let key = Bytes::from(format!("k{i}"));
-        cryptomem::protocol::encode_request(
+        cryptomem_wire::protocol::encode_request(
             &Request::Set {
                 key: key.clone(),
                 value: Bytes::from(i.to_be_bytes().to_vec()),
@@ -157,7 +157,7 @@ async fn pipelined_requests_answer_in_order() {
             &mut batch,
         )
         .unwrap();
-        cryptomem::protocol::encode_request(&Request::Get { key }, &mut batch).unwrap();
+        cryptomem_wire::protocol::encode_request(&Request::Get { key }, &mut batch).unwrap();
     }
     raw.send_plain(&batch).await;
     for i in 0..500u32 {
@@ -173,7 +173,7 @@ async fn mget_reply_over_the_value_limit_is_refused() {
     c.set_raw_with("a", vec![0u8; 3000], SetOptions::default()).await.unwrap();
     c.set_raw_with("b", vec![0u8; 3000], SetOptions::default()).await.unwrap();
     let err = c.mget_raw(&["a", "b"]).await.unwrap_err();
-    assert!(matches!(&err, cryptomem::client::Error::Server { code, .. } if code == "TOOBIG"), "{err}");
+    assert!(matches!(&err, cryptomem_client::Error::Server { code, .. } if code == "TOOBIG"), "{err}");
     assert_eq!(c.mget_raw(&["a"]).await.unwrap().len(), 1, "connection still usable");
 }
 
@@ -190,7 +190,7 @@ async fn auth_twice_and_wrong_token_behaviour() {
 #[tokio::test]
 async fn a_second_auth_switches_the_connection_to_the_new_token() {
     let server = TestServer::start().await;
-    let reader = server.client().await.token_add(cryptomem::auth::Role::Read, vec![], "reader").await.unwrap();
+    let reader = server.client().await.token_add(cryptomem_wire::Role::Read, vec![], "reader").await.unwrap();
     let mut raw = RawConn::authed(&server).await;
     let set = Request::Set { key: "k".into(), value: "v".into(), ttl: None, condition: Default::default() };
     assert_eq!(raw.call(&set).await.unwrap(), Response::ok_empty());
@@ -205,7 +205,7 @@ async fn a_malformed_first_auth_is_err_and_closes() {
     let server = TestServer::start().await;
     let mut raw = RawConn::handshaken(&server).await;
     // AUTH takes no key.
-    raw.send_plain(&frame(cryptomem::protocol::command::AUTH, b"key", b"token", 0)).await;
+    raw.send_plain(&frame(cryptomem_wire::protocol::command::AUTH, b"key", b"token", 0)).await;
     assert_error(raw.recv().await, "ERR");
     raw.assert_closed().await;
 }

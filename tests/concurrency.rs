@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::TestServer;
-use cryptomem::SetOptions;
+use cryptomem_client::SetOptions;
 
 const TASKS: usize = 32;
 const OPS: usize = 1000;
@@ -82,7 +82,7 @@ async fn many_clients_at_once() {
         .map(|t| {
             let config = server.config();
             tokio::spawn(async move {
-                let c = cryptomem::Client::connect(config).await.unwrap();
+                let c = cryptomem_client::Client::connect(config).await.unwrap();
                 for i in 0..50 {
                     let key = format!("c{t}-{i}");
                     c.set(&key, key.as_bytes()).await.unwrap();

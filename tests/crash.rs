@@ -9,9 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cryptomem::client::Credentials;
-use cryptomem::value_crypto::{Keyring, ValueKey};
-use cryptomem::{Client, ClientConfig};
+use cryptomem_client::Credentials;
+use cryptomem_client::value_crypto::{Keyring, ValueKey};
+use cryptomem_client::{Client, ClientConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cryptomem");
 

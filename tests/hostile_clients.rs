@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{RawConn, TestServer, assert_error};
-use cryptomem::client::Error;
-use cryptomem::protocol::{Request, Response};
-use cryptomem::secure::{RejectReason, SecureError, ServerIdentity};
-use cryptomem::{Client, ClientConfig};
+use cryptomem_client::Error;
+use cryptomem_client::{Client, ClientConfig};
+use cryptomem_wire::protocol::{Request, Response};
+use cryptomem_wire::secure::{RejectReason, SecureError, ServerIdentity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -55,7 +55,7 @@ async fn a_client_pinning_the_wrong_server_key_gets_a_clear_error() {
 async fn handshake_length_out_of_range_is_rejected() {
     let server = TestServer::start().await;
     let mut s = TcpStream::connect(server.addr).await.unwrap();
-    let mut hello = cryptomem::secure::handshake::PREAMBLE.to_vec();
+    let mut hello = cryptomem_wire::secure::handshake::PREAMBLE.to_vec();
     hello.extend_from_slice(&u16::MAX.to_be_bytes());
     s.write_all(&hello).await.unwrap();
     // Its own reason: "wrong server key" would send the client's operator
@@ -68,7 +68,7 @@ async fn handshake_length_out_of_range_is_rejected() {
 async fn a_non_zero_reserved_byte_is_an_unsupported_preamble() {
     let server = TestServer::start().await;
     let mut s = TcpStream::connect(server.addr).await.unwrap();
-    let mut hello = cryptomem::secure::handshake::PREAMBLE.to_vec();
+    let mut hello = cryptomem_wire::secure::handshake::PREAMBLE.to_vec();
     hello[7] = 1;
     hello.extend_from_slice(&64u16.to_be_bytes());
     hello.extend_from_slice(&[0u8; 64]);
@@ -115,7 +115,7 @@ async fn commands_before_auth_are_refused_and_close_the_connection() {
 #[tokio::test]
 async fn a_wrong_token_is_refused_and_closes_the_connection() {
     let server = TestServer::start().await;
-    let forged = cryptomem::auth::Token::generate().unwrap();
+    let forged = cryptomem_wire::Token::generate().unwrap();
     for token in [
         forged.expose().to_string(),
         format!("cmt_{}_{}", server.token.id(), "0".repeat(64)),
@@ -240,7 +240,7 @@ fn set_frame(len: usize) -> Vec<u8> {
         ttl: None,
         condition: Default::default(),
     };
-    cryptomem::protocol::encode_request(&request, &mut frame).unwrap();
+    cryptomem_wire::protocol::encode_request(&request, &mut frame).unwrap();
     frame
 }
 

@@ -1,8 +1,8 @@
 //! Our Noise_NK_25519_AESGCM_SHA256 against `snow`, in both roles, plus a
 //! known-answer test that pins the exact bytes.
 
-use cryptomem::secure::handshake::PREAMBLE;
-use cryptomem::secure::noise::{self, Initiator, TAGLEN, TransportKeys};
+use cryptomem_wire::secure::handshake::PREAMBLE;
+use cryptomem_wire::secure::noise::{self, Initiator, TAGLEN, TransportKeys};
 use x25519_dalek::{PublicKey, StaticSecret};
 
 const PATTERN: &str = "Noise_NK_25519_AESGCM_SHA256";

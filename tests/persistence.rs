@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{RawConn, TestServer, assert_error, eventually};
-use cryptomem::client::Error;
-use cryptomem::persist::FsyncPolicy;
-use cryptomem::persist::disk::faults::FaultyDisk;
-use cryptomem::persist::log::segment_name;
-use cryptomem::protocol::{Request, Response, SetCondition};
-use cryptomem::store::Clock;
-use cryptomem::{KeyTtl, SetOptions};
+use cryptomem_client::Error;
+use cryptomem_client::{KeyTtl, SetOptions};
+use cryptomem_server::persist::FsyncPolicy;
+use cryptomem_server::persist::disk::faults::FaultyDisk;
+use cryptomem_server::persist::log::segment_name;
+use cryptomem_server::store::Clock;
+use cryptomem_wire::protocol::{Request, Response, SetCondition};
 use tokio::io::AsyncWriteExt;
 
 use common::info_field as info_value;
@@ -45,7 +45,7 @@ async fn every_kind_of_write_survives_a_restart() {
     let check = |server: &TestServer, keys: u64| {
         let config = server.config();
         async move {
-            let c = cryptomem::Client::connect(config).await.unwrap();
+            let c = cryptomem_client::Client::connect(config).await.unwrap();
             assert_eq!(c.get("plain").await.unwrap().unwrap(), b"v1");
             assert_eq!(c.get("overwritten").await.unwrap().unwrap(), b"new");
             assert_eq!(c.get("deleted").await.unwrap(), None);
@@ -199,10 +199,10 @@ async fn a_log_that_cannot_create_its_segment_refuses_writes_but_serves_reads() 
     assert!(info_value(&c.info().await.unwrap(), "last_error").contains("No space left"));
 }
 
-fn full_disk() -> (FaultyDisk, impl FnOnce(&mut cryptomem::server::ServerConfig)) {
+fn full_disk() -> (FaultyDisk, impl FnOnce(&mut cryptomem_server::server::ServerConfig)) {
     let disk = FaultyDisk::default();
     let config_disk = disk.clone();
-    (disk, move |cfg: &mut cryptomem::server::ServerConfig| cfg.log_disk = Arc::new(config_disk))
+    (disk, move |cfg: &mut cryptomem_server::server::ServerConfig| cfg.log_disk = Arc::new(config_disk))
 }
 
 /// Regression (issue 9, items 3 and 4): under `always` a failed log write
@@ -347,7 +347,7 @@ async fn after_a_restart_the_log_on_disk_counts_towards_the_next_snapshot() {
     // A graceful stop with no new writes still snapshots what the log replayed.
     let data_dir = server.data_dir.clone();
     server.stop().await;
-    let listing = cryptomem::persist::recovery::list(&data_dir).unwrap();
+    let listing = cryptomem_server::persist::recovery::list(&data_dir).unwrap();
     assert_eq!(listing.snapshots.last().map(|(cut, _)| *cut), Some(50), "{listing:?}");
 }
 
@@ -367,7 +367,10 @@ async fn temp_files_of_interrupted_snapshots_are_removed_at_start() {
 #[tokio::test]
 async fn two_servers_cannot_share_a_data_dir() {
     let server = TestServer::start().await;
-    let err = cryptomem::persist::DataDir::open_or_init(&server.data_dir, cryptomem::auth::HashParams::default())
-        .unwrap_err();
+    let err = cryptomem_server::persist::DataDir::open_or_init(
+        &server.data_dir,
+        cryptomem_server::auth::HashParams::default(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("in use by another cryptomem process"), "{err}");
 }

@@ -3,8 +3,8 @@
 mod common;
 
 use common::TestServer;
-use cryptomem::SetOptions;
-use cryptomem::client::{Error, PipelineReply};
+use cryptomem_client::SetOptions;
+use cryptomem_client::{Error, PipelineReply};
 
 #[tokio::test]
 async fn mixed_commands_answer_in_order() {
@@ -129,7 +129,7 @@ async fn without_a_value_key_sealed_commands_are_refused_before_sending() {
     let server = TestServer::start().await;
     let mut config = server.config();
     config.keyring = None;
-    let raw = cryptomem::Client::connect(config).await.unwrap();
+    let raw = cryptomem_client::Client::connect(config).await.unwrap();
     let mut p = raw.pipeline();
     assert!(matches!(p.set("k", b"v"), Err(Error::NoValueKey)));
     assert!(matches!(p.get("k"), Err(Error::NoValueKey)));

@@ -3,12 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cryptomem::persist::log::{FsyncPolicy, segment_name};
-use cryptomem::persist::recovery::{TailMode, list, recover};
-use cryptomem::persist::snapshot::snapshot_name;
-use cryptomem::persist::{PersistConfig, PersistError, Persistence};
-use cryptomem::protocol::SetCondition;
-use cryptomem::store::{Clock, Store};
+use cryptomem_server::persist::log::{FsyncPolicy, segment_name};
+use cryptomem_server::persist::recovery::{TailMode, list, recover};
+use cryptomem_server::persist::snapshot::snapshot_name;
+use cryptomem_server::persist::{PersistConfig, PersistError, Persistence};
+use cryptomem_server::store::{Clock, Store};
+use cryptomem_wire::protocol::SetCondition;
 
 fn config() -> PersistConfig {
     PersistConfig { fsync: FsyncPolicy::Always, snapshot_after_writes: 0, ..PersistConfig::default() }
@@ -36,7 +36,7 @@ async fn build(dir: &Path, snapshot: bool) {
     p.log().close();
 }
 
-fn reload(dir: &Path) -> Result<(Store, cryptomem::persist::recovery::RecoveryReport), PersistError> {
+fn reload(dir: &Path) -> Result<(Store, cryptomem_server::persist::recovery::RecoveryReport), PersistError> {
     let store = Store::new(4);
     let report = recover(dir, &store, Clock::System.now_ms(), TailMode::Truncate)?;
     Ok((store, report))

@@ -3,9 +3,9 @@
 mod common;
 
 use common::TestServer;
-use cryptomem::client::Error;
-use cryptomem::value_crypto::{Keyring, SEALED_OVERHEAD, ValueCryptoError, ValueKey};
-use cryptomem::{Client, SetOptions};
+use cryptomem_client::Error;
+use cryptomem_client::value_crypto::{Keyring, SEALED_OVERHEAD, ValueCryptoError, ValueKey};
+use cryptomem_client::{Client, SetOptions};
 
 #[tokio::test]
 async fn the_server_stores_only_ciphertext() {

@@ -5,11 +5,11 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use cryptomem::auth::Token;
-use cryptomem::client::Credentials;
-use cryptomem::secure::parse_public_key;
-use cryptomem::units::parse_duration;
-use cryptomem::{Client, ClientConfig, KeyTtl, SetOptions};
+use cryptomem_client::Credentials;
+use cryptomem_client::{Client, ClientConfig, KeyTtl, SetOptions};
+use cryptomem_util::units::parse_duration;
+use cryptomem_wire::Token;
+use cryptomem_wire::secure::parse_public_key;
 
 use super::ClientOpts;
 use super::keys::load_keyring;

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use cryptomem::persist::files::{PRIVATE_MODE, create_private_dir, write_atomic};
-use cryptomem::value_crypto::{Keyring, ValueKey, generate_salt, parse_salt_file, salt_file_text};
+use cryptomem_client::value_crypto::{Keyring, ValueKey, generate_salt, parse_salt_file, salt_file_text};
+use cryptomem_util::files::{PRIVATE_MODE, create_private_dir, write_atomic};
 
 use super::ClientOpts;
 

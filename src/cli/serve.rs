@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cryptomem::client::Credentials;
-use cryptomem::persist::PersistError;
-use cryptomem::persist::{DataDir, InitReport};
-use cryptomem::server::{Server, ServerError, Settings};
+use cryptomem_client::Credentials;
+use cryptomem_server::persist::PersistError;
+use cryptomem_server::persist::{DataDir, InitReport};
+use cryptomem_server::server::{Server, ServerError, Settings};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, clap::Args)]
@@ -46,7 +46,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(serve(config))
 }
 
-async fn serve(config: cryptomem::server::ServerConfig) -> anyhow::Result<ExitCode> {
+async fn serve(config: cryptomem_server::server::ServerConfig) -> anyhow::Result<ExitCode> {
     let (data, init) = DataDir::open_or_init(&config.data_dir, config.auth.hash)
         .with_context(|| format!("cannot open data dir {}", config.data_dir.display()))?;
     let data_path = config.data_dir.display().to_string();
@@ -90,7 +90,7 @@ fn announce_new_data_dir(data: &DataDir, report: &InitReport, addr: SocketAddr) 
         }
         Err(e) => {
             println!("  credentials:       NOT written; keep the admin token above, it is the only copy");
-            eprintln!("error: cannot write {}: {}", path.display(), cryptomem::error_text(&e));
+            eprintln!("error: cannot write {}: {}", path.display(), cryptomem_util::error_text(&e));
         }
     }
 }

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use cryptomem::Client;
-use cryptomem::auth::{HashParams, Role, TokenRecord, TokenTable, new_record};
-use cryptomem::persist::data_dir::TOKENS_FILE;
+use cryptomem_client::Client;
+use cryptomem_server::auth::{HashParams, Role, TokenRecord, TokenTable, new_record};
+use cryptomem_server::persist::data_dir::TOKENS_FILE;
 
 use super::ClientOpts;
 use super::commands::connect;
@@ -65,8 +65,8 @@ pub async fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
             let raw = target.opts.raw;
             let token = match &target.data {
                 Some(dir) => {
-                    let token = cryptomem::auth::Token::generate()?;
-                    let now = cryptomem::store::Clock::System.now_ms();
+                    let token = cryptomem_wire::Token::generate()?;
+                    let now = cryptomem_server::store::Clock::System.now_ms();
                     let record =
                         new_record(&token, role, prefixes.clone(), label.clone(), HashParams::default(), now).await?;
                     edit_offline(dir, |t| t.insert(record))?;

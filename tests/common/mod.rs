@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use cryptomem::auth::{HashParams, Token};
-use cryptomem::persist::DataDir;
-use cryptomem::protocol::{Request, Response, decode_response, encode_request};
-use cryptomem::secure::{RecordOpener, RecordSealer, client_handshake};
-use cryptomem::server::{Server, ServerConfig};
-use cryptomem::store::{Clock, Store};
-use cryptomem::value_crypto::{Keyring, ValueKey};
-use cryptomem::{Client, ClientConfig};
+use cryptomem_client::value_crypto::{Keyring, ValueKey};
+use cryptomem_client::{Client, ClientConfig};
+use cryptomem_server::auth::{HashParams, Token};
+use cryptomem_server::persist::DataDir;
+use cryptomem_server::server::{Server, ServerConfig};
+use cryptomem_server::store::{Clock, Store};
+use cryptomem_wire::protocol::{Request, Response, decode_response, encode_request};
+use cryptomem_wire::secure::{RecordOpener, RecordSealer, client_handshake};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use x25519_dalek::PublicKey;
@@ -26,7 +26,7 @@ pub struct TestServer {
     pub clock: Clock,
     pub data_dir: std::path::PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<(), cryptomem::server::ServerError>>>,
+    task: Option<tokio::task::JoinHandle<Result<(), cryptomem_server::server::ServerError>>>,
     dir: Arc<tempfile::TempDir>,
 }
 
@@ -101,7 +101,7 @@ impl TestServer {
             let _ = task.await;
         }
         for _ in 0..250 {
-            if cryptomem::persist::data_dir::lock_data_dir(&self.data_dir).is_ok() {
+            if cryptomem_server::persist::data_dir::lock_data_dir(&self.data_dir).is_ok() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -110,7 +110,7 @@ impl TestServer {
     }
 
     /// Waits (up to 20 s) for the server to stop on its own, and returns how it ended.
-    pub async fn exited(mut self) -> Result<(), cryptomem::server::ServerError> {
+    pub async fn exited(mut self) -> Result<(), cryptomem_server::server::ServerError> {
         let task = self.task.take().expect("running");
         tokio::time::timeout(Duration::from_secs(20), task).await.expect("server stops by itself").unwrap()
     }

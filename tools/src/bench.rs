@@ -1,7 +1,7 @@
 //! `bench`: a redis-benchmark-style load generator for a running server.
 //!
 //! `-c` connections, one task each. With `-P 1` a task makes one call at a
-//! time; with `-P n` it sends `n` requests as one [`cryptomem::client::Pipeline`]
+//! time; with `-P n` it sends `n` requests as one [`cryptomem_client::Pipeline`]
 //! and waits for all `n` replies before sending the next batch, as
 //! redis-benchmark does (each request's latency is its batch's round trip).
 //! Keys are `bench:key:<n>` with `n` random below `-r`; values are `-d` bytes,
@@ -15,10 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use cryptomem::client::Credentials;
-use cryptomem::units::parse_duration;
-use cryptomem::value_crypto::{Keyring, ValueKey};
-use cryptomem::{Client, ClientConfig, SetOptions};
+use cryptomem_client::Credentials;
+use cryptomem_client::value_crypto::{Keyring, ValueKey};
+use cryptomem_client::{Client, ClientConfig, SetOptions};
+use cryptomem_util::units::parse_duration;
 use serde::Serialize;
 
 #[derive(Debug, Clone, clap::Args)]

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use cryptomem::client::Credentials;
-use cryptomem::units::parse_duration;
-use cryptomem::{Client, ClientConfig};
+use cryptomem_client::Credentials;
+use cryptomem_client::{Client, ClientConfig};
+use cryptomem_util::units::parse_duration;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

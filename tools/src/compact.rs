@@ -4,11 +4,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cryptomem::persist::data_dir::{DataDirError, lock_data_dir};
-use cryptomem::persist::files::sync_dir;
-use cryptomem::persist::recovery::{TailMode, list, recover, remove_leftovers};
-use cryptomem::persist::snapshot::write_snapshot;
-use cryptomem::store::Store;
+use cryptomem_server::persist::data_dir::{DataDirError, lock_data_dir};
+use cryptomem_server::persist::recovery::{TailMode, list, recover, remove_leftovers};
+use cryptomem_server::persist::snapshot::write_snapshot;
+use cryptomem_server::store::Store;
+use cryptomem_util::files::sync_dir;
 
 use crate::state::now_ms;
 

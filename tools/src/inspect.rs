@@ -4,11 +4,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cryptomem::auth::TokenTable;
-use cryptomem::persist::data_dir::{CREDENTIALS_FILE, SERVER_KEY_FILE, SERVER_PUB_FILE, TOKENS_FILE};
-use cryptomem::persist::recovery::{Listing, list};
-use cryptomem::persist::snapshot::SnapshotReader;
-use cryptomem::secure::ServerIdentity;
+use cryptomem_server::auth::TokenTable;
+use cryptomem_server::persist::data_dir::{CREDENTIALS_FILE, SERVER_KEY_FILE, SERVER_PUB_FILE, TOKENS_FILE};
+use cryptomem_server::persist::recovery::{Listing, list};
+use cryptomem_server::persist::snapshot::SnapshotReader;
+use cryptomem_wire::secure::ServerIdentity;
 use serde::Serialize;
 
 use crate::state::{self, now_ms};

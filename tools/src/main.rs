@@ -87,7 +87,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", cryptomem::error_text(e.as_ref()));
+            eprintln!("error: {}", cryptomem_util::error_text(e.as_ref()));
             ExitCode::from(1)
         }
     }

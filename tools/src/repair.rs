@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cryptomem::persist::PersistError;
-use cryptomem::persist::files::{PRIVATE_MODE, sync_dir, write_atomic};
-use cryptomem::persist::recovery::{TailMode, list, scan};
+use cryptomem_server::persist::PersistError;
+use cryptomem_server::persist::recovery::{TailMode, list, scan};
+use cryptomem_util::files::{PRIVATE_MODE, sync_dir, write_atomic};
 
 use crate::compact::lock;
 

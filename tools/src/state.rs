@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use cryptomem::persist::PersistError;
-use cryptomem::persist::frame::LogOp;
-use cryptomem::persist::recovery::{Item, RecoveryReport, TailMode, scan};
+use cryptomem_server::persist::PersistError;
+use cryptomem_server::persist::frame::LogOp;
+use cryptomem_server::persist::recovery::{Item, RecoveryReport, TailMode, scan};
 
 /// Value size and expiry per key, before expiry is applied.
 pub struct State {
@@ -44,5 +44,5 @@ pub fn load(dir: &Path) -> Result<State, PersistError> {
 
 /// Now, in Unix ms.
 pub fn now_ms() -> u64 {
-    cryptomem::store::Clock::System.now_ms()
+    cryptomem_server::store::Clock::System.now_ms()
 }

@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use cryptomem::persist::recovery::{TailMode, list, scan};
-use cryptomem::persist::snapshot::SnapshotReader;
+use cryptomem_server::persist::recovery::{TailMode, list, scan};
+use cryptomem_server::persist::snapshot::SnapshotReader;
 
 pub fn run(data: &Path) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(data.is_dir(), "{} is not a directory", data.display());

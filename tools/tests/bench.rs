@@ -2,10 +2,10 @@
 
 use std::process::Command;
 
-use cryptomem::auth::HashParams;
-use cryptomem::client::Credentials;
-use cryptomem::persist::DataDir;
-use cryptomem::server::{Server, ServerConfig};
+use cryptomem_client::Credentials;
+use cryptomem_server::auth::HashParams;
+use cryptomem_server::persist::DataDir;
+use cryptomem_server::server::{Server, ServerConfig};
 
 /// Starts a server in a temp dir and writes a credentials file for it.
 async fn serve(tmp: &std::path::Path) -> std::path::PathBuf {

@@ -2,8 +2,8 @@
 
 use std::process::Command;
 
-use cryptomem::auth::HashParams;
-use cryptomem::persist::DataDir;
+use cryptomem_server::auth::HashParams;
+use cryptomem_server::persist::DataDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cryptomem-tool");
 

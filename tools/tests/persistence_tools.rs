@@ -4,18 +4,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use cryptomem::auth::HashParams;
-use cryptomem::persist::DataDir;
-use cryptomem::persist::recovery::list;
-use cryptomem::server::{Server, ServerConfig};
-use cryptomem::value_crypto::{Keyring, ValueKey};
-use cryptomem::{Client, ClientConfig, SetOptions};
+use cryptomem_client::value_crypto::{Keyring, ValueKey};
+use cryptomem_client::{Client, ClientConfig, SetOptions};
+use cryptomem_server::auth::HashParams;
+use cryptomem_server::persist::DataDir;
+use cryptomem_server::persist::recovery::list;
+use cryptomem_server::server::{Server, ServerConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cryptomem-tool");
 
 struct Running {
     stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), cryptomem::server::ServerError>>,
+    task: tokio::task::JoinHandle<Result<(), cryptomem_server::server::ServerError>>,
     client: Client,
 }
 
@@ -28,7 +28,7 @@ async fn start(dir: &Path) -> Running {
             std::fs::write(dir.join("test-token"), r.admin_token.expose().as_bytes()).unwrap();
             r.admin_token
         }
-        None => cryptomem::auth::Token::parse(&std::fs::read_to_string(dir.join("test-token")).unwrap()).unwrap(),
+        None => cryptomem_wire::Token::parse(&std::fs::read_to_string(dir.join("test-token")).unwrap()).unwrap(),
     };
     let key = data.identity().public();
     let server = Server::bind(config, data).await.unwrap();
@@ -49,7 +49,7 @@ impl Running {
         let _ = self.task.await;
         drop(self.client);
         for _ in 0..250 {
-            if cryptomem::persist::data_dir::lock_data_dir(dir).is_ok() {
+            if cryptomem_server::persist::data_dir::lock_data_dir(dir).is_ok() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -3,7 +3,7 @@
 //! Start a server first (`cargo run --release -- serve --data ./data`), then:
 //!
 //! ```sh
-//! cargo run --example quickstart
+//! cargo run -p cryptomem-client --example quickstart
 //! ```
 //!
 //! It reads `data/credentials.toml` (written by the server on first start) and
@@ -12,8 +12,8 @@
 
 use std::time::Duration;
 
-use cryptomem::value_crypto::{Keyring, ValueKey};
-use cryptomem::{Client, KeyTtl, SetOptions};
+use cryptomem_client::value_crypto::{Keyring, ValueKey};
+use cryptomem_client::{Client, KeyTtl, SetOptions};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -22,9 +22,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::{Error, Result};
-use crate::auth::Token;
 use crate::protocol::{Request, Response, Status, decode_response, encode_request};
 use crate::secure::{RecordOpener, RecordSealer, client_handshake};
+use cryptomem_wire::Token;
 
 /// Most request bytes sealed and written as one batch.
 pub const BATCH_BYTES: usize = 1 << 20;

@@ -28,9 +28,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use x25519_dalek::PublicKey;
 
-use crate::auth::Token;
-use crate::persist::files::{PRIVATE_MODE, write_atomic};
 use crate::secure::{parse_public_key, public_key_hex};
+use cryptomem_util::files::{PRIVATE_MODE, write_atomic};
+use cryptomem_wire::Token;
 
 const FORMAT: &str = "cryptomem-credentials";
 const VERSION: u32 = 1;

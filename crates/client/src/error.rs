@@ -1,6 +1,6 @@
 //! Client errors.
 
-use crate::client::credentials::CredentialsError;
+use crate::credentials::CredentialsError;
 use crate::secure::SecureError;
 use crate::value_crypto::ValueCryptoError;
 

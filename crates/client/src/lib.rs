@@ -1,4 +1,9 @@
-//! The async client.
+//! The cryptomem client: async, pipelined, with client-side value sealing.
+//!
+//! It depends only on the wire crate (protocol and secure channel) and a few
+//! small utilities: adding it to an application compiles none of the
+//! server's dependencies. Passphrase-derived value keys (Argon2id) are
+//! behind the `passphrase` feature.
 //!
 //! A [`Client`] is `Clone + Send + Sync`; clones share one encrypted
 //! connection, over which requests from any number of tasks are pipelined
@@ -11,22 +16,26 @@
 //! unchanged, for tools and for data that is already protected.
 //!
 //! ```no_run
-//! use cryptomem::{Client, value_crypto::{Keyring, ValueKey}};
+//! use cryptomem_client::{Client, value_crypto::{Keyring, ValueKey}};
 //! use std::time::Duration;
 //!
-//! # async fn demo() -> cryptomem::client::Result<()> {
+//! # async fn demo() -> cryptomem_client::Result<()> {
 //! let keyring = Keyring::new(ValueKey::load("value.key".as_ref())?);
 //! let client = Client::from_credentials_file("data/credentials.toml".as_ref(), Some(keyring)).await?;
 //! client.set("greeting", b"hello").await?;
 //! assert_eq!(client.get("greeting").await?.as_deref(), Some(&b"hello"[..]));
-//! client.set_with("session", b"token", cryptomem::SetOptions::ttl(Duration::from_secs(60))).await?;
+//! client.set_with("session", b"token", cryptomem_client::SetOptions::ttl(Duration::from_secs(60))).await?;
 //! # Ok(()) }
 //! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod connection;
 pub mod credentials;
 mod error;
 mod pipeline;
+pub mod value_crypto;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -42,11 +51,12 @@ pub use credentials::{Credentials, CredentialsError};
 pub use error::{Error, Result};
 pub use pipeline::{Pipeline, PipelineReply};
 
-pub use crate::auth::table::TokenInfo;
-use crate::auth::table::TokenListing;
-use crate::auth::{Role, Token};
-use crate::protocol::{HARD_MAX_VALUE_LEN, Request, Response, SetCondition, Status, encode_request};
 use crate::value_crypto::Keyring;
+use cryptomem_wire::TokenListing;
+use cryptomem_wire::protocol;
+use cryptomem_wire::secure;
+pub use cryptomem_wire::{Role, Token, TokenInfo};
+use protocol::{HARD_MAX_VALUE_LEN, Request, Response, SetCondition, Status, encode_request};
 
 /// How to reach and authenticate to a server.
 #[derive(Debug, Clone)]

@@ -8,8 +8,8 @@
 //! own, so [`Pipeline::execute`] returns one result per command.
 //!
 //! ```no_run
-//! # async fn demo(client: cryptomem::Client) -> cryptomem::client::Result<()> {
-//! use cryptomem::client::PipelineReply;
+//! # async fn demo(client: cryptomem_client::Client) -> cryptomem_client::Result<()> {
+//! use cryptomem_client::PipelineReply;
 //!
 //! let mut p = client.pipeline();
 //! p.set("user:1", b"alice")?.set("user:2", b"bob")?.get("user:1")?.delete("user:3")?;

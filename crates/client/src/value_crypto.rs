@@ -65,7 +65,9 @@ const KEY_FILE_HEADER: &str = "cryptomem-value-key v1";
 const SALT_FILE_HEADER: &str = "cryptomem-value-salt v1";
 /// Length of a passphrase salt.
 pub const SALT_LEN: usize = 16;
+#[cfg(feature = "passphrase")]
 const KDF_M_COST_KIB: u32 = 64 * 1024;
+#[cfg(feature = "passphrase")]
 const KDF_T_COST: u32 = 3;
 
 /// Failures of sealing and opening values, and of value key files.
@@ -135,10 +137,12 @@ impl ValueKey {
         Ok(Self::from_bytes(*bytes))
     }
 
-    /// Derives a key from a passphrase and salt with Argon2id (parameters in the module docs).
+    /// Derives a key from a passphrase and salt with Argon2id (parameters in
+    /// the module docs). Needs the crate's `passphrase` feature.
     ///
     /// # Errors
     /// [`ValueCryptoError::Kdf`] for an empty passphrase or a short salt.
+    #[cfg(feature = "passphrase")]
     pub fn from_passphrase(passphrase: &[u8], salt: &[u8]) -> Result<Self, ValueCryptoError> {
         if passphrase.is_empty() {
             return Err(ValueCryptoError::Kdf("the passphrase is empty".into()));
@@ -393,6 +397,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "passphrase")]
     fn passphrase_derivation_is_deterministic_per_salt() {
         let salt = generate_salt().unwrap();
         let a = ValueKey::from_passphrase(b"correct horse", &salt).unwrap();

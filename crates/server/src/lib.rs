@@ -1,20 +1,16 @@
-//! cryptomem: a secure in-memory cache with its own encrypted protocol.
-//!
-//! Every byte after the handshake is encrypted (Noise NK, then AES-256-GCM
-//! records), values are sealed by the client before they leave it, and only
-//! holders of a token get in. The `cryptomem` binary runs the server and a
-//! redis-cli-style client; this library holds both sides.
+//! The cryptomem server as a library: what the `cryptomem` binary's `serve`
+//! and `cryptomem-tool` run, and what a program embedding a server uses.
 //!
 //! # Example
 //!
 //! An embedded server on a loopback port and a client talking to it:
 //!
 //! ```
-//! use cryptomem::auth::HashParams;
-//! use cryptomem::persist::DataDir;
-//! use cryptomem::server::{Server, ServerConfig};
-//! use cryptomem::value_crypto::{Keyring, ValueKey};
-//! use cryptomem::{Client, ClientConfig, SetOptions};
+//! use cryptomem_server::auth::HashParams;
+//! use cryptomem_server::persist::DataDir;
+//! use cryptomem_server::server::{Server, ServerConfig};
+//! use cryptomem_client::value_crypto::{Keyring, ValueKey};
+//! use cryptomem_client::{Client, ClientConfig, SetOptions};
 //!
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -41,62 +37,21 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`secure`] | the Noise NK handshake, the record layer, the server's key pair |
-//! | [`protocol`] | request/response encoding and decoding; no I/O |
-//! | [`value_crypto`] | client-side sealing of values, value keys and passphrases |
 //! | [`store`] | the sharded keyspace: `ArcSwap`-published persistent hash tries, expiry |
-//! | [`auth`] | tokens, their argon2id hashes, verification |
-//! | [`persist`] | the data directory and atomic file writes |
+//! | [`auth`] | token hashes (argon2id), verification, roles' permissions, brute-force throttling |
+//! | [`persist`] | the data directory, the append-only log, snapshots, recovery |
 //! | [`server`] | configuration, listener, sessions, dispatch, INFO |
-//! | [`client`] | the async client and the credentials file |
-//! | [`units`] | `10s` / `16MiB` parsing for flags and config files |
 //!
-//! The `cryptomem` binary's own code (serve, keygen, client commands) is in
-//! `src/cli`; `tools/` is the `cryptomem-tool` package.
+//! The wire format (handshake, records, requests) is the `cryptomem-wire`
+//! crate, re-exported here as [`protocol`] and [`secure`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod auth;
-pub mod client;
 mod periodic;
 pub mod persist;
-pub mod protocol;
-pub mod secure;
 pub mod server;
 pub mod store;
-pub mod units;
-pub mod value_crypto;
 
-pub use client::{Client, ClientConfig, KeyTtl, SetOptions};
-
-/// An error and its causes for a person to read, each cause once: our error
-/// messages already include their cause's text, which printing the whole
-/// chain (anyhow's `{:#}`) would repeat.
-pub fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = String::new();
-    let mut next = Some(error);
-    while let Some(cause) = next {
-        let line = cause.to_string();
-        if !text.contains(&line) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&line);
-        }
-        next = cause.source();
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn error_text_prints_each_cause_once() {
-        let io = std::io::Error::other("No space left on device");
-        let persist = crate::persist::PersistError::Io { file: "/data/log-5.cml".into(), source: io };
-        let top = crate::server::ServerError::Persist(persist);
-        assert_eq!(super::error_text(&top), "cannot recover the data dir: /data/log-5.cml: No space left on device");
-        let wrapped = anyhow::Error::new(std::io::Error::other("inner")).context("outer");
-        assert_eq!(super::error_text(wrapped.as_ref()), "outer: inner");
-    }
-}
+pub use cryptomem_util::units;
+pub use cryptomem_wire::{protocol, secure};

@@ -1,4 +1,10 @@
 //! Durable, atomic file writes.
+//!
+//! Written with the standard library alone (not `tempfile`) so that the
+//! client crate, which saves credentials files through it, pulls in no
+//! platform crates: the temp file is created with `create_new` (O_EXCL) under
+//! a name from the process id, the time and a counter, and its mode is set
+//! before a byte is written.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -18,12 +24,45 @@ pub const PUBLIC_MODE: u32 = 0o644;
 /// Any I/O error; the temp file is removed.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-    set_mode(tmp.path(), mode)?;
-    tmp.write_all(contents)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
+    let (tmp_path, mut file) = create_temp(dir, mode)?;
+    let written = (|| {
+        file.write_all(contents)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp_path, path)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp_path);
+        return Err(e);
+    }
     sync_dir(dir)
+}
+
+/// Prefix of the temp files [`write_atomic`] creates (and leaves behind only
+/// if the process dies between creating and renaming one).
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+/// A new file in `dir` with mode `mode`, under a name no other file has.
+fn create_temp(dir: &Path, mode: u32) -> io::Result<(std::path::PathBuf, File)> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    loop {
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let candidate = dir.join(format!("{TEMP_PREFIX}{}-{nanos:x}-{n}", std::process::id()));
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+        match options.open(&candidate) {
+            Ok(file) => {
+                // The umask may have cleared bits the caller asked for.
+                set_mode(&candidate, mode)?;
+                return Ok((candidate, file));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Fsyncs a directory so a rename or create in it is durable.

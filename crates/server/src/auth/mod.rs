@@ -23,7 +23,6 @@ pub mod hash;
 pub mod permissions;
 pub mod table;
 pub mod throttle;
-pub mod token;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -38,9 +37,10 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
+pub use cryptomem_wire::{Role, UnknownRole};
 pub use hash::{HashParams, hash_secret, verify_secret};
 pub use permissions::Principal;
-pub use table::{Role, TableError, TokenRecord, TokenTable};
+pub use table::{TableError, TokenRecord, TokenTable};
 pub use throttle::{Attempt, Throttle, ThrottleConfig};
 
 /// How often an AUTH waiting for its address's budget looks again.
@@ -74,7 +74,7 @@ impl Drop for Reservation<'_> {
         }
     }
 }
-pub use token::{MalformedToken, Token};
+pub use cryptomem_wire::{MalformedToken, Token};
 
 use crate::store::Clock;
 

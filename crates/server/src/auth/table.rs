@@ -18,51 +18,11 @@
 
 use std::path::Path;
 
+use cryptomem_wire::{Role, TokenInfo, TokenListing};
 use serde::{Deserialize, Serialize};
 
 const FORMAT: &str = "cryptomem-tokens";
 const VERSION: u32 = 1;
-
-/// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Reads only.
-    Read,
-    /// Reads and writes.
-    Write,
-    /// Everything, including administration.
-    Admin,
-}
-
-impl Role {
-    /// The name used in tokens.toml, on the wire (TOKEN ADD) and on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Read => "read",
-            Self::Write => "write",
-            Self::Admin => "admin",
-        }
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "read" => Ok(Self::Read),
-            "write" => Ok(Self::Write),
-            "admin" => Ok(Self::Admin),
-            other => Err(format!("`{other}` is not a role: use read, write or admin")),
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// One stored token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,23 +146,6 @@ impl TokenTable {
     }
 }
 
-/// One token as TOKEN LIST shows it: a [`TokenRecord`] without its hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenInfo {
-    /// Public id.
-    pub id: String,
-    /// Role.
-    pub role: Role,
-    /// Key prefixes (empty: every key).
-    #[serde(default)]
-    pub prefixes: Vec<String>,
-    /// Label.
-    #[serde(default)]
-    pub label: String,
-    /// Creation time, Unix ms.
-    pub created_unix_ms: u64,
-}
-
 impl From<&TokenRecord> for TokenInfo {
     fn from(r: &TokenRecord) -> Self {
         Self {
@@ -213,14 +156,6 @@ impl From<&TokenRecord> for TokenInfo {
             created_unix_ms: r.created_unix_ms,
         }
     }
-}
-
-/// The TOKEN LIST reply body: `[[token]]` TOML tables of [`TokenInfo`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenListing {
-    /// The tokens.
-    #[serde(default)]
-    pub token: Vec<TokenInfo>,
 }
 
 /// Encodes the TOKEN LIST reply for `records`.

@@ -25,7 +25,7 @@ pub mod data_dir;
 pub mod direct_file;
 pub mod disk;
 pub mod engine;
-pub mod files;
+pub use cryptomem_util::files;
 pub mod frame;
 pub mod log;
 mod log_writer;

@@ -81,7 +81,7 @@
 //! (0..=64) and `count` times (`len: u16`, prefix bytes, UTF-8). SAVE and the
 //! TOKEN commands need an admin token; writes need write or admin; a refused
 //! command gets `NOPERM` and the connection stays usable (roles table in
-//! [`crate::auth::permissions`]). A token revoked while a connection uses it
+//! the server's `auth::permissions`). A token revoked while a connection uses it
 //! makes that connection's next request fail with `NOAUTH` and close.
 //!
 //! A key list is `count: u32` then `count` times (`len: u16`, key bytes).

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::{FrameError, Limits, MAGIC, MAX_TOKEN_LEN, REQUEST_HEADER_LEN, RequestError, command};
-use crate::auth::Role;
+use crate::Role;
 
 /// When a SET writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -44,7 +44,7 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::TokenList),
         "[0-9a-f]{12}".prop_map(|id| Request::TokenRevoke { id }),
         (
-            prop_oneof![Just(crate::auth::Role::Read), Just(crate::auth::Role::Write), Just(crate::auth::Role::Admin)],
+            prop_oneof![Just(crate::Role::Read), Just(crate::Role::Write), Just(crate::Role::Admin)],
             proptest::collection::vec("[a-z:]{1,8}", 0..4),
             "[a-z ]{0,20}"
         )
