@@ -6,13 +6,14 @@
 # fresh data dir, stopped at the end.
 #
 # Usage: tools/memory-soak.sh            (defaults below, override by env)
-#   DURATION=1800 SNAP_WRITES=50000 CLIENTS=50 SIZE=100 KEYSPACE=100000
+#   DURATION=1800 SNAP_WRITES=50000 CLIENTS=50 PIPELINE=1 SIZE=100 KEYSPACE=100000
 #   SAMPLE=5 OUT=/tmp/memory-soak.csv EXTRA_ARGS="" (more serve flags)
 set -euo pipefail
 
 DURATION=${DURATION:-1800}
 SNAP_WRITES=${SNAP_WRITES:-50000}
 CLIENTS=${CLIENTS:-50}
+PIPELINE=${PIPELINE:-1}
 SIZE=${SIZE:-100}
 KEYSPACE=${KEYSPACE:-100000}
 SAMPLE=${SAMPLE:-5}
@@ -34,7 +35,7 @@ rss() { awk '/VmRSS/ {print $2}' "/proc/$server/status"; }
 
 echo "seconds,rss_kib" >"$OUT"
 start=$(date +%s)
-"$bin/cryptomem-tool" bench --credentials "$dir/data/credentials.toml" -c "$CLIENTS" -d "$SIZE" \
+"$bin/cryptomem-tool" bench --credentials "$dir/data/credentials.toml" -c "$CLIENTS" -P "$PIPELINE" -d "$SIZE" \
   -r "$KEYSPACE" -t mixed -n 1000000000 --duration "${DURATION}s" >/dev/null &
 load=$!
 while kill -0 $load 2>/dev/null; do

@@ -143,3 +143,13 @@ fn a_failed_fsync_under_everysec_is_never_retried() {
     assert!(append(&log, 2).is_err());
     assert_eq!(log.not_durable(), Some(1..=1));
 }
+
+#[test]
+fn a_buffer_grown_by_a_backlog_is_given_back_after_it_is_written() {
+    let grown = Vec::with_capacity(16 * super::BUFFER_KEEP);
+    let reused = super::reusable(grown);
+    assert!(reused.is_empty());
+    assert!(reused.capacity() <= super::BUFFER_KEEP + super::BUFFER_KEEP / 2, "{}", reused.capacity());
+    let normal = Vec::with_capacity(super::BUFFER_KEEP);
+    assert_eq!(super::reusable(normal).capacity(), super::BUFFER_KEEP, "a busy writer's buffer is not reallocated");
+}
