@@ -136,7 +136,7 @@ async fn a_tampered_record_closes_the_connection() {
     let mut raw = RawConn::authed(&server).await;
     let mut wire = raw.seal(&Request::DbSize);
     wire[5] ^= 0x01;
-    raw.stream.write_all(&wire).await.unwrap();
+    raw.write_wire(&wire).await.unwrap();
     assert_error(raw.recv().await, "PROTO");
     raw.assert_closed().await;
     still_serving(&server).await;
@@ -154,7 +154,7 @@ async fn requests_before_a_bad_record_are_answered_before_the_error() {
     let mut bad = raw.seal(&Request::DbSize);
     bad[5] ^= 0x01;
     wire.extend(bad);
-    raw.stream.write_all(&wire).await.unwrap();
+    raw.write_wire(&wire).await.unwrap();
     assert_eq!(raw.recv().await, Some(Response::ok(Bytes::from_static(b"one"))));
     assert_eq!(raw.recv().await, Some(Response::ok(Bytes::from_static(b"two"))));
     assert_error(raw.recv().await, "PROTO");
@@ -167,8 +167,8 @@ async fn reordered_records_close_the_connection() {
     let mut raw = RawConn::authed(&server).await;
     let first = raw.seal(&Request::DbSize);
     let second = raw.seal(&Request::DbSize);
-    raw.stream.write_all(&second).await.unwrap();
-    raw.stream.write_all(&first).await.unwrap();
+    raw.write_wire(&second).await.unwrap();
+    raw.write_wire(&first).await.unwrap();
     assert_error(raw.recv().await, "PROTO");
     raw.assert_closed().await;
 }
@@ -178,9 +178,9 @@ async fn a_replayed_record_closes_the_connection() {
     let server = TestServer::start().await;
     let mut raw = RawConn::authed(&server).await;
     let wire = raw.seal(&Request::DbSize);
-    raw.stream.write_all(&wire).await.unwrap();
+    raw.write_wire(&wire).await.unwrap();
     assert!(raw.recv().await.is_some());
-    raw.stream.write_all(&wire).await.unwrap();
+    raw.write_wire(&wire).await.unwrap();
     assert_error(raw.recv().await, "PROTO");
     raw.assert_closed().await;
 }
@@ -189,7 +189,7 @@ async fn a_replayed_record_closes_the_connection() {
 async fn a_record_shorter_than_its_tag_closes_the_connection() {
     let server = TestServer::start().await;
     let mut raw = RawConn::authed(&server).await;
-    raw.stream.write_all(&[0, 5, 1, 2, 3, 4, 5]).await.unwrap();
+    raw.write_wire(&[0, 5, 1, 2, 3, 4, 5]).await.unwrap();
     assert_error(raw.recv().await, "PROTO");
     raw.assert_closed().await;
 }
@@ -199,8 +199,8 @@ async fn a_truncated_record_then_hangup_is_just_a_closed_connection() {
     let server = TestServer::start().await;
     let mut raw = RawConn::authed(&server).await;
     let wire = raw.seal(&Request::DbSize);
-    raw.stream.write_all(&wire[..wire.len() - 3]).await.unwrap();
-    raw.stream.shutdown().await.unwrap();
+    raw.write_wire(&wire[..wire.len() - 3]).await.unwrap();
+    raw.shutdown().await;
     raw.assert_closed().await;
     still_serving(&server).await;
 }
@@ -257,9 +257,8 @@ async fn a_request_trickled_past_the_request_timeout_is_answered_timeout() {
     let frame = set_frame(4096);
     let started = std::time::Instant::now();
     for chunk in frame.chunks(1).take(18) {
-        let mut wire = Vec::new();
-        raw.sealer.seal(chunk, &mut wire).unwrap();
-        if raw.stream.write_all(&wire).await.is_err() {
+        let wire = raw.seal_plain(chunk);
+        if raw.write_wire(&wire).await.is_err() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -378,7 +377,7 @@ async fn random_bytes_inside_the_channel_never_crash_the_server() {
         let mut with_magic = b"CM".to_vec();
         with_magic.extend_from_slice(&junk);
         raw.send_plain(if round % 2 == 0 { &junk } else { &with_magic }).await;
-        raw.stream.shutdown().await.unwrap();
+        raw.shutdown().await;
         while raw.recv().await.is_some() {}
     }
     still_serving(&server).await;

@@ -15,7 +15,6 @@ use cryptomem_server::persist::disk::faults::FaultyDisk;
 use cryptomem_server::persist::log::segment_name;
 use cryptomem_server::store::Clock;
 use cryptomem_wire::protocol::{Request, Response, SetCondition};
-use tokio::io::AsyncWriteExt;
 
 use common::info_field as info_value;
 
@@ -230,7 +229,7 @@ async fn with_fsync_always_a_log_failure_answers_ioerr_in_place_and_stops_the_se
     for request in &batch {
         wire.extend(raw.seal(request));
     }
-    raw.stream.write_all(&wire).await.unwrap();
+    raw.write_wire(&wire).await.unwrap();
     let first = raw.recv().await;
     assert_error(first.clone(), "IOERR");
     assert!(format!("{first:?}").contains("not durable"), "{first:?}");

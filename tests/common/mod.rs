@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use cryptomem_client::value_crypto::{Keyring, ValueKey};
 use cryptomem_client::{Client, ClientConfig};
 use cryptomem_server::auth::{HashParams, Token};
@@ -13,9 +12,10 @@ use cryptomem_server::persist::DataDir;
 use cryptomem_server::server::{Server, ServerConfig};
 use cryptomem_server::store::{Clock, Store};
 use cryptomem_wire::protocol::{Request, Response, decode_response, encode_request};
-use cryptomem_wire::secure::{RecordOpener, RecordSealer, client_handshake};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use cryptomem_wire::secure::{ChannelReader, ChannelWriter, channel, client_handshake};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use x25519_dalek::PublicKey;
 
 pub struct TestServer {
@@ -136,11 +136,8 @@ impl Drop for TestServer {
 
 /// A hand-driven connection for sending what a well-behaved client would not.
 pub struct RawConn {
-    pub stream: TcpStream,
-    pub sealer: RecordSealer,
-    pub opener: RecordOpener,
-    wire_in: BytesMut,
-    plain_in: BytesMut,
+    reader: ChannelReader<OwnedReadHalf>,
+    writer: ChannelWriter<OwnedWriteHalf>,
 }
 
 impl RawConn {
@@ -148,13 +145,9 @@ impl RawConn {
     pub async fn handshaken(server: &TestServer) -> Self {
         let mut stream = TcpStream::connect(server.addr).await.unwrap();
         let keys = client_handshake(&mut stream, &server.public_key).await.unwrap();
-        Self {
-            stream,
-            sealer: RecordSealer::new(keys.send),
-            opener: RecordOpener::new(keys.recv),
-            wire_in: BytesMut::new(),
-            plain_in: BytesMut::new(),
-        }
+        let (read, write) = stream.into_split();
+        let (reader, writer) = channel(read, write, keys);
+        Self { reader, writer }
     }
 
     /// Connects, handshakes and authenticates.
@@ -167,18 +160,31 @@ impl RawConn {
 
     /// Seals `plain` into records and sends them.
     pub async fn send_plain(&mut self, plain: &[u8]) {
+        self.writer.send(plain).await.unwrap();
+    }
+
+    /// Seals `plain` into records without sending them.
+    pub fn seal_plain(&mut self, plain: &[u8]) -> Vec<u8> {
         let mut wire = Vec::new();
-        self.sealer.seal(plain, &mut wire).unwrap();
-        self.stream.write_all(&wire).await.unwrap();
+        self.writer.seal_into(plain, &mut wire).unwrap();
+        wire
     }
 
     /// Encodes and seals `request` into wire bytes without sending them.
     pub fn seal(&mut self, request: &Request) -> Vec<u8> {
         let mut frame = Vec::new();
         encode_request(request, &mut frame).unwrap();
-        let mut wire = Vec::new();
-        self.sealer.seal(&frame, &mut wire).unwrap();
-        wire
+        self.seal_plain(&frame)
+    }
+
+    /// Writes bytes to the socket as they are (already sealed, or not).
+    pub async fn write_wire(&mut self, wire: &[u8]) -> std::io::Result<()> {
+        self.writer.get_mut().write_all(wire).await
+    }
+
+    /// Closes the sending direction.
+    pub async fn shutdown(&mut self) {
+        self.writer.get_mut().shutdown().await.unwrap();
     }
 
     pub async fn send(&mut self, request: &Request) {
@@ -191,15 +197,13 @@ impl RawConn {
     pub async fn recv(&mut self) -> Option<Response> {
         let fut = async {
             loop {
-                if let Some(r) = decode_response(&mut self.plain_in, 1 << 30).unwrap() {
+                if let Some(r) = decode_response(self.reader.plaintext(), 1 << 30).unwrap() {
                     return Some(r);
                 }
-                self.wire_in.reserve(65536);
-                match self.stream.read_buf(&mut self.wire_in).await {
+                match self.reader.fill().await {
                     Ok(0) | Err(_) => return None,
                     Ok(_) => {}
                 }
-                self.opener.open(&mut self.wire_in, &mut self.plain_in).unwrap();
             }
         };
         tokio::time::timeout(Duration::from_secs(10), fut).await.expect("server answers or closes within 10 s")

@@ -15,16 +15,18 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::{Error, Result};
 use crate::protocol::{Request, Response, Status, decode_response, encode_request};
-use crate::secure::{RecordOpener, RecordSealer, client_handshake};
+use crate::secure::{ChannelReader, ChannelWriter, channel, client_handshake};
 use cryptomem_wire::Token;
+
+type Reader = ChannelReader<OwnedReadHalf>;
+type Writer = ChannelWriter<OwnedWriteHalf>;
 
 /// Most request bytes sealed and written as one batch.
 pub const BATCH_BYTES: usize = 1 << 20;
@@ -109,23 +111,20 @@ impl Connection {
             .await
             .map_err(|_| connect_err("handshake timed out".into()))?
             .map_err(|source| Error::Handshake { addr: p.addr.to_string(), source })?;
-        let (mut read, mut write) = stream.into_split();
-        let mut sealer = RecordSealer::new(keys.send);
-        let mut opener = RecordOpener::new(keys.recv);
+        let (read, write) = stream.into_split();
+        let (mut reader, mut writer) = channel(read, write, keys);
 
         let mut frame = Vec::new();
         encode_request(&Request::Auth { token: bytes::Bytes::from(p.token.expose().as_bytes().to_vec()) }, &mut frame)
             .map_err(|e| Error::Protocol(e.to_string()))?;
-        write_sealed(&mut write, &mut sealer, &frame).await?;
-        let mut wire_in = BytesMut::new();
-        let mut plain_in = BytesMut::new();
+        writer.send(&frame).await.map_err(|e| Error::ConnectionLost(e.to_string()))?;
         let reply = loop {
             if let Some(r) =
-                decode_response(&mut plain_in, p.max_response_len).map_err(|e| Error::Protocol(e.to_string()))?
+                decode_response(reader.plaintext(), p.max_response_len).map_err(|e| Error::Protocol(e.to_string()))?
             {
                 break r;
             }
-            read_some(&mut read, &mut wire_in, &mut opener, &mut plain_in).await?;
+            read_some(&mut reader).await?;
         };
         if reply.status != Status::Ok {
             let (code, message) = reply.error_parts().unwrap_or_default();
@@ -137,8 +136,8 @@ impl Connection {
         let max_response_len = p.max_response_len;
         tokio::spawn(async move {
             let reason = tokio::select! {
-                r = write_loop(rx, write, sealer, Arc::clone(&waiters)) => r,
-                r = read_loop(read, opener, wire_in, plain_in, Arc::clone(&waiters), max_response_len) => r,
+                r = write_loop(rx, writer, Arc::clone(&waiters)) => r,
+                r = read_loop(reader, Arc::clone(&waiters), max_response_len) => r,
             };
             let drained: Vec<Reply> = lock(&waiters).drain(..).collect();
             for w in drained {
@@ -164,36 +163,17 @@ fn lock(w: &Waiters) -> std::sync::MutexGuard<'_, VecDeque<Reply>> {
     w.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-async fn write_sealed(write: &mut OwnedWriteHalf, sealer: &mut RecordSealer, plain: &[u8]) -> Result<()> {
-    let mut wire = Vec::with_capacity(plain.len() + 64);
-    sealer.seal(plain, &mut wire).map_err(|e| Error::ConnectionLost(e.to_string()))?;
-    write.write_all(&wire).await.map_err(|e| Error::ConnectionLost(e.to_string()))
-}
-
-async fn read_some(
-    read: &mut OwnedReadHalf,
-    wire_in: &mut BytesMut,
-    opener: &mut RecordOpener,
-    plain_in: &mut BytesMut,
-) -> Result<()> {
-    wire_in.reserve(64 * 1024);
-    let n = read.read_buf(wire_in).await.map_err(|e| Error::ConnectionLost(e.to_string()))?;
-    if n == 0 {
-        return Err(Error::ConnectionLost("server closed the connection".into()));
+async fn read_some(reader: &mut Reader) -> Result<()> {
+    match reader.fill().await {
+        Ok(0) => Err(Error::ConnectionLost("server closed the connection".into())),
+        Ok(_) => Ok(()),
+        Err(e) => Err(Error::ConnectionLost(e.to_string())),
     }
-    opener.open(wire_in, plain_in).map_err(|e| Error::ConnectionLost(e.to_string()))?;
-    Ok(())
 }
 
 /// Returns why it stopped; "client dropped" when every handle is gone.
-async fn write_loop(
-    mut rx: mpsc::Receiver<Pending>,
-    mut write: OwnedWriteHalf,
-    mut sealer: RecordSealer,
-    waiters: Waiters,
-) -> String {
+async fn write_loop(mut rx: mpsc::Receiver<Pending>, mut writer: Writer, waiters: Waiters) -> String {
     let mut plain = Vec::new();
-    let mut wire = Vec::new();
     let mut replies = Vec::new();
     while let Some(first) = rx.recv().await {
         plain.clear();
@@ -210,33 +190,21 @@ async fn write_loop(
         }
         // Registered before the bytes leave, so no response can beat its waiter.
         lock(&waiters).extend(replies.drain(..));
-        wire.clear();
-        if let Err(e) = sealer.seal(&plain, &mut wire) {
-            return e.to_string();
-        }
-        if let Err(e) = write.write_all(&wire).await {
+        if let Err(e) = writer.send(&plain).await {
             return e.to_string();
         }
         if plain.capacity() > 4 * BATCH_BYTES {
             plain = Vec::new();
-            wire = Vec::new();
         }
     }
-    let _ = write.shutdown().await;
+    let _ = writer.get_mut().shutdown().await;
     "client dropped".into()
 }
 
-async fn read_loop(
-    mut read: OwnedReadHalf,
-    mut opener: RecordOpener,
-    mut wire_in: BytesMut,
-    mut plain_in: BytesMut,
-    waiters: Waiters,
-    max_response_len: usize,
-) -> String {
+async fn read_loop(mut reader: Reader, waiters: Waiters, max_response_len: usize) -> String {
     loop {
         loop {
-            match decode_response(&mut plain_in, max_response_len) {
+            match decode_response(reader.plaintext(), max_response_len) {
                 Ok(Some(response)) => {
                     let mut queue = lock(&waiters);
                     let Some(front) = queue.front_mut() else {
@@ -255,7 +223,7 @@ async fn read_loop(
                 Err(e) => return format!("bad response: {e}"),
             }
         }
-        if let Err(e) = read_some(&mut read, &mut wire_in, &mut opener, &mut plain_in).await {
+        if let Err(e) = read_some(&mut reader).await {
             return match e {
                 Error::ConnectionLost(reason) => reason,
                 other => other.to_string(),

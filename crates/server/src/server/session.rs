@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 use tokio::time::{Instant, timeout_at};
 use tracing::{debug, info, warn};
@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 use crate::auth::{AuthError, Principal};
 use crate::persist::FsyncPolicy;
 use crate::protocol::{Decoded, FrameError, Request, Response, decode_request};
-use crate::secure::{RecordOpener, RecordSealer, SecureError, server_handshake};
+use crate::secure::{ChannelReader, ChannelWriter, SecureError, channel, server_handshake};
 
 use super::Shared;
 use super::dispatch::{execute, push};
@@ -40,7 +40,7 @@ use super::stats::bump;
 
 /// Output size at which responses are sent before more requests are executed.
 pub const FLUSH_AT: usize = 1 << 20;
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = crate::secure::channel::READ_CHUNK;
 /// Buffers that grew past this for one large request are given back afterwards.
 const SHRINK_ABOVE: usize = 4 << 20;
 /// Bound on one write to a client that stopped reading, when no idle timeout is set.
@@ -62,15 +62,11 @@ enum Next {
 }
 
 struct Session {
-    stream: TcpStream,
+    reader: ChannelReader<OwnedReadHalf>,
+    writer: ChannelWriter<OwnedWriteHalf>,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    sealer: RecordSealer,
-    opener: RecordOpener,
-    wire_in: BytesMut,
-    plain_in: BytesMut,
     plain_out: Vec<u8>,
-    wire_out: Vec<u8>,
     principal: Option<Principal>,
     /// When an unauthenticated connection must have completed AUTH.
     auth_deadline: Instant,
@@ -114,15 +110,13 @@ pub(super) async fn serve_connection(
         }
     };
     let auth_window = shared.config.handshake_timeout;
+    let (read, write) = stream.into_split();
+    let (reader, writer) = channel(read, write, keys);
     let mut session = Session {
-        stream,
+        reader,
+        writer,
         peer,
-        sealer: RecordSealer::new(keys.send),
-        opener: RecordOpener::new(keys.recv),
-        wire_in: BytesMut::with_capacity(READ_CHUNK),
-        plain_in: BytesMut::new(),
         plain_out: Vec::new(),
-        wire_out: Vec::new(),
         principal: None,
         // AUTH must arrive and be verified within a second handshake timeout.
         auth_deadline: Instant::now() + auth_window,
@@ -153,9 +147,8 @@ impl Session {
                 return Ok(());
             }
             let deadline = self.read_deadline();
-            self.wire_in.reserve(READ_CHUNK);
-            let read = self.stream.read_buf(&mut self.wire_in);
-            let n = tokio::select! {
+            let read = self.reader.fill();
+            let filled = tokio::select! {
                 biased;
                 _ = shutdown.changed() => return Ok(()),
                 r = async { match deadline { Some(d) => timeout_at(d, read).await.ok(), None => Some(read.await) } } => match r {
@@ -163,23 +156,25 @@ impl Session {
                         self.timed_out().await?;
                         return Ok(());
                     }
-                    Some(result) => result?,
+                    Some(result) => result,
                 },
             };
-            if n == 0 {
-                return Ok(());
-            }
-            if let Err(e) = self.opener.open(&mut self.wire_in, &mut self.plain_in) {
-                bump(&self.shared.stats.protocol_errors);
-                info!(peer = %self.peer, error = %e, "closing: bad record");
-                // The records before the bad one were intact: answer their
-                // requests, in order, then the error, so a pipelining client
-                // pins it on the right request.
-                if let Next::Continue = self.process_buffered().await? {
-                    push(&mut self.plain_out, &Response::error("PROTO", &e.to_string()));
+            match filled {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(SecureError::Io(e)) => return Err(SecureError::Io(e)),
+                Err(e) => {
+                    bump(&self.shared.stats.protocol_errors);
+                    info!(peer = %self.peer, error = %e, "closing: bad record");
+                    // The records before the bad one were intact: answer their
+                    // requests, in order, then the error, so a pipelining client
+                    // pins it on the right request.
+                    if let Next::Continue = self.process_buffered().await? {
+                        push(&mut self.plain_out, &Response::error("PROTO", &e.to_string()));
+                    }
+                    self.flush_when_durable().await?;
+                    return Ok(());
                 }
-                self.flush_when_durable().await?;
-                return Ok(());
             }
         }
     }
@@ -188,7 +183,7 @@ impl Session {
     /// server-wide cap and notes when that request began. Returns false (after
     /// answering `BUSY`) when the connection must close.
     async fn account_incomplete(&mut self) -> Result<bool, SecureError> {
-        let incomplete = self.plain_in.len() + self.wire_in.len();
+        let incomplete = self.reader.buffered();
         let next_request = std::mem::take(&mut self.request_completed);
         if incomplete == 0 {
             self.request_started = None;
@@ -248,13 +243,13 @@ impl Session {
             if self.plain_out.len() >= FLUSH_AT && !self.flush_when_durable().await? {
                 return Ok(Next::Close);
             }
-            let decoded = match decode_request(&mut self.plain_in, &self.shared.config.limits) {
+            let decoded = match decode_request(self.reader.plaintext(), &self.shared.config.limits) {
                 Ok(Some(d)) => {
                     self.request_completed = true;
                     d
                 }
                 Ok(None) => {
-                    shrink_if_huge(&mut self.plain_in);
+                    shrink_if_huge(self.reader.plaintext());
                     return Ok(Next::Continue);
                 }
                 Err(e) => {
@@ -438,11 +433,10 @@ impl Session {
         if self.plain_out.is_empty() {
             return Ok(());
         }
-        self.wire_out.clear();
-        self.sealer.seal(&self.plain_out, &mut self.wire_out)?;
-        self.plain_out.clear();
         let limit = self.shared.config.idle_timeout.unwrap_or(DEFAULT_WRITE_TIMEOUT);
-        match tokio::time::timeout(limit, self.stream.write_all(&self.wire_out)).await {
+        let sent = tokio::time::timeout(limit, self.writer.send(&self.plain_out)).await;
+        self.plain_out.clear();
+        match sent {
             Ok(result) => result?,
             Err(_) => {
                 return Err(SecureError::Io(std::io::Error::new(
@@ -452,7 +446,6 @@ impl Session {
             }
         }
         shrink_if_huge(&mut self.plain_out);
-        shrink_if_huge(&mut self.wire_out);
         Ok(())
     }
 }

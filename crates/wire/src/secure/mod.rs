@@ -18,11 +18,13 @@
 //! Limits: handshake messages 48..=1024 bytes; records 16..=65535 bytes of
 //! ciphertext; the server gives the whole handshake a timeout (10 s default).
 
+pub mod channel;
 pub mod handshake;
 pub mod identity;
 pub mod noise;
 pub mod record;
 
+pub use channel::{ChannelReader, ChannelWriter, channel};
 pub use handshake::{RejectReason, client_handshake, server_handshake};
 pub use identity::{ServerIdentity, parse_public_key, public_key_hex};
 pub use noise::TransportKeys;
