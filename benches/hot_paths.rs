@@ -8,7 +8,7 @@ use std::hint::black_box;
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use cryptomem_client::value_crypto::{Keyring, ValueKey};
-use cryptomem_server::store::Store;
+use cryptomem_server::store::{SetCondition as StoreCondition, Store};
 use cryptomem_wire::protocol::{Limits, Request, SetCondition, decode_request, encode_request};
 use cryptomem_wire::secure::noise::{self, Initiator, responder_read_message};
 use cryptomem_wire::secure::{RecordOpener, RecordSealer};
@@ -75,7 +75,7 @@ fn store(c: &mut Criterion) {
         let store = Store::new(cryptomem_server::store::DEFAULT_SHARDS);
         let value = vec![0u8; 133];
         for i in 0..keys {
-            store.set(format!("key:{i}").as_bytes(), &value, None, SetCondition::Always, 0).unwrap();
+            store.set(format!("key:{i}").as_bytes(), &value, None, StoreCondition::Always, 0).unwrap();
         }
         let names: Vec<Bytes> = (0..1024).map(|i| Bytes::from(format!("key:{}", (i * 7919) % keys))).collect();
         let mut i = 0;
@@ -88,7 +88,7 @@ fn store(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("set", keys), &keys, |b, _| {
             b.iter(|| {
                 i = (i + 1) % names.len();
-                store.set(&names[i], &value, None, SetCondition::Always, 0).unwrap();
+                store.set(&names[i], &value, None, StoreCondition::Always, 0).unwrap();
             });
         });
     }

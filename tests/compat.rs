@@ -8,8 +8,8 @@ use std::sync::Arc;
 use cryptomem_client::value_crypto::{Keyring, ValueKey};
 use cryptomem_server::persist::recovery::{TailMode, recover};
 use cryptomem_server::persist::{PersistConfig, Persistence};
+use cryptomem_server::store::SetCondition;
 use cryptomem_server::store::{Clock, Store};
-use cryptomem_wire::protocol::SetCondition;
 
 fn fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
     let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);

@@ -366,7 +366,7 @@ async fn temp_files_of_interrupted_snapshots_are_removed_at_start() {
 #[tokio::test]
 async fn two_servers_cannot_share_a_data_dir() {
     let server = TestServer::start().await;
-    let err = cryptomem_server::persist::DataDir::open_or_init(
+    let err = cryptomem_server::server::DataDir::open_or_init(
         &server.data_dir,
         cryptomem_server::auth::HashParams::default(),
     )

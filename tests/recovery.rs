@@ -7,8 +7,8 @@ use cryptomem_server::persist::log::{FsyncPolicy, segment_name};
 use cryptomem_server::persist::recovery::{TailMode, list, recover};
 use cryptomem_server::persist::snapshot::snapshot_name;
 use cryptomem_server::persist::{PersistConfig, PersistError, Persistence};
+use cryptomem_server::store::SetCondition;
 use cryptomem_server::store::{Clock, Store};
-use cryptomem_wire::protocol::SetCondition;
 
 fn config() -> PersistConfig {
     PersistConfig { fsync: FsyncPolicy::Always, snapshot_after_writes: 0, ..PersistConfig::default() }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use cryptomem_client::Credentials;
 use cryptomem_server::persist::PersistError;
-use cryptomem_server::persist::{DataDir, InitReport};
+use cryptomem_server::server::{DataDir, InitReport};
 use cryptomem_server::server::{Server, ServerError, Settings};
 use tracing_subscriber::EnvFilter;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use cryptomem_client::value_crypto::{Keyring, ValueKey};
 use cryptomem_client::{Client, ClientConfig};
 use cryptomem_server::auth::{HashParams, Token};
-use cryptomem_server::persist::DataDir;
+use cryptomem_server::server::DataDir;
 use cryptomem_server::server::{Server, ServerConfig};
 use cryptomem_server::store::{Clock, Store};
 use cryptomem_wire::protocol::{Request, Response, decode_response, encode_request};
@@ -101,7 +101,7 @@ impl TestServer {
             let _ = task.await;
         }
         for _ in 0..250 {
-            if cryptomem_server::persist::data_dir::lock_data_dir(&self.data_dir).is_ok() {
+            if cryptomem_server::server::data_dir::lock_data_dir(&self.data_dir).is_ok() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use cryptomem_client::Credentials;
 use cryptomem_server::auth::HashParams;
-use cryptomem_server::persist::DataDir;
+use cryptomem_server::server::DataDir;
 use cryptomem_server::server::{Server, ServerConfig};
 
 /// Starts a server in a temp dir and writes a credentials file for it.

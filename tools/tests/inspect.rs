@@ -3,7 +3,7 @@
 use std::process::Command;
 
 use cryptomem_server::auth::HashParams;
-use cryptomem_server::persist::DataDir;
+use cryptomem_server::server::DataDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cryptomem-tool");
 

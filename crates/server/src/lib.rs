@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use cryptomem_server::auth::HashParams;
-//! use cryptomem_server::persist::DataDir;
+//! use cryptomem_server::server::DataDir;
 //! use cryptomem_server::server::{Server, ServerConfig};
 //! use cryptomem_client::value_crypto::{Keyring, ValueKey};
 //! use cryptomem_client::{Client, ClientConfig, SetOptions};
@@ -39,8 +39,12 @@
 //! |---|---|
 //! | [`store`] | the sharded keyspace: `ArcSwap`-published persistent hash tries, expiry |
 //! | [`auth`] | token hashes (argon2id), verification, roles' permissions, brute-force throttling |
-//! | [`persist`] | the data directory, the append-only log, snapshots, recovery |
-//! | [`server`] | configuration, listener, sessions, dispatch, INFO |
+//! | [`persist`] | the append-only log, snapshots, recovery |
+//! | [`server`] | configuration, the data directory and first-start initialisation, listener, sessions, dispatch, INFO |
+//!
+//! Dependencies point one way: `server` uses the others; `persist` uses
+//! `store` (through [`store::Journal`] and [`store::Change`]); `auth` and
+//! `store` use only the wire and util crates.
 //!
 //! The wire format (handshake, records, requests) is the `cryptomem-wire`
 //! crate, re-exported here as [`protocol`] and [`secure`].

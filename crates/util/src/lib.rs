@@ -1,9 +1,11 @@
 //! Small utilities every cryptomem package may use and none owns: durable
-//! atomic file writes with private modes ([`files`]), human units for flags
+//! atomic file writes with private modes ([`files`]), the time source
+//! ([`clock`]), human units for flags
 //! and config files ([`units`]), and [`error_text`] for the binaries' edges.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod clock;
 pub mod files;
 pub mod units;
 

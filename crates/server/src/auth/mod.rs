@@ -76,7 +76,7 @@ impl Drop for Reservation<'_> {
 }
 pub use cryptomem_wire::{MalformedToken, Token};
 
-use crate::store::Clock;
+use cryptomem_util::clock::Clock;
 
 /// Why AUTH failed. Deliberately coarse: clients learn only "invalid token".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -141,7 +141,7 @@ impl TokenTable {
     /// # Errors
     /// [`TableError::Io`].
     pub fn save(&self, path: &Path) -> Result<(), TableError> {
-        crate::persist::files::write_atomic(path, self.to_toml().as_bytes(), crate::persist::files::PRIVATE_MODE)
+        cryptomem_util::files::write_atomic(path, self.to_toml().as_bytes(), cryptomem_util::files::PRIVATE_MODE)
             .map_err(|source| TableError::Io { path: path.display().to_string(), source })
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::store::{Clock, duration_ms_ceil};
+use cryptomem_util::clock::{Clock, duration_ms_ceil};
 
 /// Most addresses tracked at once.
 pub const MAX_TRACKED: usize = 65_536;

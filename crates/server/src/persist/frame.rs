@@ -35,6 +35,8 @@
 
 use bincode::{Decode, Encode};
 
+use crate::store::Change;
+
 /// Frame header length.
 pub const FRAME_HEADER_LEN: usize = 8;
 /// Largest payload accepted: a maximum value plus a maximum key and slack.
@@ -95,6 +97,27 @@ impl LogOp {
     pub fn key(&self) -> &[u8] {
         match self {
             Self::Set { key, .. } | Self::Delete { key } | Self::Expire { key, .. } | Self::Persist { key } => key,
+        }
+    }
+
+    /// The store's view of this change, borrowed.
+    pub fn as_change(&self) -> Change<'_> {
+        match self {
+            Self::Set { key, value, expires_at_ms } => Change::Set { key, value, expires_at_ms: *expires_at_ms },
+            Self::Delete { key } => Change::Delete { key },
+            Self::Expire { key, expires_at_ms } => Change::Expire { key, expires_at_ms: *expires_at_ms },
+            Self::Persist { key } => Change::Persist { key },
+        }
+    }
+}
+
+impl<'a> From<Change<'a>> for LogOpRef<'a> {
+    fn from(change: Change<'a>) -> Self {
+        match change {
+            Change::Set { key, value, expires_at_ms } => Self::Set { key, value, expires_at_ms },
+            Change::Delete { key } => Self::Delete { key },
+            Change::Expire { key, expires_at_ms } => Self::Expire { key, expires_at_ms },
+            Change::Persist { key } => Self::Persist { key },
         }
     }
 }

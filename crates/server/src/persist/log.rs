@@ -73,7 +73,7 @@ use tracing::warn;
 
 use super::disk::{LogDisk, OsDisk};
 use super::frame::{LogOpRef, append_log_frame};
-use crate::store::{Journal, StoreError};
+use crate::store::{Change, Journal, StoreError};
 
 /// Segment magic.
 pub const SEGMENT_MAGIC: [u8; 4] = *b"CMLG";
@@ -389,7 +389,8 @@ impl Drop for Log {
 }
 
 impl Journal for Log {
-    fn append(&self, op: LogOpRef<'_>) -> Result<u64, StoreError> {
+    fn append(&self, change: Change<'_>) -> Result<u64, StoreError> {
+        let op = LogOpRef::from(change);
         let mut st = lock(&self.shared.state);
         if let Some(refusal) = st.failed.clone().or_else(|| st.stalled.clone()) {
             if let Some(refused) = st.refusals.note(Instant::now()) {

@@ -21,7 +21,6 @@
 //! it: both recover.
 
 pub mod background;
-pub mod data_dir;
 pub mod direct_file;
 pub mod disk;
 pub mod engine;
@@ -34,7 +33,6 @@ pub mod snapshot;
 
 use std::path::PathBuf;
 
-pub use data_dir::{DataDir, DataDirError, InitReport};
 pub use engine::{PersistConfig, Persistence};
 pub use log::FsyncPolicy;
 

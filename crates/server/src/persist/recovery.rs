@@ -167,7 +167,7 @@ pub struct RecoveryReport {
 pub fn recover(dir: &Path, store: &Store, now_ms: u64, tail: TailMode) -> Result<RecoveryReport, PersistError> {
     let apply = |item: Item| match item {
         Item::Entry(e) => store.load(&e.key, &e.value, e.expires_at_ms, now_ms),
-        Item::Record(record) => store.apply_replayed(record.op, now_ms),
+        Item::Record(record) => store.apply_replayed(record.op.as_change(), now_ms),
     };
     let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(MAX_APPLIERS);
     let report = if workers == 1 {

@@ -33,7 +33,9 @@ fn run(shared: &Shared, request: Request, out: &mut Vec<u8>) -> Result<Option<Re
             }
             None => Response::not_found(),
         },
-        Request::Set { key, value, ttl, condition } => found(store.set(&key, &value, ttl, condition, now)?),
+        Request::Set { key, value, ttl, condition } => {
+            found(store.set(&key, &value, ttl, set_condition(condition), now)?)
+        }
         Request::Delete { key } => found(store.delete(&key, now)?),
         Request::Exists { key } => found(store.exists(&key, now)),
         Request::Expire { key, ttl } => found(store.expire(&key, ttl, now)?),
@@ -68,7 +70,7 @@ fn run(shared: &Shared, request: Request, out: &mut Vec<u8>) -> Result<Option<Re
         }
         Request::MSet { pairs, ttl } => {
             for (key, value) in pairs {
-                store.set(&key, &value, ttl, crate::protocol::SetCondition::Always, now)?;
+                store.set(&key, &value, ttl, crate::store::SetCondition::Always, now)?;
             }
             Response::ok_empty()
         }
@@ -128,4 +130,13 @@ fn write_ok(out: &mut Vec<u8>, value: &[u8]) {
 pub(super) fn push(out: &mut Vec<u8>, response: &Response) {
     // Bodies built here are bounded by the configured limits, far below u32::MAX.
     let _ = encode_response(response, out);
+}
+
+/// The store's condition for a SET's wire condition (the store knows no protocol types).
+fn set_condition(condition: crate::protocol::SetCondition) -> crate::store::SetCondition {
+    match condition {
+        crate::protocol::SetCondition::Always => crate::store::SetCondition::Always,
+        crate::protocol::SetCondition::IfAbsent => crate::store::SetCondition::IfAbsent,
+        crate::protocol::SetCondition::IfPresent => crate::store::SetCondition::IfPresent,
+    }
 }

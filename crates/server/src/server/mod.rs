@@ -18,6 +18,7 @@
 //! ([`ServerError::LogFailed`]) without a snapshot.
 
 pub mod config;
+pub mod data_dir;
 mod dispatch;
 mod request_buffers;
 mod session;
@@ -37,9 +38,10 @@ pub use stats::Stats;
 
 use crate::auth::Authenticator;
 use crate::periodic::every;
-use crate::persist::{DataDir, Persistence};
+use crate::persist::Persistence;
 use crate::secure::ServerIdentity;
 use crate::store::Store;
+pub use data_dir::{DataDir, DataDirError, InitReport};
 
 /// How often the janitor looks for expired keys.
 const JANITOR_INTERVAL: Duration = Duration::from_millis(100);
@@ -122,7 +124,7 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
-        let tokens_file = data.root().join(crate::persist::data_dir::TOKENS_FILE);
+        let tokens_file = data.root().join(data_dir::TOKENS_FILE);
         let auth = Authenticator::new(data.tokens().clone(), Some(tokens_file), config.auth, config.clock.clone())
             .map_err(|e| ServerError::Auth(e.to_string()))?;
         let shared = Shared {

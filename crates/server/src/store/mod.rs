@@ -24,7 +24,6 @@
 //! shard's writer lock for the instant it takes to load each map and read the
 //! journal's position, which gives snapshots an exact sequence-number cut.
 
-mod clock;
 mod item;
 mod shard;
 pub mod trie;
@@ -33,22 +32,64 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-pub use clock::{Clock, deadline, duration_ms_ceil};
+pub use cryptomem_util::clock::{Clock, deadline, duration_ms_ceil};
 pub use item::Item;
 pub use shard::ENTRY_OVERHEAD;
 use shard::Shard;
 
-use crate::persist::frame::{LogOp, LogOpRef};
-use crate::protocol::SetCondition;
+/// When [`Store::set`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SetCondition {
+    /// Always.
+    #[default]
+    Always,
+    /// Only if the key does not exist (or has expired).
+    IfAbsent,
+    /// Only if the key exists.
+    IfPresent,
+}
+
+/// A change to one key, as the store hands it to its [`Journal`] and takes
+/// it back at recovery. The store defines it; how it is stored on disk is
+/// the journal's business (`persist::frame`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// The key now holds `value` (still sealed), expiring at `expires_at_ms`.
+    Set {
+        /// Key bytes.
+        key: &'a [u8],
+        /// Value bytes.
+        value: &'a [u8],
+        /// Absolute expiry in Unix ms.
+        expires_at_ms: Option<u64>,
+    },
+    /// The key is gone.
+    Delete {
+        /// Key bytes.
+        key: &'a [u8],
+    },
+    /// The key now expires at `expires_at_ms`.
+    Expire {
+        /// Key bytes.
+        key: &'a [u8],
+        /// Absolute expiry in Unix ms.
+        expires_at_ms: u64,
+    },
+    /// The key no longer expires.
+    Persist {
+        /// Key bytes.
+        key: &'a [u8],
+    },
+}
 
 /// Where the store records every change before applying it.
 pub trait Journal: Send + Sync {
-    /// Appends `op`; returns its sequence number.
+    /// Appends `change`; returns its sequence number.
     ///
     /// # Errors
     /// [`StoreError::Journal`] when the change cannot be recorded; the store
     /// then does not apply it.
-    fn append(&self, op: LogOpRef<'_>) -> Result<u64, StoreError>;
+    fn append(&self, change: Change<'_>) -> Result<u64, StoreError>;
 }
 
 /// A write the store refused.
@@ -127,9 +168,9 @@ impl Store {
         let _ = self.journal.set(journal);
     }
 
-    fn record(&self, w: &mut shard::Writer, op: LogOpRef<'_>) -> Result<(), StoreError> {
+    fn record(&self, w: &mut shard::Writer, change: Change<'_>) -> Result<(), StoreError> {
         if let Some(j) = self.journal.get() {
-            w.last_seq = j.append(op)?;
+            w.last_seq = j.append(change)?;
         }
         Ok(())
     }
@@ -190,7 +231,7 @@ impl Store {
             if !allowed {
                 return (Ok(false), false);
             }
-            if let Err(e) = self.record(w, LogOpRef::Set { key, value, expires_at_ms }) {
+            if let Err(e) = self.record(w, Change::Set { key, value, expires_at_ms }) {
                 return (Err(e), false);
             }
             w.put(hash, item);
@@ -206,7 +247,7 @@ impl Store {
         let (shard, hash) = self.locate(key);
         shard.write(|w| match w.live(hash, key, now_ms) {
             Some(_) => {
-                if let Err(e) = self.record(w, LogOpRef::Delete { key }) {
+                if let Err(e) = self.record(w, Change::Delete { key }) {
                     return (Err(e), false);
                 }
                 w.remove(hash, key);
@@ -231,7 +272,7 @@ impl Store {
         let (shard, hash) = self.locate(key);
         shard.write(|w| match w.live(hash, key, now_ms).cloned() {
             Some(item) => {
-                if let Err(e) = self.record(w, LogOpRef::Expire { key, expires_at_ms: at }) {
+                if let Err(e) = self.record(w, Change::Expire { key, expires_at_ms: at }) {
                     return (Err(e), false);
                 }
                 w.put(hash, item.with_expiry(Some(at)));
@@ -251,7 +292,7 @@ impl Store {
             None => (Ok(PersistOutcome::Missing), false),
             Some(item) if item.expires_at_ms().is_none() => (Ok(PersistOutcome::HadNone), false),
             Some(item) => {
-                if let Err(e) = self.record(w, LogOpRef::Persist { key }) {
+                if let Err(e) = self.record(w, Change::Persist { key }) {
                     return (Err(e), false);
                 }
                 w.put(hash, item.with_expiry(None));
@@ -264,26 +305,26 @@ impl Store {
     /// Idempotent for the sequences recovery feeds it; a `Set` whose expiry
     /// has passed removes the key. Recovery only: readers see nothing until
     /// [`Store::publish_all`].
-    pub fn apply_replayed(&self, op: LogOp, now_ms: u64) {
-        match op {
-            LogOp::Set { key, value, expires_at_ms } => self.load(&key, &value, expires_at_ms, now_ms),
-            LogOp::Delete { key } => {
-                let (shard, hash) = self.locate(&key);
-                shard.write_unpublished(|w| w.remove(hash, &key));
+    pub fn apply_replayed(&self, change: Change<'_>, now_ms: u64) {
+        match change {
+            Change::Set { key, value, expires_at_ms } => self.load(key, value, expires_at_ms, now_ms),
+            Change::Delete { key } => {
+                let (shard, hash) = self.locate(key);
+                shard.write_unpublished(|w| w.remove(hash, key));
             }
-            LogOp::Expire { key, expires_at_ms } => {
-                let (shard, hash) = self.locate(&key);
-                shard.write_unpublished(|w| match w.live(hash, &key, now_ms).cloned() {
+            Change::Expire { key, expires_at_ms } => {
+                let (shard, hash) = self.locate(key);
+                shard.write_unpublished(|w| match w.live(hash, key, now_ms).cloned() {
                     Some(item) if expires_at_ms > now_ms => w.put(hash, item.with_expiry(Some(expires_at_ms))),
                     _ => {
-                        w.remove(hash, &key);
+                        w.remove(hash, key);
                     }
                 });
             }
-            LogOp::Persist { key } => {
-                let (shard, hash) = self.locate(&key);
+            Change::Persist { key } => {
+                let (shard, hash) = self.locate(key);
                 shard.write_unpublished(|w| {
-                    if let Some(item) = w.live(hash, &key, now_ms).cloned() {
+                    if let Some(item) = w.live(hash, key, now_ms).cloned() {
                         w.put(hash, item.with_expiry(None));
                     }
                 });

@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use crate::persist::disk::faults::FaultyDisk;
-use crate::persist::frame::LogOpRef;
 use crate::persist::log::{FsyncPolicy, Log};
 use crate::persist::recovery::{TailMode, scan};
 use crate::store::Journal;
@@ -17,7 +16,7 @@ fn open(dir: &Path, disk: &FaultyDisk, policy: FsyncPolicy) -> Log {
 
 fn append(log: &Log, i: u64) -> Result<u64, crate::store::StoreError> {
     let key = format!("key-{i}");
-    log.append(LogOpRef::Set { key: key.as_bytes(), value: &[7; 100], expires_at_ms: None })
+    log.append(crate::store::Change::Set { key: key.as_bytes(), value: &[7; 100], expires_at_ms: None })
 }
 
 /// Polls for up to 5 s.

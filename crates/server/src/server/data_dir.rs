@@ -5,7 +5,7 @@
 //! | `server.key`       | 0600 | the server's X25519 private key ([`crate::secure::identity`]) |
 //! | `server.pub`       | 0644 | its public key, 64 hex digits: what clients pin      |
 //! | `tokens.toml`      | 0600 | argon2id hashes of the access tokens ([`crate::auth::table`]) |
-//! | `credentials.toml` | 0600 | server address, public key and the first admin token, for the CLI ([`crate::client::credentials`]) |
+//! | `credentials.toml` | 0600 | server address, public key and the first admin token, for the CLI (the client crate's `credentials`) |
 //! | `LOCK`             | 0600 | empty; a running server holds an exclusive lock on it |
 //! | `log-*.cml`, `snapshot-*.cms` | 0600 | the keyspace ([`crate::persist`]) |
 //!
@@ -17,8 +17,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::auth::{HashParams, Role, Token, TokenRecord, TokenTable, hash_secret};
-use crate::persist::files::{PRIVATE_MODE, PUBLIC_MODE, create_private_dir, write_atomic};
 use crate::secure::ServerIdentity;
+use cryptomem_util::files::{PRIVATE_MODE, PUBLIC_MODE, create_private_dir, write_atomic};
 
 /// `server.key`.
 pub const SERVER_KEY_FILE: &str = "server.key";
@@ -68,7 +68,7 @@ pub fn lock_data_dir(root: &Path) -> Result<std::fs::File, DataDirError> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, PRIVATE_MODE);
     let file = options.open(&path).map_err(io_err(&path))?;
     // A LOCK created by an older version may be 0644.
-    crate::persist::files::set_mode(&path, PRIVATE_MODE).map_err(io_err(&path))?;
+    cryptomem_util::files::set_mode(&path, PRIVATE_MODE).map_err(io_err(&path))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(DataDirError::Locked(root.display().to_string())),
