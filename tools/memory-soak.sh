@@ -8,6 +8,8 @@
 # Usage: tools/memory-soak.sh            (defaults below, override by env)
 #   DURATION=1800 SNAP_WRITES=50000 CLIENTS=50 PIPELINE=1 SIZE=100 KEYSPACE=100000
 #   SAMPLE=5 OUT=/tmp/memory-soak.csv EXTRA_ARGS="" (more serve flags)
+#   STALL=1: every 60 s write 256 MB beside the data dir with fsync, so the
+#   log's fsyncs stall now and then as on a busy disk
 set -euo pipefail
 
 DURATION=${DURATION:-1800}
@@ -19,6 +21,7 @@ KEYSPACE=${KEYSPACE:-100000}
 SAMPLE=${SAMPLE:-5}
 OUT=${OUT:-/tmp/memory-soak.csv}
 EXTRA_ARGS=${EXTRA_ARGS:-}
+STALL=${STALL:-0}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cargo build --release --quiet --manifest-path "$root/Cargo.toml" --workspace
@@ -29,7 +32,12 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 "$bin/cryptomem" serve --listen "127.0.0.1:$port" --data "$dir/data" --log warn \
   --snapshot-after-writes "$SNAP_WRITES" $EXTRA_ARGS &
 server=$!
-trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$dir"' EXIT
+staller=""
+trap 'kill $server $staller 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$dir"' EXIT
+if [ "$STALL" = 1 ]; then
+  (while sleep 60; do dd if=/dev/zero of="$dir/stall" bs=1M count=256 conv=fsync 2>/dev/null; rm -f "$dir/stall"; done) &
+  staller=$!
+fi
 for _ in $(seq 100); do [ -f "$dir/data/credentials.toml" ] && break; sleep 0.1; done
 rss() { awk '/VmRSS/ {print $2}' "/proc/$server/status"; }
 
