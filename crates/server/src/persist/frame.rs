@@ -111,46 +111,38 @@ impl LogOp {
     }
 }
 
-impl<'a> From<Change<'a>> for LogOpRef<'a> {
-    fn from(change: Change<'a>) -> Self {
-        match change {
-            Change::Set { key, value, expires_at_ms } => Self::Set { key, value, expires_at_ms },
-            Change::Delete { key } => Self::Delete { key },
-            Change::Expire { key, expires_at_ms } => Self::Expire { key, expires_at_ms },
-            Change::Persist { key } => Self::Persist { key },
+/// A store [`Change`] encoded exactly as the [`LogOp`] it decodes to, without
+/// copying its bytes: the variant index as a u32 (0 Set, 1 Delete, 2 Expire,
+/// 3 Persist), then the fields in declaration order, as bincode's derive
+/// writes an enum. `borrowed_and_owned_forms_encode_identically_and_round_trip`
+/// holds the two together.
+#[derive(Debug, Clone, Copy)]
+pub struct LogOpRef<'a>(pub Change<'a>);
+
+impl Encode for LogOpRef<'_> {
+    fn encode<E: bincode::enc::Encoder>(&self, e: &mut E) -> Result<(), bincode::error::EncodeError> {
+        match self.0 {
+            Change::Set { key, value, expires_at_ms } => {
+                0u32.encode(e)?;
+                key.encode(e)?;
+                value.encode(e)?;
+                expires_at_ms.encode(e)
+            }
+            Change::Delete { key } => {
+                1u32.encode(e)?;
+                key.encode(e)
+            }
+            Change::Expire { key, expires_at_ms } => {
+                2u32.encode(e)?;
+                key.encode(e)?;
+                expires_at_ms.encode(e)
+            }
+            Change::Persist { key } => {
+                3u32.encode(e)?;
+                key.encode(e)
+            }
         }
     }
-}
-
-/// The same change, borrowed, for encoding without copies. Encodes exactly as [`LogOp`].
-#[derive(Debug, Clone, Copy, Encode)]
-pub enum LogOpRef<'a> {
-    /// See [`LogOp::Set`].
-    Set {
-        /// Key bytes.
-        key: &'a [u8],
-        /// Value bytes.
-        value: &'a [u8],
-        /// Absolute expiry in Unix ms.
-        expires_at_ms: Option<u64>,
-    },
-    /// See [`LogOp::Delete`].
-    Delete {
-        /// Key bytes.
-        key: &'a [u8],
-    },
-    /// See [`LogOp::Expire`].
-    Expire {
-        /// Key bytes.
-        key: &'a [u8],
-        /// Absolute expiry in Unix ms.
-        expires_at_ms: u64,
-    },
-    /// See [`LogOp::Persist`].
-    Persist {
-        /// Key bytes.
-        key: &'a [u8],
-    },
 }
 
 /// A snapshot entry's payload: key, value, expiry (u8-length-free: both are
@@ -296,7 +288,21 @@ mod tests {
             seq: u64,
             op: LogOpRef<'a>,
         }
-        let borrowed = R { seq: 7, op: LogOpRef::Set { key: b"k", value: b"vv", expires_at_ms: Some(9) } };
+        let borrowed = R { seq: 7, op: LogOpRef(owned.op.as_change()) };
+        // Every variant, not just the one whose bytes are spelled out below.
+        for op in [
+            LogOp::Set { key: b"k".to_vec(), value: Vec::new(), expires_at_ms: None },
+            LogOp::Delete { key: b"k".to_vec() },
+            LogOp::Expire { key: b"k".to_vec(), expires_at_ms: 5 },
+            LogOp::Persist { key: b"key".to_vec() },
+        ] {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            append_frame(&mut a, &LogRecord { seq: 1, op: op.clone() }).unwrap();
+            append_frame(&mut b, &R { seq: 1, op: LogOpRef(op.as_change()) }).unwrap();
+            assert_eq!(a, b, "{op:?}");
+            let FrameRead::Frame(payload, _) = read_frame(&a) else { panic!("frame") };
+            assert_eq!(decode::<LogRecord>(payload).unwrap().op, op);
+        }
         let (mut a, mut b) = (Vec::new(), Vec::new());
         append_frame(&mut a, &owned).unwrap();
         append_frame(&mut b, &borrowed).unwrap();

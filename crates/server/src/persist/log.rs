@@ -390,7 +390,7 @@ impl Drop for Log {
 
 impl Journal for Log {
     fn append(&self, change: Change<'_>) -> Result<u64, StoreError> {
-        let op = LogOpRef::from(change);
+        let op = LogOpRef(change);
         let mut st = lock(&self.shared.state);
         if let Some(refusal) = st.failed.clone().or_else(|| st.stalled.clone()) {
             if let Some(refused) = st.refusals.note(Instant::now()) {
