@@ -208,29 +208,59 @@ pub fn append_log_frame<E: Encode>(out: &mut Vec<u8>, payload: &E) -> Result<(),
     Ok(())
 }
 
-/// A checked log record frame header.
+/// A frame header whose length is possible: the one parser of the 8-byte
+/// header every snapshot entry and format-1 log record starts with, and of
+/// the first 8 bytes of a format-2 log record header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogFrameHeader {
+pub struct FrameHeader {
     /// Payload length, within 1..=[`MAX_PAYLOAD`].
     pub len: usize,
     /// CRC-32 of the payload.
     pub crc: u32,
 }
 
-/// Checks a version 2 log record header.
+impl FrameHeader {
+    /// Parses `len` and `crc`.
+    ///
+    /// # Errors
+    /// A reason if the length is zero or over [`MAX_PAYLOAD`].
+    pub fn parse(head: &[u8; FRAME_HEADER_LEN]) -> Result<Self, &'static str> {
+        let [l0, l1, l2, l3, c0, c1, c2, c3] = *head;
+        let len = u32::from_be_bytes([l0, l1, l2, l3]) as usize;
+        if len == 0 || len > MAX_PAYLOAD {
+            return Err("frame length is zero or over the limit");
+        }
+        Ok(Self { len, crc: u32::from_be_bytes([c0, c1, c2, c3]) })
+    }
+
+    /// Whether `payload` is the one this header describes.
+    pub fn matches(&self, payload: &[u8]) -> bool {
+        payload.len() == self.len && crc32fast::hash(payload) == self.crc
+    }
+}
+
+/// Checks a version 2 log record header: the CRC of its first 8 bytes, then
+/// those bytes as a [`FrameHeader`].
 ///
 /// # Errors
 /// A reason if the header check fails or the length is impossible.
-pub fn check_log_header(head: &[u8; LOG_FRAME_HEADER_LEN]) -> Result<LogFrameHeader, &'static str> {
-    let header_crc = u32::from_be_bytes([head[8], head[9], head[10], head[11]]);
-    if crc32fast::hash(&head[..FRAME_HEADER_LEN]) != header_crc {
+pub fn check_log_header(head: &[u8; LOG_FRAME_HEADER_LEN]) -> Result<FrameHeader, &'static str> {
+    let (frame, check) = head.split_at(FRAME_HEADER_LEN);
+    let frame: &[u8; FRAME_HEADER_LEN] = frame.try_into().map_err(|_| "record header is too short")?;
+    if be_u32(check, 0) != Some(crc32fast::hash(frame)) {
         return Err("record header check (CRC of length and payload CRC) failed");
     }
-    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    if len == 0 || len > MAX_PAYLOAD {
-        return Err("record length is zero or over the limit");
-    }
-    Ok(LogFrameHeader { len, crc: u32::from_be_bytes([head[4], head[5], head[6], head[7]]) })
+    FrameHeader::parse(frame)
+}
+
+/// The big-endian u32 at `at` in a header read in full, `None` past its end.
+pub fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.get(at..at.checked_add(4)?)?.try_into().ok()?))
+}
+
+/// The big-endian u64 at `at` in a header read in full, `None` past its end.
+pub fn be_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.get(at..at.checked_add(8)?)?.try_into().ok()?))
 }
 
 /// What the frame at the front of a byte slice is.
@@ -246,18 +276,18 @@ pub enum FrameRead<'a> {
 
 /// Reads the frame at the front of `bytes` (which must not be empty).
 pub fn read_frame(bytes: &[u8]) -> FrameRead<'_> {
-    if bytes.len() < FRAME_HEADER_LEN {
+    let Some(head) = bytes.first_chunk::<FRAME_HEADER_LEN>() else {
         return FrameRead::Truncated;
-    }
-    let len = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
-    let crc = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-    if len == 0 || len > MAX_PAYLOAD {
-        return FrameRead::Corrupt("frame length is zero or over the limit");
-    }
+    };
+    let header = match FrameHeader::parse(head) {
+        Ok(h) => h,
+        Err(reason) => return FrameRead::Corrupt(reason),
+    };
+    let len = header.len;
     let Some(payload) = bytes.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
         return FrameRead::Truncated;
     };
-    if crc32fast::hash(payload) != crc {
+    if !header.matches(payload) {
         return FrameRead::Corrupt("CRC mismatch");
     }
     FrameRead::Frame(payload, FRAME_HEADER_LEN + len)

@@ -52,7 +52,8 @@ use tracing::warn;
 
 use super::PersistError;
 use super::frame::{
-    FRAME_HEADER_LEN, LOG_FRAME_HEADER_LEN, LogRecord, MAX_PAYLOAD, SnapshotEntry, check_log_header, decode,
+    FRAME_HEADER_LEN, FrameHeader, LOG_FRAME_HEADER_LEN, LogRecord, SnapshotEntry, be_u32, be_u64, check_log_header,
+    decode,
 };
 use super::log::{SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION, parse_segment_name};
 use super::snapshot::{SnapshotHeader, SnapshotReader, is_snapshot_temp_name, parse_snapshot_name};
@@ -300,13 +301,14 @@ fn read_segment(
     if header[..4] != SEGMENT_MAGIC {
         return Err(corrupt(0, "bad magic: not a cryptomem log segment".into()));
     }
-    let version = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+    let short = || corrupt(0, "segment header is too short".into());
+    let version = be_u32(&header, 4).ok_or_else(short)?;
     let format = match version {
         1 => RecordFormat::V1,
         SEGMENT_VERSION => RecordFormat::V2,
         _ => return Err(corrupt(4, format!("format version {version}; this build reads 1 and {SEGMENT_VERSION}"))),
     };
-    let header_seq = u64::from_be_bytes(header[8..16].try_into().unwrap_or_default());
+    let header_seq = be_u64(&header, 8).ok_or_else(short)?;
     if header_seq != first_seq {
         return Err(corrupt(8, format!("header says first seq {header_seq}, the file name {first_seq}")));
     }
@@ -335,17 +337,18 @@ fn read_segment(
             return damage(summary, "file ends inside a record header");
         }
         r.read_exact(&mut head[..head_len]).map_err(io_err)?;
-        let (size, crc) = match format.check_header(&head) {
+        let frame = match format.check_header(&head) {
             Ok(h) => h,
             Err(reason) => return damage(summary, reason),
         };
+        let size = frame.len;
         let end = offset + (head_len + size) as u64;
         if end > len {
             return damage(summary, "file ends inside a record");
         }
         let mut payload = vec![0u8; size];
         r.read_exact(&mut payload).map_err(io_err)?;
-        if crc32fast::hash(&payload) != crc {
+        if !frame.matches(&payload) {
             return damage(summary, "record CRC mismatch");
         }
         let record: LogRecord = decode(&payload).map_err(|e| corrupt(offset, format!("undecodable record: {e}")))?;
@@ -375,16 +378,10 @@ impl RecordFormat {
     }
 
     /// Payload length and CRC, once the header is trusted.
-    fn check_header(self, head: &[u8; LOG_FRAME_HEADER_LEN]) -> Result<(usize, u32), &'static str> {
+    fn check_header(self, head: &[u8; LOG_FRAME_HEADER_LEN]) -> Result<FrameHeader, &'static str> {
         match self {
-            Self::V2 => check_log_header(head).map(|h| (h.len, h.crc)),
-            Self::V1 => {
-                let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-                if size == 0 || size > MAX_PAYLOAD {
-                    return Err("record length is zero or over the limit");
-                }
-                Ok((size, u32::from_be_bytes([head[4], head[5], head[6], head[7]])))
-            }
+            Self::V2 => check_log_header(head),
+            Self::V1 => head.first_chunk().ok_or("record header is too short").and_then(FrameHeader::parse),
         }
     }
 }
@@ -419,12 +416,12 @@ fn find_intact_record(
             let at = pos + i as u64;
             let mut head = [0u8; LOG_FRAME_HEADER_LEN];
             head[..head_len].copy_from_slice(&window[i..i + head_len]);
-            let Ok((size, crc)) = format.check_header(&head) else { continue };
+            let Ok(FrameHeader { len: size, crc }) = format.check_header(&head) else { continue };
             let payload_at = at + head_len as u64;
             if (size as u64) < MIN_RECORD_PAYLOAD || payload_at + size as u64 > file_len {
                 continue;
             }
-            let seq = u64::from_be_bytes(window[i + head_len..i + probe].try_into().unwrap_or_default());
+            let Some(seq) = be_u64(&window, i + head_len) else { continue };
             if seq <= after_seq || seq > reachable {
                 continue;
             }

@@ -36,7 +36,9 @@ use std::path::{Path, PathBuf};
 use super::PersistError;
 use super::direct_file::{ALIGN, DirectFile};
 use super::files::{PRIVATE_MODE, set_mode, sync_dir};
-use super::frame::{FRAME_HEADER_LEN, MAX_PAYLOAD, SnapshotEntry, SnapshotEntryRef, append_frame, decode};
+use super::frame::{
+    FRAME_HEADER_LEN, FrameHeader, SnapshotEntry, SnapshotEntryRef, append_frame, be_u32, be_u64, decode,
+};
 use crate::store::Cut;
 
 /// Header magic.
@@ -220,12 +222,13 @@ impl SnapshotReader {
         if fixed[..4] != SNAPSHOT_MAGIC {
             return Err(corrupt(0, "bad magic: not a cryptomem snapshot".into()));
         }
-        let version = u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
+        let field64 = |at: usize| be_u64(&fixed, at).ok_or_else(|| corrupt(at as u64, "header is too short".into()));
+        let field32 = |at: usize| be_u32(&fixed, at).ok_or_else(|| corrupt(at as u64, "header is too short".into()));
+        let version = field32(4)?;
         if version != SNAPSHOT_VERSION {
             return Err(corrupt(4, format!("format version {version}; this build reads {SNAPSHOT_VERSION}")));
         }
-        let be64 = |at: usize| u64::from_be_bytes(fixed[at..at + 8].try_into().unwrap_or_default());
-        let shards = u32::from_be_bytes([fixed[32], fixed[33], fixed[34], fixed[35]]) as usize;
+        let shards = field32(32)? as usize;
         if shards > MAX_SHARDS {
             return Err(corrupt(32, format!("shard count {shards} exceeds {MAX_SHARDS}")));
         }
@@ -234,13 +237,13 @@ impl SnapshotReader {
         let mut crc = crc32fast::Hasher::new();
         crc.update(&fixed);
         crc.update(&rest[..8 * shards]);
-        let stored = u32::from_be_bytes(rest[8 * shards..].try_into().unwrap_or_default());
-        if crc.finalize() != stored {
+        let stored = be_u32(&rest, 8 * shards);
+        if Some(crc.finalize()) != stored {
             return Err(corrupt(0, "header CRC mismatch".into()));
         }
-        let shard_seqs =
-            rest[..8 * shards].chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().unwrap_or_default())).collect();
-        let header = SnapshotHeader { created_unix_ms: be64(8), cut_seq: be64(16), entries: be64(24), shard_seqs };
+        let shard_seqs = (0..shards).filter_map(|i| be_u64(&rest, 8 * i)).collect();
+        let header =
+            SnapshotHeader { created_unix_ms: field64(8)?, cut_seq: field64(16)?, entries: field64(24)?, shard_seqs };
         let offset = (FIXED_HEADER_LEN + rest.len()) as u64;
         Ok(Self { path: path.to_path_buf(), file, len, offset, header, seen: 0, body_crc: crc32fast::Hasher::new() })
     }
@@ -272,17 +275,14 @@ impl SnapshotReader {
         let mut head = [0u8; FRAME_HEADER_LEN];
         let path = self.path.clone();
         read_exact_or(&mut self.file, &mut head, || corrupted(&path, at, "file ends inside an entry"))?;
-        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        let crc = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
-        if len == 0 || len > MAX_PAYLOAD {
-            return Err(self.corrupt(at, format!("entry length {len} is impossible")));
-        }
+        let frame = FrameHeader::parse(&head).map_err(|reason| self.corrupt(at, format!("entry: {reason}")))?;
+        let len = frame.len;
         if at + (FRAME_HEADER_LEN + len) as u64 > self.len {
             return Err(self.corrupt(at, "file ends inside an entry: the snapshot is truncated"));
         }
         let mut payload = vec![0u8; len];
         read_exact_or(&mut self.file, &mut payload, || corrupted(&path, at, "file ends inside an entry"))?;
-        if crc32fast::hash(&payload) != crc {
+        if !frame.matches(&payload) {
             return Err(self.corrupt(at, "entry CRC mismatch"));
         }
         let entry: SnapshotEntry = decode(&payload).map_err(|e| self.corrupt(at, format!("undecodable entry: {e}")))?;
@@ -301,8 +301,9 @@ impl SnapshotReader {
         if t[..4] != TRAILER_MAGIC {
             return Err(self.corrupt(at, "bad trailer magic"));
         }
-        let count = u64::from_be_bytes(t[4..12].try_into().unwrap_or_default());
-        let crc = u32::from_be_bytes(t[12..16].try_into().unwrap_or_default());
+        let (Some(count), Some(crc)) = (be_u64(&t, 4), be_u32(&t, 12)) else {
+            return Err(self.corrupt(at, "trailer is too short"));
+        };
         if count != self.header.entries {
             return Err(self.corrupt(at + 4, format!("trailer counts {count} entries, header {}", self.header.entries)));
         }
