@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use cryptomem_server::persist::engine::{Superseded, remove_superseded};
 use cryptomem_server::persist::recovery::{TailMode, list, recover, remove_leftovers};
 use cryptomem_server::persist::snapshot::write_snapshot;
 use cryptomem_server::server::data_dir::{DataDirError, lock_data_dir};
@@ -26,14 +27,7 @@ pub fn run(data: &Path) -> anyhow::Result<ExitCode> {
     eprintln!("writing a snapshot of {} keys at seq {cut_seq} ...", store.len());
     let (path, header) = write_snapshot(data, &cut, now, |n| eprintln!("  {n} keys written"))?;
     // Every record is at or below the cut now, so every segment and older snapshot goes.
-    for (seq, p) in &before.snapshots {
-        if *seq < cut_seq {
-            std::fs::remove_file(p).with_context(|| format!("removing {}", p.display()))?;
-        }
-    }
-    for (_, p) in &before.segments {
-        std::fs::remove_file(p).with_context(|| format!("removing {}", p.display()))?;
-    }
+    remove_superseded(data, cut_seq, Superseded::AllSegments).context("removing the files the snapshot replaces")?;
     let leftovers = remove_leftovers(data, &before)?;
     if !before.leftovers.is_empty() {
         println!("removed {} temp file(s) of interrupted snapshots, {leftovers} bytes", before.leftovers.len());

@@ -176,7 +176,7 @@ impl Persistence {
         let written = super::background::run("cryptomem-snapshot", move || {
             let written = write_snapshot(&dir, &cut, now, |n| info!(entries = n, "snapshot in progress"))?;
             drop(cut);
-            if let Err(e) = remove_superseded(&dir, written.1.cut_seq) {
+            if let Err(e) = remove_superseded(&dir, written.1.cut_seq, Superseded::ClosedSegments) {
                 warn!(error = %e, "could not remove files the new snapshot supersedes; they will be retried next time");
             }
             Ok(written)
@@ -317,12 +317,25 @@ fn remove_snapshot_leftovers(dir: &Path) {
     }
 }
 
-/// Deletes snapshots older than `cut_seq` and every segment whose records
-/// are all at or below it (the next segment starts at or below `cut_seq + 1`).
+/// Which log segments a new snapshot makes redundant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Superseded {
+    /// Those whose records are all at or below the cut, as far as the file
+    /// names tell (the next segment starts at or below `cut_seq + 1`); the
+    /// newest stays, since a running log is still appending to it.
+    ClosedSegments,
+    /// Every segment: the caller knows no record is above the cut (an
+    /// offline compaction that recovered everything first).
+    AllSegments,
+}
+
+/// Deletes snapshots older than `cut_seq` and the segments `which` says the
+/// snapshot at `cut_seq` covers. The one place that decides what a snapshot
+/// supersedes, for the server and `cryptomem-tool compact`.
 ///
 /// # Errors
 /// I/O errors; a partial removal is safe to retry.
-pub fn remove_superseded(dir: &Path, cut_seq: u64) -> Result<(), PersistError> {
+pub fn remove_superseded(dir: &Path, cut_seq: u64, which: Superseded) -> Result<(), PersistError> {
     let listing = list(dir)?;
     let io = |file: &Path| {
         let file = file.to_path_buf();
@@ -333,9 +346,12 @@ pub fn remove_superseded(dir: &Path, cut_seq: u64) -> Result<(), PersistError> {
             std::fs::remove_file(path).map_err(io(path))?;
         }
     }
-    for pair in listing.segments.windows(2) {
-        let ((_, path), (next_first, _)) = (&pair[0], &pair[1]);
-        if *next_first <= cut_seq + 1 {
+    for (i, (_, path)) in listing.segments.iter().enumerate() {
+        let covered = match listing.segments.get(i + 1) {
+            Some((next_first, _)) => *next_first <= cut_seq + 1,
+            None => which == Superseded::AllSegments,
+        };
+        if covered {
             std::fs::remove_file(path).map_err(io(path))?;
         }
     }
