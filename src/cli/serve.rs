@@ -34,10 +34,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .init();
 
     let file = match &args.config {
-        Some(path) => Settings::from_file(path).map_err(anyhow::Error::msg)?,
+        Some(path) => Settings::from_file(path)?,
         None => Settings::default(),
     };
-    let config = args.settings.or(file).resolve().map_err(anyhow::Error::msg)?;
+    let config = args.settings.or(file).resolve()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.threads)
         .enable_all()

@@ -3,25 +3,55 @@
 
 use std::time::Duration;
 
+/// A duration or size that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnitError {
+    /// Not a number followed by a duration unit.
+    #[error("`{0}` is not a duration (examples: 500ms, 10s, 5m, 1h, 2d)")]
+    NotADuration(String),
+    /// A unit other than ms, s, m, h, d.
+    #[error("unknown duration unit `{unit}` in `{text}` (use ms, s, m, h or d)")]
+    DurationUnit {
+        /// The unit given.
+        unit: String,
+        /// The whole text.
+        text: String,
+    },
+    /// Not a number followed by a size unit.
+    #[error("`{0}` is not a size (examples: 1024, 64KiB, 16MiB)")]
+    NotASize(String),
+    /// A unit other than B, KiB, MiB, GiB.
+    #[error("unknown size unit `{unit}` in `{text}` (use B, KiB, MiB or GiB)")]
+    SizeUnit {
+        /// The unit given.
+        unit: String,
+        /// The whole text.
+        text: String,
+    },
+    /// The value overflows.
+    #[error("`{0}` is too large")]
+    TooLarge(String),
+}
+
 /// Parses a duration: a non-negative integer followed by `ms`, `s`, `m`, `h` or
 /// `d`; a bare integer means seconds.
 ///
 /// # Errors
 /// A message naming the accepted forms.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("`{text}` is not a duration (examples: 500ms, 10s, 5m, 1h, 2d)"))?;
+    let n: u64 = num.parse().map_err(|_| UnitError::NotADuration(text.to_string()))?;
     let per_unit_ms: u64 = match unit.trim() {
         "ms" => 1,
         "" | "s" => 1000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        other => return Err(format!("unknown duration unit `{other}` in `{text}` (use ms, s, m, h or d)")),
+        other => return Err(UnitError::DurationUnit { unit: other.to_string(), text: text.to_string() }),
     };
-    n.checked_mul(per_unit_ms).map(Duration::from_millis).ok_or_else(|| format!("duration `{text}` is too large"))
+    n.checked_mul(per_unit_ms).map(Duration::from_millis).ok_or_else(|| UnitError::TooLarge(text.to_string()))
 }
 
 /// Parses a byte size: an integer optionally followed by `B`, `KiB`, `MiB`,
@@ -29,19 +59,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 ///
 /// # Errors
 /// A message naming the accepted forms.
-pub fn parse_size(text: &str) -> Result<usize, String> {
+pub fn parse_size(text: &str) -> Result<usize, UnitError> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: usize = num.parse().map_err(|_| format!("`{text}` is not a size (examples: 1024, 64KiB, 16MiB)"))?;
+    let n: usize = num.parse().map_err(|_| UnitError::NotASize(text.to_string()))?;
     let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit `{other}` in `{text}` (use B, KiB, MiB or GiB)")),
+        other => return Err(UnitError::SizeUnit { unit: other.to_string(), text: text.to_string() }),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("size `{text}` is too large"))
+    n.checked_mul(mult).ok_or_else(|| UnitError::TooLarge(text.to_string()))
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ use tokio::sync::Semaphore;
 
 pub use cryptomem_wire::{Role, UnknownRole};
 pub use hash::{HashParams, hash_secret, verify_secret};
-pub use permissions::Principal;
+pub use permissions::{Denied, Principal};
 pub use table::{TableError, TokenRecord, TokenTable};
 pub use throttle::{Attempt, Throttle, ThrottleConfig};
 

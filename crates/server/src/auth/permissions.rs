@@ -27,6 +27,22 @@ pub struct Principal {
     pub prefixes: Arc<[Vec<u8>]>,
 }
 
+/// Why a request is refused with `NOPERM`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// The token's role does not allow the command.
+    #[error("this token ({role} role) may not run {command}")]
+    Command {
+        /// The token's role.
+        role: Role,
+        /// The command's name, lower case.
+        command: String,
+    },
+    /// A key is outside the token's prefixes (escaped for printing).
+    #[error("this token may not touch key `{0}`")]
+    Key(String),
+}
+
 /// How much a command needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Needs {
@@ -71,10 +87,11 @@ impl Principal {
     /// Checks `request` against the role and prefixes.
     ///
     /// # Errors
-    /// A message for the `NOPERM` reply (it names the command or key, never a secret).
-    pub fn check(&self, request: &Request) -> Result<(), String> {
+    /// [`Denied`], whose text is the `NOPERM` reply (it names the command or
+    /// key, never a secret).
+    pub fn check(&self, request: &Request) -> Result<(), Denied> {
         if needs(request) > grants(self.role) {
-            return Err(format!("this token ({} role) may not run {}", self.role, request.name().to_lowercase()));
+            return Err(Denied::Command { role: self.role, command: request.name().to_lowercase() });
         }
         let keys: Vec<&[u8]> = match request {
             Request::Get { key }
@@ -89,7 +106,7 @@ impl Principal {
             _ => Vec::new(),
         };
         match keys.into_iter().find(|k| !self.may_touch(k)) {
-            Some(key) => Err(format!("this token may not touch key `{}`", key.escape_ascii())),
+            Some(key) => Err(Denied::Key(key.escape_ascii().to_string())),
             None => Ok(()),
         }
     }
@@ -121,7 +138,7 @@ mod tests {
     #[test]
     fn roles() {
         assert!(who(Role::Read, &[]).check(&get("k")).is_ok());
-        assert!(who(Role::Read, &[]).check(&set("k")).unwrap_err().contains("may not run set"));
+        assert!(who(Role::Read, &[]).check(&set("k")).unwrap_err().to_string().contains("may not run set"));
         assert!(who(Role::Write, &[]).check(&set("k")).is_ok());
         assert!(who(Role::Write, &[]).check(&Request::Save).is_err());
         assert!(who(Role::Admin, &[]).check(&Request::Save).is_ok());
@@ -133,7 +150,7 @@ mod tests {
         let p = who(Role::Write, &["app1:", "shared:"]);
         assert!(p.check(&set("app1:x")).is_ok());
         assert!(p.check(&get("shared:y")).is_ok());
-        assert!(p.check(&get("app2:x")).unwrap_err().contains("app2:x"));
+        assert!(p.check(&get("app2:x")).unwrap_err().to_string().contains("app2:x"));
         let mget = Request::MGet { keys: vec![Bytes::from_static(b"app1:a"), Bytes::from_static(b"other")] };
         assert!(p.check(&mget).is_err());
         let mset = Request::MSet {

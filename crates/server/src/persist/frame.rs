@@ -168,22 +168,39 @@ pub struct SnapshotEntryRef<'a> {
     pub expires_at_ms: Option<u64>,
 }
 
+/// A payload that cannot be framed or read back.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// bincode could not encode it (over the configured limit, or an I/O
+    /// error of the in-memory writer).
+    #[error("cannot encode: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+    /// Encoded, it is longer than a frame may be.
+    #[error("payload of {0} bytes exceeds the {MAX_PAYLOAD}-byte limit")]
+    TooLarge(usize),
+    /// The bytes are not a valid value of the expected type.
+    #[error("{0}")]
+    Decode(#[from] bincode::error::DecodeError),
+    /// A valid value, followed by bytes that belong to none.
+    #[error("{0} trailing bytes after the payload")]
+    Trailing(usize),
+}
+
 /// Appends one frame holding `payload` (encoded in place) to `out`.
 ///
 /// # Errors
 /// If encoding fails or the payload exceeds [`MAX_PAYLOAD`]; `out` is restored.
-pub fn append_frame<E: Encode>(out: &mut Vec<u8>, payload: &E) -> Result<(), String> {
+pub fn append_frame<E: Encode>(out: &mut Vec<u8>, payload: &E) -> Result<(), CodecError> {
     let start = out.len();
     out.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
     if let Err(e) = bincode::encode_into_std_write(payload, out, config()) {
         out.truncate(start);
-        return Err(e.to_string());
+        return Err(e.into());
     }
     let len = out.len() - start - FRAME_HEADER_LEN;
-    let Ok(len32) = u32::try_from(len).map_err(|_| ()).and_then(|l| if len <= MAX_PAYLOAD { Ok(l) } else { Err(()) })
-    else {
+    let Some(len32) = u32::try_from(len).ok().filter(|_| len <= MAX_PAYLOAD) else {
         out.truncate(start);
-        return Err(format!("payload of {len} bytes exceeds the {MAX_PAYLOAD}-byte limit"));
+        return Err(CodecError::TooLarge(len));
     };
     let crc = crc32fast::hash(&out[start + FRAME_HEADER_LEN..]);
     out[start..start + 4].copy_from_slice(&len32.to_be_bytes());
@@ -198,7 +215,7 @@ pub const LOG_FRAME_HEADER_LEN: usize = 12;
 ///
 /// # Errors
 /// As [`append_frame`]; `out` is restored.
-pub fn append_log_frame<E: Encode>(out: &mut Vec<u8>, payload: &E) -> Result<(), String> {
+pub fn append_log_frame<E: Encode>(out: &mut Vec<u8>, payload: &E) -> Result<(), CodecError> {
     let start = out.len();
     // Encode as a snapshot frame, then open a 4-byte gap for the header check.
     append_frame(out, payload)?;
@@ -297,10 +314,10 @@ pub fn read_frame(bytes: &[u8]) -> FrameRead<'_> {
 ///
 /// # Errors
 /// A description if the bytes are not a valid `T` or have trailing bytes.
-pub fn decode<T: Decode<()>>(payload: &[u8]) -> Result<T, String> {
-    let (value, used) = bincode::decode_from_slice(payload, config()).map_err(|e| e.to_string())?;
+pub fn decode<T: Decode<()>>(payload: &[u8]) -> Result<T, CodecError> {
+    let (value, used) = bincode::decode_from_slice(payload, config())?;
     if used != payload.len() {
-        return Err(format!("{} trailing bytes after the payload", payload.len() - used));
+        return Err(CodecError::Trailing(payload.len() - used));
     }
     Ok(value)
 }

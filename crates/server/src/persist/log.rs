@@ -104,14 +104,19 @@ pub enum FsyncPolicy {
     No,
 }
 
+/// An fsync policy name other than `always`, `everysec` or `no`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("fsync policy `{0}`: use always, everysec or no")]
+pub struct UnknownFsyncPolicy(pub String);
+
 impl std::str::FromStr for FsyncPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownFsyncPolicy;
+    fn from_str(s: &str) -> Result<Self, UnknownFsyncPolicy> {
         match s {
             "always" => Ok(Self::Always),
             "everysec" => Ok(Self::EverySec),
             "no" => Ok(Self::No),
-            other => Err(format!("fsync policy `{other}`: use always, everysec or no")),
+            other => Err(UnknownFsyncPolicy(other.to_string())),
         }
     }
 }
@@ -403,7 +408,7 @@ impl Journal for Log {
         }
         let seq = st.next_seq;
         let before = st.buf.len();
-        append_log_frame(&mut st.buf, &RecordRef { seq, op }).map_err(StoreError::Journal)?;
+        append_log_frame(&mut st.buf, &RecordRef { seq, op }).map_err(|e| StoreError::Journal(e.to_string()))?;
         st.next_seq += 1;
         st.since_cut += 1;
         st.bytes_since_cut += (st.buf.len() - before) as u64;

@@ -48,6 +48,31 @@ use crate::units::{parse_duration, parse_size};
 /// Default listen address (Redis is 6379; we are one thousand up).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7379";
 
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file cannot be read or parsed (unknown keys included).
+    #[error("config file {}: {reason}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A setting's value is malformed or out of range.
+    #[error("{setting}: {reason}")]
+    Invalid {
+        /// The setting, as its flag is spelled (`max-key-size`).
+        setting: &'static str,
+        /// What is wrong with the value.
+        reason: String,
+    },
+}
+
+fn invalid(setting: &'static str, reason: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid { setting, reason: reason.to_string() }
+}
+
 /// Settings as given by one source; `None` means "not set here".
 #[derive(Debug, Clone, Default, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,9 +163,10 @@ impl Settings {
     ///
     /// # Errors
     /// A message naming the file and the problem.
-    pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("config file {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("config file {}: {}", path.display(), e.message()))
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let file_error = |reason: String| ConfigError::File { path: path.to_path_buf(), reason };
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+        toml::from_str(&text).map_err(|e| file_error(e.message().to_string()))
     }
 
     /// Fills every unset field of `self` from `lower`.
@@ -179,55 +205,58 @@ impl Settings {
     ///
     /// # Errors
     /// A message naming the bad setting.
-    pub fn resolve(self) -> Result<ServerConfig, String> {
+    pub fn resolve(self) -> Result<ServerConfig, ConfigError> {
         let listen_text = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
         let listen: SocketAddr =
-            listen_text.parse().map_err(|_| format!("listen: `{listen_text}` is not an IP:port address"))?;
+            listen_text.parse().map_err(|_| invalid("listen", format!("`{listen_text}` is not an IP:port address")))?;
         let handshake_timeout = parse_duration(self.handshake_timeout.as_deref().unwrap_or("10s"))
-            .map_err(|e| format!("handshake-timeout: {e}"))?;
+            .map_err(|e| invalid("handshake-timeout", e))?;
         if handshake_timeout.is_zero() {
-            return Err("handshake-timeout: must be more than 0".into());
+            return Err(invalid("handshake-timeout", "must be more than 0"));
         }
         let idle =
-            parse_duration(self.idle_timeout.as_deref().unwrap_or("300s")).map_err(|e| format!("idle-timeout: {e}"))?;
+            parse_duration(self.idle_timeout.as_deref().unwrap_or("300s")).map_err(|e| invalid("idle-timeout", e))?;
         let max_key_len =
-            parse_size(self.max_key_size.as_deref().unwrap_or("1KiB")).map_err(|e| format!("max-key-size: {e}"))?;
+            parse_size(self.max_key_size.as_deref().unwrap_or("1KiB")).map_err(|e| invalid("max-key-size", e))?;
         if !(1..=usize::from(u16::MAX)).contains(&max_key_len) {
-            return Err(format!("max-key-size: {max_key_len} is outside 1..=65535"));
+            return Err(invalid("max-key-size", format!("{max_key_len} is outside 1..=65535")));
         }
-        let max_value_len = parse_size(self.max_value_size.as_deref().unwrap_or("16MiB"))
-            .map_err(|e| format!("max-value-size: {e}"))?;
+        let max_value_len =
+            parse_size(self.max_value_size.as_deref().unwrap_or("16MiB")).map_err(|e| invalid("max-value-size", e))?;
         if !(1..=HARD_MAX_VALUE_LEN).contains(&max_value_len) {
-            return Err(format!("max-value-size: {max_value_len} is outside 1..={HARD_MAX_VALUE_LEN}"));
+            return Err(invalid("max-value-size", format!("{max_value_len} is outside 1..={HARD_MAX_VALUE_LEN}")));
         }
         let request_timeout = parse_duration(self.request_timeout.as_deref().unwrap_or("60s"))
-            .map_err(|e| format!("request-timeout: {e}"))?;
+            .map_err(|e| invalid("request-timeout", e))?;
         let request_buffer_limit = parse_size(self.request_buffer_limit.as_deref().unwrap_or("1GiB"))
-            .map_err(|e| format!("request-buffer-limit: {e}"))?;
+            .map_err(|e| invalid("request-buffer-limit", e))?;
         // Below this not even one request of the largest allowed size could arrive.
         let largest_request = max_value_len + max_key_len + 64 * 1024;
         if request_buffer_limit < largest_request {
-            return Err(format!(
-                "request-buffer-limit: {request_buffer_limit} is less than one largest request ({largest_request} bytes: max-value-size + max-key-size + 64KiB)"
+            return Err(invalid(
+                "request-buffer-limit",
+                format!(
+                    "{request_buffer_limit} is less than one largest request ({largest_request} bytes: max-value-size + max-key-size + 64KiB)"
+                ),
             ));
         }
         let max_batch_keys = self.max_batch_keys.unwrap_or(crate::protocol::DEFAULT_MAX_BATCH_KEYS);
         if max_batch_keys == 0 {
-            return Err("max-batch-keys: must be at least 1".into());
+            return Err(invalid("max-batch-keys", "must be at least 1"));
         }
         let max_connections = self.max_connections.unwrap_or(10_000);
         if max_connections == 0 {
-            return Err("max-connections: must be at least 1".into());
+            return Err(invalid("max-connections", "must be at least 1"));
         }
-        let fsync = self.fsync.as_deref().unwrap_or("everysec").parse().map_err(|e| format!("fsync: {e}"))?;
+        let fsync = self.fsync.as_deref().unwrap_or("everysec").parse().map_err(|e| invalid("fsync", e))?;
         let snapshot_interval = parse_duration(self.snapshot_interval.as_deref().unwrap_or("5m"))
-            .map_err(|e| format!("snapshot-interval: {e}"))?;
+            .map_err(|e| invalid("snapshot-interval", e))?;
         if snapshot_interval.is_zero() {
-            return Err("snapshot-interval: must be more than 0".into());
+            return Err(invalid("snapshot-interval", "must be more than 0"));
         }
         let defaults = PersistConfig::default();
         let snapshot_log_min_bytes = match &self.snapshot_log_min_size {
-            Some(size) => parse_size(size).map_err(|e| format!("snapshot-log-min-size: {e}"))? as u64,
+            Some(size) => parse_size(size).map_err(|e| invalid("snapshot-log-min-size", e))? as u64,
             None => defaults.snapshot_log_min_bytes,
         };
         let persist = PersistConfig {
@@ -238,19 +267,19 @@ impl Settings {
             snapshot_after_writes: self.snapshot_after_writes.unwrap_or(defaults.snapshot_after_writes),
         };
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-        let duration = |value: &Option<String>, default: &str, name: &str| {
-            parse_duration(value.as_deref().unwrap_or(default)).map_err(|e| format!("{name}: {e}"))
+        let duration = |value: &Option<String>, default: &str, name: &'static str| {
+            parse_duration(value.as_deref().unwrap_or(default)).map_err(|e| invalid(name, e))
         };
         let memory = parse_size(self.token_hash_memory.as_deref().unwrap_or("19MiB"))
-            .map_err(|e| format!("token-hash-memory: {e}"))?;
+            .map_err(|e| invalid("token-hash-memory", e))?;
         let min = HashParams::default();
         let hash = HashParams {
-            m_cost_kib: u32::try_from(memory / 1024).map_err(|_| "token-hash-memory: too large".to_string())?,
+            m_cost_kib: u32::try_from(memory / 1024).map_err(|_| invalid("token-hash-memory", "too large"))?,
             t_cost: self.token_hash_passes.unwrap_or(min.t_cost),
             p_cost: 1,
         };
         if hash.m_cost_kib < min.m_cost_kib || hash.t_cost < min.t_cost {
-            return Err("token-hash-memory/passes: below OWASP's argon2id minimum (19MiB, 2 passes)".into());
+            return Err(invalid("token-hash-memory/passes", "below OWASP's argon2id minimum (19MiB, 2 passes)"));
         }
         let auth = AuthConfig {
             max_concurrent: self.auth_concurrency.unwrap_or(cores / 2).max(1),
@@ -368,7 +397,7 @@ mod tests {
         for (s, word) in
             cases.into_iter().zip(["listen", "max-key-size", "max-value-size", "handshake-timeout", "max-connections"])
         {
-            assert!(s.resolve().unwrap_err().starts_with(word));
+            assert!(s.resolve().unwrap_err().to_string().starts_with(word));
         }
         assert!(toml::from_str::<Settings>("lisen = \"x\"").is_err(), "unknown keys are rejected");
         assert_eq!(ServerConfig::default().idle_timeout, Some(Duration::from_secs(300)));

@@ -286,7 +286,7 @@ impl Session {
                     };
                     bump(&self.shared.stats.commands_processed);
                     if let Err(why) = verdict {
-                        push(&mut self.plain_out, &Response::error("NOPERM", &why));
+                        push(&mut self.plain_out, &Response::error("NOPERM", &why.to_string()));
                         continue;
                     }
                     match request {
