@@ -17,7 +17,7 @@ use crate::state::{self, now_ms};
 struct Report {
     data_dir: String,
     server_public_key: Option<String>,
-    tokens: Vec<TokenInfo>,
+    tokens: Vec<TokenRow>,
     files: Vec<FileInfo>,
     snapshots: Vec<SnapshotInfo>,
     segments: Vec<SegmentInfo>,
@@ -32,7 +32,7 @@ struct Report {
 }
 
 #[derive(Serialize)]
-struct TokenInfo {
+struct TokenRow {
     id: String,
     role: String,
     label: String,
@@ -86,7 +86,7 @@ pub fn run(data: &Path, json: bool, with_keys: bool) -> anyhow::Result<ExitCode>
         server_public_key: identity.map(|i| i.public_hex()),
         tokens: tokens
             .into_iter()
-            .map(|t| TokenInfo {
+            .map(|t| TokenRow {
                 id: t.id,
                 role: t.role.to_string(),
                 label: t.label,

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use cryptomem_server::persist::PersistError;
 use cryptomem_server::persist::frame::LogOp;
-use cryptomem_server::persist::recovery::{Item, RecoveryReport, TailMode, scan};
+use cryptomem_server::persist::recovery::{Found, RecoveryReport, TailMode, scan};
 
 /// Value size and expiry per key, before expiry is applied.
 pub struct State {
@@ -17,10 +17,10 @@ pub struct State {
 pub fn load(dir: &Path) -> Result<State, PersistError> {
     let mut keys: HashMap<Vec<u8>, (usize, Option<u64>)> = HashMap::new();
     let report = scan(dir, TailMode::Report, |item| match item {
-        Item::Entry(e) => {
+        Found::Entry(e) => {
             keys.insert(e.key, (e.value.len(), e.expires_at_ms));
         }
-        Item::Record(record) => match record.op {
+        Found::Record(record) => match record.op {
             LogOp::Set { key, value, expires_at_ms } => {
                 keys.insert(key, (value.len(), expires_at_ms));
             }

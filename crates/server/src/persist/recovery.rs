@@ -166,9 +166,9 @@ pub struct RecoveryReport {
 /// # Errors
 /// [`PersistError::Corrupted`] naming file and offset, or I/O errors.
 pub fn recover(dir: &Path, store: &Store, now_ms: u64, tail: TailMode) -> Result<RecoveryReport, PersistError> {
-    let apply = |item: Item| match item {
-        Item::Entry(e) => store.load(&e.key, &e.value, e.expires_at_ms, now_ms),
-        Item::Record(record) => store.apply_replayed(record.op.as_change(), now_ms),
+    let apply = |item: Found| match item {
+        Found::Entry(e) => store.load(&e.key, &e.value, e.expires_at_ms, now_ms),
+        Found::Record(record) => store.apply_replayed(record.op.as_change(), now_ms),
     };
     let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(MAX_APPLIERS);
     let report = if workers == 1 {
@@ -177,7 +177,7 @@ pub fn recover(dir: &Path, store: &Store, now_ms: u64, tail: TailMode) -> Result
         std::thread::scope(|scope| {
             let mut queues = Vec::with_capacity(workers);
             for _ in 0..workers {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Item>>(4);
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Found>>(4);
                 scope.spawn(move || rx.into_iter().flatten().for_each(apply));
                 queues.push((tx, Vec::with_capacity(APPLY_BATCH)));
             }
@@ -207,14 +207,14 @@ const APPLY_BATCH: usize = 1024;
 
 /// One thing recovery found, in replay order.
 #[derive(Debug)]
-pub enum Item {
+pub enum Found {
     /// A snapshot entry.
     Entry(SnapshotEntry),
     /// A log record after the snapshot's cut.
     Record(LogRecord),
 }
 
-impl Item {
+impl Found {
     /// The key it changes.
     pub fn key(&self) -> &[u8] {
         match self {
@@ -229,7 +229,7 @@ impl Item {
 ///
 /// # Errors
 /// As [`recover`].
-pub fn scan(dir: &Path, tail: TailMode, mut sink: impl FnMut(Item)) -> Result<RecoveryReport, PersistError> {
+pub fn scan(dir: &Path, tail: TailMode, mut sink: impl FnMut(Found)) -> Result<RecoveryReport, PersistError> {
     let listing = list(dir)?;
     let mut report = RecoveryReport::default();
     let mut cut = 0;
@@ -237,7 +237,7 @@ pub fn scan(dir: &Path, tail: TailMode, mut sink: impl FnMut(Item)) -> Result<Re
         let mut reader = SnapshotReader::open(path)?;
         cut = reader.header().cut_seq;
         while let Some(e) = reader.next_entry()? {
-            sink(Item::Entry(e));
+            sink(Found::Entry(e));
         }
         report.snapshot = Some((path.clone(), reader.header().clone()));
     }
@@ -263,7 +263,7 @@ pub fn scan(dir: &Path, tail: TailMode, mut sink: impl FnMut(Item)) -> Result<Re
             } else {
                 report.replayed += 1;
                 report.replayed_bytes += bytes;
-                sink(Item::Record(record));
+                sink(Found::Record(record));
             }
             Ok(())
         })?;
