@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use crate::protocol::Request;
+use crate::protocol::{Access, Request};
 
 use super::Role;
 
@@ -43,38 +43,12 @@ pub enum Denied {
     Key(String),
 }
 
-/// How much a command needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Needs {
-    Read,
-    Write,
-    Admin,
-}
-
-fn needs(request: &Request) -> Needs {
-    match request {
-        Request::Ping { .. }
-        | Request::Auth { .. }
-        | Request::Get { .. }
-        | Request::Exists { .. }
-        | Request::Ttl { .. }
-        | Request::MGet { .. }
-        | Request::DbSize
-        | Request::Info => Needs::Read,
-        Request::Set { .. }
-        | Request::Delete { .. }
-        | Request::Expire { .. }
-        | Request::Persist { .. }
-        | Request::MSet { .. } => Needs::Write,
-        Request::Save | Request::TokenAdd { .. } | Request::TokenList | Request::TokenRevoke { .. } => Needs::Admin,
-    }
-}
-
-fn grants(role: Role) -> Needs {
+/// The most a role grants (the command table says what each command needs).
+fn grants(role: Role) -> Access {
     match role {
-        Role::Read => Needs::Read,
-        Role::Write => Needs::Write,
-        Role::Admin => Needs::Admin,
+        Role::Read => Access::Read,
+        Role::Write => Access::Write,
+        Role::Admin => Access::Admin,
     }
 }
 
@@ -90,7 +64,7 @@ impl Principal {
     /// [`Denied`], whose text is the `NOPERM` reply (it names the command or
     /// key, never a secret).
     pub fn check(&self, request: &Request) -> Result<(), Denied> {
-        if needs(request) > grants(self.role) {
+        if request.command().access > grants(self.role) {
             return Err(Denied::Command { role: self.role, command: request.name().to_lowercase() });
         }
         let keys: Vec<&[u8]> = match request {

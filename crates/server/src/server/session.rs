@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::{AuthError, Principal};
 use crate::persist::FsyncPolicy;
-use crate::protocol::{Decoded, FrameError, Request, Response, decode_request};
+use crate::protocol::{Decoded, FrameError, Request, Response, Runs, decode_request};
 use crate::secure::{ChannelReader, ChannelWriter, SecureError, channel, server_handshake};
 
 use super::Shared;
@@ -289,12 +289,12 @@ impl Session {
                         push(&mut self.plain_out, &Response::error("NOPERM", &why.to_string()));
                         continue;
                     }
-                    match request {
-                        Request::Save | Request::TokenAdd { .. } | Request::TokenList | Request::TokenRevoke { .. } => {
+                    match request.command().runs {
+                        Runs::Session => {
                             let response = self.admin(request).await;
                             push(&mut self.plain_out, &response);
                         }
-                        request => {
+                        Runs::Store => {
                             let start = self.plain_out.len();
                             let wrote = execute(&self.shared, request, &mut self.plain_out);
                             self.wrote |= wrote;

@@ -125,6 +125,17 @@ mod request;
 mod response;
 
 pub use request::{Decoded, Request, SetCondition, decode_request, encode_request};
+
+#[cfg(test)]
+mod table_tests {
+    #[test]
+    fn codes_run_1_to_19_in_order_with_unique_names() {
+        for (i, c) in super::commands::ALL.iter().enumerate() {
+            assert_eq!(usize::from(c.code), i + 1, "{}", c.name);
+            assert_eq!(super::commands::ALL.iter().filter(|o| o.name == c.name).count(), 1);
+        }
+    }
+}
 pub use response::{MGetItem, Response, Status, decode_response, encode_response, encode_response_header};
 
 /// Magic at the start of every request and response.
@@ -144,46 +155,167 @@ pub const DEFAULT_MAX_KEY_LEN: usize = 1024;
 /// Default batch limit.
 pub const DEFAULT_MAX_BATCH_KEYS: usize = 10_000;
 
-/// Command codes.
-pub mod command {
-    /// SET key value \[ttl\].
-    pub const SET: u8 = 1;
+/// Who may run a command: the least role that grants it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    /// Every role (read, write, admin).
+    Read,
+    /// Write and admin tokens.
+    Write,
+    /// Admin tokens only.
+    Admin,
+}
+
+/// Where the server runs a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runs {
+    /// Against the store, inline, in the batch it arrived in.
+    Store,
+    /// In the session: it waits on argon2 or the disk (AUTH, SAVE, TOKEN *).
+    Session,
+}
+
+/// Everything the protocol says about one command, stated once: the codec
+/// uses the code, permissions the access, the server where it runs, logs and
+/// errors the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Command {
+    /// The request's command byte.
+    pub code: u8,
+    /// The name users know it by.
+    pub name: &'static str,
+    /// Whether it can change the keyspace (and so goes through the log).
+    pub writes: bool,
+    /// The least role that may run it.
+    pub access: Access,
+    /// Where the server runs it.
+    pub runs: Runs,
+}
+
+/// The command table, in code order (codes 1..=19).
+pub mod commands {
+    use super::{Access, Command, Runs};
+
+    /// SET key value (ttl).
+    pub const SET: Command = Command { code: 1, name: "SET", writes: true, access: Access::Write, runs: Runs::Store };
     /// GET key.
-    pub const GET: u8 = 2;
+    pub const GET: Command = Command { code: 2, name: "GET", writes: false, access: Access::Read, runs: Runs::Store };
     /// DELETE key.
-    pub const DELETE: u8 = 3;
-    /// PING \[message\].
-    pub const PING: u8 = 4;
+    pub const DELETE: Command =
+        Command { code: 3, name: "DELETE", writes: true, access: Access::Write, runs: Runs::Store };
+    /// PING (message).
+    pub const PING: Command = Command { code: 4, name: "PING", writes: false, access: Access::Read, runs: Runs::Store };
     /// AUTH token.
-    pub const AUTH: u8 = 5;
+    pub const AUTH: Command =
+        Command { code: 5, name: "AUTH", writes: false, access: Access::Read, runs: Runs::Session };
     /// EXISTS key.
-    pub const EXISTS: u8 = 6;
+    pub const EXISTS: Command =
+        Command { code: 6, name: "EXISTS", writes: false, access: Access::Read, runs: Runs::Store };
     /// EXPIRE key ttl.
-    pub const EXPIRE: u8 = 7;
+    pub const EXPIRE: Command =
+        Command { code: 7, name: "EXPIRE", writes: true, access: Access::Write, runs: Runs::Store };
     /// PERSIST key.
-    pub const PERSIST: u8 = 8;
+    pub const PERSIST: Command =
+        Command { code: 8, name: "PERSIST", writes: true, access: Access::Write, runs: Runs::Store };
     /// TTL key.
-    pub const TTL: u8 = 9;
+    pub const TTL: Command = Command { code: 9, name: "TTL", writes: false, access: Access::Read, runs: Runs::Store };
     /// MGET key-list.
-    pub const MGET: u8 = 10;
-    /// MSET pair-list \[ttl\].
-    pub const MSET: u8 = 11;
+    pub const MGET: Command =
+        Command { code: 10, name: "MGET", writes: false, access: Access::Read, runs: Runs::Store };
+    /// MSET pair-list (ttl).
+    pub const MSET: Command =
+        Command { code: 11, name: "MSET", writes: true, access: Access::Write, runs: Runs::Store };
     /// DBSIZE.
-    pub const DBSIZE: u8 = 12;
+    pub const DBSIZE: Command =
+        Command { code: 12, name: "DBSIZE", writes: false, access: Access::Read, runs: Runs::Store };
     /// INFO.
-    pub const INFO: u8 = 13;
+    pub const INFO: Command =
+        Command { code: 13, name: "INFO", writes: false, access: Access::Read, runs: Runs::Store };
     /// SET only if the key does not exist.
-    pub const SETNX: u8 = 14;
+    pub const SETNX: Command =
+        Command { code: 14, name: "SETNX", writes: true, access: Access::Write, runs: Runs::Store };
     /// SET only if the key exists.
-    pub const SETXX: u8 = 15;
+    pub const SETXX: Command =
+        Command { code: 15, name: "SETXX", writes: true, access: Access::Write, runs: Runs::Store };
     /// SAVE: snapshot now.
-    pub const SAVE: u8 = 16;
+    pub const SAVE: Command =
+        Command { code: 16, name: "SAVE", writes: false, access: Access::Admin, runs: Runs::Session };
     /// TOKEN ADD.
-    pub const TOKEN_ADD: u8 = 17;
+    pub const TOKEN_ADD: Command =
+        Command { code: 17, name: "TOKEN ADD", writes: false, access: Access::Admin, runs: Runs::Session };
     /// TOKEN LIST.
-    pub const TOKEN_LIST: u8 = 18;
+    pub const TOKEN_LIST: Command =
+        Command { code: 18, name: "TOKEN LIST", writes: false, access: Access::Admin, runs: Runs::Session };
     /// TOKEN REVOKE.
-    pub const TOKEN_REVOKE: u8 = 19;
+    pub const TOKEN_REVOKE: Command =
+        Command { code: 19, name: "TOKEN REVOKE", writes: false, access: Access::Admin, runs: Runs::Session };
+
+    /// Every command, in code order.
+    pub const ALL: [Command; 19] = [
+        SET,
+        GET,
+        DELETE,
+        PING,
+        AUTH,
+        EXISTS,
+        EXPIRE,
+        PERSIST,
+        TTL,
+        MGET,
+        MSET,
+        DBSIZE,
+        INFO,
+        SETNX,
+        SETXX,
+        SAVE,
+        TOKEN_ADD,
+        TOKEN_LIST,
+        TOKEN_REVOKE,
+    ];
+}
+
+/// Command codes, as `u8` constants for matching (from [`commands`]).
+pub mod command {
+    use super::commands;
+
+    /// SET.
+    pub const SET: u8 = commands::SET.code;
+    /// GET.
+    pub const GET: u8 = commands::GET.code;
+    /// DELETE.
+    pub const DELETE: u8 = commands::DELETE.code;
+    /// PING.
+    pub const PING: u8 = commands::PING.code;
+    /// AUTH.
+    pub const AUTH: u8 = commands::AUTH.code;
+    /// EXISTS.
+    pub const EXISTS: u8 = commands::EXISTS.code;
+    /// EXPIRE.
+    pub const EXPIRE: u8 = commands::EXPIRE.code;
+    /// PERSIST.
+    pub const PERSIST: u8 = commands::PERSIST.code;
+    /// TTL.
+    pub const TTL: u8 = commands::TTL.code;
+    /// MGET.
+    pub const MGET: u8 = commands::MGET.code;
+    /// MSET.
+    pub const MSET: u8 = commands::MSET.code;
+    /// DBSIZE.
+    pub const DBSIZE: u8 = commands::DBSIZE.code;
+    /// INFO.
+    pub const INFO: u8 = commands::INFO.code;
+    /// SETNX.
+    pub const SETNX: u8 = commands::SETNX.code;
+    /// SETXX.
+    pub const SETXX: u8 = commands::SETXX.code;
+    /// SAVE.
+    pub const SAVE: u8 = commands::SAVE.code;
+    /// TOKEN ADD.
+    pub const TOKEN_ADD: u8 = commands::TOKEN_ADD.code;
+    /// TOKEN LIST.
+    pub const TOKEN_LIST: u8 = commands::TOKEN_LIST.code;
+    /// TOKEN REVOKE.
+    pub const TOKEN_REVOKE: u8 = commands::TOKEN_REVOKE.code;
 }
 
 /// Size limits a decoder enforces before allocating anything.

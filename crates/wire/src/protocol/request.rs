@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::{FrameError, Limits, MAGIC, MAX_TOKEN_LEN, REQUEST_HEADER_LEN, RequestError, command};
+use super::{Command, FrameError, Limits, MAGIC, MAX_TOKEN_LEN, REQUEST_HEADER_LEN, RequestError, command, commands};
 use crate::Role;
 
 /// When a SET writes.
@@ -141,34 +141,36 @@ impl fmt::Debug for Request {
 impl Request {
     /// Whether the command can change the keyspace.
     pub fn is_write(&self) -> bool {
-        matches!(
-            self,
-            Self::Set { .. } | Self::Delete { .. } | Self::Expire { .. } | Self::Persist { .. } | Self::MSet { .. }
-        )
+        self.command().writes
     }
 
     /// The command's name as users know it.
     pub fn name(&self) -> &'static str {
+        self.command().name
+    }
+
+    /// This request's row of the command table ([`commands`]).
+    pub fn command(&self) -> Command {
         match self {
-            Self::Ping { .. } => "PING",
-            Self::Auth { .. } => "AUTH",
-            Self::Get { .. } => "GET",
-            Self::Set { condition: SetCondition::Always, .. } => "SET",
-            Self::Set { condition: SetCondition::IfAbsent, .. } => "SETNX",
-            Self::Set { condition: SetCondition::IfPresent, .. } => "SETXX",
-            Self::Delete { .. } => "DELETE",
-            Self::Exists { .. } => "EXISTS",
-            Self::Expire { .. } => "EXPIRE",
-            Self::Persist { .. } => "PERSIST",
-            Self::Ttl { .. } => "TTL",
-            Self::MGet { .. } => "MGET",
-            Self::MSet { .. } => "MSET",
-            Self::DbSize => "DBSIZE",
-            Self::Info => "INFO",
-            Self::Save => "SAVE",
-            Self::TokenAdd { .. } => "TOKEN ADD",
-            Self::TokenList => "TOKEN LIST",
-            Self::TokenRevoke { .. } => "TOKEN REVOKE",
+            Self::Ping { .. } => commands::PING,
+            Self::Auth { .. } => commands::AUTH,
+            Self::Get { .. } => commands::GET,
+            Self::Set { condition: SetCondition::Always, .. } => commands::SET,
+            Self::Set { condition: SetCondition::IfAbsent, .. } => commands::SETNX,
+            Self::Set { condition: SetCondition::IfPresent, .. } => commands::SETXX,
+            Self::Delete { .. } => commands::DELETE,
+            Self::Exists { .. } => commands::EXISTS,
+            Self::Expire { .. } => commands::EXPIRE,
+            Self::Persist { .. } => commands::PERSIST,
+            Self::Ttl { .. } => commands::TTL,
+            Self::MGet { .. } => commands::MGET,
+            Self::MSet { .. } => commands::MSET,
+            Self::DbSize => commands::DBSIZE,
+            Self::Info => commands::INFO,
+            Self::Save => commands::SAVE,
+            Self::TokenAdd { .. } => commands::TOKEN_ADD,
+            Self::TokenList => commands::TOKEN_LIST,
+            Self::TokenRevoke { .. } => commands::TOKEN_REVOKE,
         }
     }
 }
@@ -429,24 +431,18 @@ fn parse_token_spec(mut value: Bytes) -> Result<(String, Vec<String>), String> {
 /// [`FrameError::TooLarge`] when a key or value does not fit its length field.
 pub fn encode_request(request: &Request, out: &mut Vec<u8>) -> Result<(), FrameError> {
     let none: &[u8] = &[];
+    let code = request.command().code;
     let ttl_ns = |ttl: Option<Duration>| ttl.map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX).max(1));
     match request {
-        Request::Ping { message } => write_frame(out, command::PING, none, message, 0),
-        Request::Auth { token } => write_frame(out, command::AUTH, none, token, 0),
-        Request::Get { key } => write_frame(out, command::GET, key, none, 0),
-        Request::Set { key, value, ttl, condition } => {
-            let code = match condition {
-                SetCondition::Always => command::SET,
-                SetCondition::IfAbsent => command::SETNX,
-                SetCondition::IfPresent => command::SETXX,
-            };
-            write_frame(out, code, key, value, ttl_ns(*ttl))
-        }
-        Request::Delete { key } => write_frame(out, command::DELETE, key, none, 0),
-        Request::Exists { key } => write_frame(out, command::EXISTS, key, none, 0),
-        Request::Expire { key, ttl } => write_frame(out, command::EXPIRE, key, none, ttl_ns(Some(*ttl))),
-        Request::Persist { key } => write_frame(out, command::PERSIST, key, none, 0),
-        Request::Ttl { key } => write_frame(out, command::TTL, key, none, 0),
+        Request::Ping { message } => write_frame(out, code, none, message, 0),
+        Request::Auth { token } => write_frame(out, code, none, token, 0),
+        Request::Get { key } => write_frame(out, code, key, none, 0),
+        Request::Set { key, value, ttl, .. } => write_frame(out, code, key, value, ttl_ns(*ttl)),
+        Request::Delete { key } => write_frame(out, code, key, none, 0),
+        Request::Exists { key } => write_frame(out, code, key, none, 0),
+        Request::Expire { key, ttl } => write_frame(out, code, key, none, ttl_ns(Some(*ttl))),
+        Request::Persist { key } => write_frame(out, code, key, none, 0),
+        Request::Ttl { key } => write_frame(out, code, key, none, 0),
         Request::MGet { keys } => {
             let mut list = Vec::with_capacity(4 + keys.iter().map(|k| 2 + k.len()).sum::<usize>());
             list.extend_from_slice(&len_u32(keys.len(), "key count")?.to_be_bytes());
@@ -454,7 +450,7 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) -> Result<(), FrameE
                 list.extend_from_slice(&len_u16(key.len())?.to_be_bytes());
                 list.extend_from_slice(key);
             }
-            write_frame(out, command::MGET, none, &list, 0)
+            write_frame(out, code, none, &list, 0)
         }
         Request::MSet { pairs, ttl } => {
             let mut list = Vec::with_capacity(4 + pairs.iter().map(|(k, v)| 6 + k.len() + v.len()).sum::<usize>());
@@ -465,11 +461,11 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) -> Result<(), FrameE
                 list.extend_from_slice(key);
                 list.extend_from_slice(value);
             }
-            write_frame(out, command::MSET, none, &list, ttl_ns(*ttl))
+            write_frame(out, code, none, &list, ttl_ns(*ttl))
         }
-        Request::DbSize => write_frame(out, command::DBSIZE, none, none, 0),
-        Request::Info => write_frame(out, command::INFO, none, none, 0),
-        Request::Save => write_frame(out, command::SAVE, none, none, 0),
+        Request::DbSize => write_frame(out, code, none, none, 0),
+        Request::Info => write_frame(out, code, none, none, 0),
+        Request::Save => write_frame(out, code, none, none, 0),
         Request::TokenAdd { role, prefixes, label } => {
             let role = role.as_str().as_bytes();
             let mut spec = Vec::new();
@@ -480,10 +476,10 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) -> Result<(), FrameE
                 spec.extend_from_slice(&len_u16(p.len())?.to_be_bytes());
                 spec.extend_from_slice(p.as_bytes());
             }
-            write_frame(out, command::TOKEN_ADD, role, &spec, 0)
+            write_frame(out, code, role, &spec, 0)
         }
-        Request::TokenList => write_frame(out, command::TOKEN_LIST, none, none, 0),
-        Request::TokenRevoke { id } => write_frame(out, command::TOKEN_REVOKE, id.as_bytes(), none, 0),
+        Request::TokenList => write_frame(out, code, none, none, 0),
+        Request::TokenRevoke { id } => write_frame(out, code, id.as_bytes(), none, 0),
     }
 }
 
