@@ -76,8 +76,8 @@ impl SegmentFile for File {
 }
 
 pub mod faults {
-    //! A disk that fills up on command, for tests of what the server does
-    //! then. Not for production: its files are never fsynced.
+    //! A disk that fills up, fails or slows down on command, for tests of
+    //! what the server does then. Not for production: its files are never fsynced.
 
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -94,6 +94,8 @@ pub mod faults {
         pub fsync_fails: AtomicBool,
         /// Appends that failed.
         pub failed_appends: AtomicU64,
+        /// Milliseconds every fsync takes (a slow or busy disk).
+        pub sync_delay_ms: AtomicU64,
     }
 
     /// Real files with [`Switches`].
@@ -130,6 +132,10 @@ pub mod faults {
         }
 
         fn sync_data(&mut self) -> io::Result<()> {
+            let delay = self.1.sync_delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(delay));
+            }
             if self.1.fsync_fails.load(Ordering::SeqCst) {
                 return Err(io::Error::from_raw_os_error(5)); // EIO
             }

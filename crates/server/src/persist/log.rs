@@ -222,7 +222,7 @@ pub(super) struct Shared {
 
 /// The log writer. Dropping it without [`Log::close`] loses unflushed records.
 pub struct Log {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     flusher: Mutex<Option<JoinHandle<()>>>,
 }
 

@@ -152,3 +152,28 @@ fn a_buffer_grown_by_a_backlog_is_given_back_after_it_is_written() {
     let normal = Vec::with_capacity(super::BUFFER_KEEP);
     assert_eq!(super::reusable(normal).capacity(), super::BUFFER_KEEP, "a busy writer's buffer is not reallocated");
 }
+
+/// Regression (issue 9, item 7): during a slow fsync appends pile up and
+/// both buffers grow to the backlog; they kept that size for good.
+#[test]
+fn buffers_grown_during_a_slow_fsync_shrink_once_the_writer_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FaultyDisk::default();
+    let log = open(dir.path(), &disk, FsyncPolicy::Always);
+    disk.0.sync_delay_ms.store(1000, SeqCst);
+    // About 12 MB while the writer sits in a 1 s fsync.
+    for i in 0..100_000 {
+        append(&log, i).unwrap();
+    }
+    disk.0.sync_delay_ms.store(0, SeqCst);
+    let grown = crate::persist::log::lock(&log.shared.state).buf.capacity();
+    assert!(grown > 2 * super::BUFFER_KEEP, "the backlog grew the buffer: {grown}");
+    // Two more batches pass both buffers through the writer.
+    for round in 0..2u64 {
+        let seq = append(&log, 1_000_000 + round).unwrap();
+        assert!(eventually(|| log.status().durable_seq >= seq));
+    }
+    let kept = crate::persist::log::lock(&log.shared.state).buf.capacity();
+    assert!(kept <= super::BUFFER_KEEP, "buffer kept {kept} bytes after the backlog was written");
+    log.close();
+}
