@@ -193,8 +193,10 @@ impl Session {
         let Err(over) = self.buffered.set(incomplete) else { return Ok(true) };
         bump(&self.shared.stats.requests_refused_buffer_full);
         warn!(peer = %self.peer, limit = over.limit, "closing: incomplete requests of all connections exceed --request-buffer-limit");
-        let message =
-            format!("the server holds {} bytes of incomplete requests, over its limit; retry later", over.limit);
+        let message = format!(
+            "incomplete requests of all connections are over the server's {}-byte limit; retry later",
+            over.limit
+        );
         push(&mut self.plain_out, &Response::error("BUSY", &message));
         self.flush().await?;
         Ok(false)
