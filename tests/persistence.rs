@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{RawConn, TestServer, assert_error, eventually};
 use cryptomem_client::Error;
-use cryptomem_client::{KeyTtl, SetOptions};
+use cryptomem_client::{Client, KeyTtl, SetOptions};
 use cryptomem_server::persist::FsyncPolicy;
 use cryptomem_server::persist::disk::faults::FaultyDisk;
 use cryptomem_server::persist::log::segment_name;
@@ -258,17 +258,7 @@ async fn with_fsync_everysec_writes_acknowledged_before_a_full_disk_survive_it()
     let server = TestServer::start_with(use_disk).await;
     let c = server.client().await;
     disk.0.full.store(true, SeqCst);
-    let mut acknowledged = Vec::new();
-    for i in 0..10_000 {
-        match c.set(format!("k{i}"), b"v").await {
-            Ok(()) => acknowledged.push(i),
-            Err(e) => {
-                assert!(e.to_string().contains("IOERR") && e.to_string().contains("No space left"), "{e}");
-                break;
-            }
-        }
-    }
-    assert!(!acknowledged.is_empty() && acknowledged.len() < 10_000, "{} acknowledged", acknowledged.len());
+    let acknowledged = write_until_refused(&c).await;
     let info = c.info().await.unwrap();
     assert_eq!(info_value(&info, "writes_enabled"), "0");
     assert!(info_value(&info, "log_not_durable_records").parse::<u64>().unwrap() >= 1);
@@ -289,10 +279,31 @@ async fn with_fsync_everysec_writes_acknowledged_before_a_full_disk_survive_it()
     server.crash().await;
     let server = TestServer::start_in(tmp, Some(token), |_| {}).await;
     let c = server.client().await;
+    assert_all_there(&c, acknowledged).await;
+    assert_eq!(c.get("after").await.unwrap().unwrap(), b"a");
+}
+
+/// Writes k0, k1, ... until the server refuses one with `IOERR` (a full
+/// disk); returns the numbers of the acknowledged ones.
+async fn write_until_refused(c: &Client) -> Vec<u32> {
+    let mut acknowledged = Vec::new();
+    for i in 0..10_000 {
+        match c.set(format!("k{i}"), b"v").await {
+            Ok(()) => acknowledged.push(i),
+            Err(e) => {
+                assert!(e.to_string().contains("IOERR") && e.to_string().contains("No space left"), "{e}");
+                break;
+            }
+        }
+    }
+    assert!(!acknowledged.is_empty() && acknowledged.len() < 10_000, "{} acknowledged", acknowledged.len());
+    acknowledged
+}
+
+async fn assert_all_there(c: &Client, acknowledged: Vec<u32>) {
     for i in acknowledged {
         assert_eq!(c.get(format!("k{i}")).await.unwrap().as_deref(), Some(&b"v"[..]), "k{i}");
     }
-    assert_eq!(c.get("after").await.unwrap().unwrap(), b"a");
 }
 
 /// The README's promise for `everysec` at a graceful stop while the log
@@ -304,14 +315,7 @@ async fn a_graceful_stop_while_the_log_is_stalled_snapshots_what_was_acknowledge
     let server = TestServer::start_with(use_disk).await;
     let c = server.client().await;
     disk.0.full.store(true, SeqCst);
-    let mut acknowledged = Vec::new();
-    for i in 0..10_000 {
-        if c.set(format!("k{i}"), b"v").await.is_err() {
-            break;
-        }
-        acknowledged.push(i);
-    }
-    assert!(!acknowledged.is_empty() && acknowledged.len() < 10_000, "{} acknowledged", acknowledged.len());
+    let acknowledged = write_until_refused(&c).await;
     assert_eq!(info_value(&c.info().await.unwrap(), "writes_enabled"), "0");
     drop(c);
     let (tmp, token) = (server.tempdir(), server.token.clone());
@@ -323,9 +327,7 @@ async fn a_graceful_stop_while_the_log_is_stalled_snapshots_what_was_acknowledge
     // the snapshot already holds.)
     let server = TestServer::start_in(tmp, Some(token), |_| {}).await;
     let c = server.client().await;
-    for i in acknowledged {
-        assert_eq!(c.get(format!("k{i}")).await.unwrap().as_deref(), Some(&b"v"[..]), "k{i}");
-    }
+    assert_all_there(&c, acknowledged).await;
     assert!(stop_took < Duration::from_secs(30), "stop took {stop_took:?}");
 }
 
