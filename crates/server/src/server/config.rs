@@ -48,6 +48,37 @@ use crate::units::{parse_duration, parse_size};
 /// Default listen address (Redis is 6379; we are one thousand up).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7379";
 
+/// Every setting with a fixed built-in default, by flag, spelled as a flag
+/// would take it: the one definition [`Settings::built_in`] (and so
+/// [`Settings::resolve`]) reads. Tests check the `--help` texts and the
+/// README's table against it. `threads` and `auth-concurrency` depend on the
+/// cores and are computed in `resolve`.
+pub const DEFAULTS: [(&str, &str); 23] = [
+    ("listen", DEFAULT_LISTEN),
+    ("data", "./data"),
+    ("max-connections", "10000"),
+    ("handshake-timeout", "10s"),
+    ("idle-timeout", "300s"),
+    ("request-timeout", "60s"),
+    ("request-buffer-limit", "1GiB"),
+    ("max-key-size", "1KiB"),
+    ("max-value-size", "16MiB"),
+    ("max-batch-keys", "10000"),
+    ("shards", "4096"),
+    ("auth-max-failures", "10"),
+    ("auth-failure-window", "60s"),
+    ("auth-lockout", "5m"),
+    ("auth-failure-delay", "250ms"),
+    ("auth-cache", "true"),
+    ("token-hash-memory", "19MiB"),
+    ("token-hash-passes", "2"),
+    ("fsync", "everysec"),
+    ("snapshot-interval", "5m"),
+    ("snapshot-log-min-size", "64MiB"),
+    ("snapshot-log-percentage", "100"),
+    ("snapshot-after-writes", "0"),
+];
+
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -201,35 +232,70 @@ impl Settings {
         }
     }
 
+    /// The built-in defaults ([`DEFAULTS`]) as a source of settings.
+    pub fn built_in() -> Self {
+        let text = |flag: &str| DEFAULTS.iter().find(|(f, _)| *f == flag).map(|(_, v)| (*v).to_string());
+        fn number<T: std::str::FromStr>(text: Option<String>) -> Option<T> {
+            text.and_then(|t| t.parse().ok())
+        }
+        Self {
+            listen: text("listen"),
+            data: text("data").map(PathBuf::from),
+            max_connections: number(text("max-connections")),
+            handshake_timeout: text("handshake-timeout"),
+            idle_timeout: text("idle-timeout"),
+            request_timeout: text("request-timeout"),
+            request_buffer_limit: text("request-buffer-limit"),
+            max_key_size: text("max-key-size"),
+            max_value_size: text("max-value-size"),
+            max_batch_keys: number(text("max-batch-keys")),
+            shards: number(text("shards")),
+            threads: None,
+            auth_concurrency: None,
+            auth_max_failures: number(text("auth-max-failures")),
+            auth_failure_window: text("auth-failure-window"),
+            auth_lockout: text("auth-lockout"),
+            auth_failure_delay: text("auth-failure-delay"),
+            auth_cache: number(text("auth-cache")),
+            token_hash_memory: text("token-hash-memory"),
+            token_hash_passes: number(text("token-hash-passes")),
+            fsync: text("fsync"),
+            snapshot_interval: text("snapshot-interval"),
+            snapshot_log_min_size: text("snapshot-log-min-size"),
+            snapshot_log_percentage: number(text("snapshot-log-percentage")),
+            snapshot_after_writes: number(text("snapshot-after-writes")),
+        }
+    }
+
     /// Applies defaults and checks every value.
     ///
     /// # Errors
     /// A message naming the bad setting.
     pub fn resolve(self) -> Result<ServerConfig, ConfigError> {
-        let listen_text = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
+        // Every field with a fixed default is set from here on.
+        let s = self.or(Self::built_in());
+        let text = |value: &Option<String>| value.clone().unwrap_or_default();
+        let listen_text = text(&s.listen);
         let listen: SocketAddr =
             listen_text.parse().map_err(|_| invalid("listen", format!("`{listen_text}` is not an IP:port address")))?;
-        let handshake_timeout = parse_duration(self.handshake_timeout.as_deref().unwrap_or("10s"))
-            .map_err(|e| invalid("handshake-timeout", e))?;
+        let handshake_timeout =
+            parse_duration(text(&s.handshake_timeout).as_str()).map_err(|e| invalid("handshake-timeout", e))?;
         if handshake_timeout.is_zero() {
             return Err(invalid("handshake-timeout", "must be more than 0"));
         }
-        let idle =
-            parse_duration(self.idle_timeout.as_deref().unwrap_or("300s")).map_err(|e| invalid("idle-timeout", e))?;
-        let max_key_len =
-            parse_size(self.max_key_size.as_deref().unwrap_or("1KiB")).map_err(|e| invalid("max-key-size", e))?;
+        let idle = parse_duration(text(&s.idle_timeout).as_str()).map_err(|e| invalid("idle-timeout", e))?;
+        let max_key_len = parse_size(text(&s.max_key_size).as_str()).map_err(|e| invalid("max-key-size", e))?;
         if !(1..=usize::from(u16::MAX)).contains(&max_key_len) {
             return Err(invalid("max-key-size", format!("{max_key_len} is outside 1..=65535")));
         }
-        let max_value_len =
-            parse_size(self.max_value_size.as_deref().unwrap_or("16MiB")).map_err(|e| invalid("max-value-size", e))?;
+        let max_value_len = parse_size(text(&s.max_value_size).as_str()).map_err(|e| invalid("max-value-size", e))?;
         if !(1..=HARD_MAX_VALUE_LEN).contains(&max_value_len) {
             return Err(invalid("max-value-size", format!("{max_value_len} is outside 1..={HARD_MAX_VALUE_LEN}")));
         }
-        let request_timeout = parse_duration(self.request_timeout.as_deref().unwrap_or("60s"))
-            .map_err(|e| invalid("request-timeout", e))?;
-        let request_buffer_limit = parse_size(self.request_buffer_limit.as_deref().unwrap_or("1GiB"))
-            .map_err(|e| invalid("request-buffer-limit", e))?;
+        let request_timeout =
+            parse_duration(text(&s.request_timeout).as_str()).map_err(|e| invalid("request-timeout", e))?;
+        let request_buffer_limit =
+            parse_size(text(&s.request_buffer_limit).as_str()).map_err(|e| invalid("request-buffer-limit", e))?;
         // Below this not even one request of the largest allowed size could arrive.
         let largest_request = max_value_len + max_key_len + 64 * 1024;
         if request_buffer_limit < largest_request {
@@ -240,71 +306,66 @@ impl Settings {
                 ),
             ));
         }
-        let max_batch_keys = self.max_batch_keys.unwrap_or(crate::protocol::DEFAULT_MAX_BATCH_KEYS);
+        let max_batch_keys = s.max_batch_keys.unwrap_or(crate::protocol::DEFAULT_MAX_BATCH_KEYS);
         if max_batch_keys == 0 {
             return Err(invalid("max-batch-keys", "must be at least 1"));
         }
-        let max_connections = self.max_connections.unwrap_or(10_000);
+        let max_connections = s.max_connections.unwrap_or_default();
         if max_connections == 0 {
             return Err(invalid("max-connections", "must be at least 1"));
         }
-        let fsync = self.fsync.as_deref().unwrap_or("everysec").parse().map_err(|e| invalid("fsync", e))?;
-        let snapshot_interval = parse_duration(self.snapshot_interval.as_deref().unwrap_or("5m"))
-            .map_err(|e| invalid("snapshot-interval", e))?;
+        let fsync = text(&s.fsync).as_str().parse().map_err(|e| invalid("fsync", e))?;
+        let snapshot_interval =
+            parse_duration(text(&s.snapshot_interval).as_str()).map_err(|e| invalid("snapshot-interval", e))?;
         if snapshot_interval.is_zero() {
             return Err(invalid("snapshot-interval", "must be more than 0"));
         }
-        let defaults = PersistConfig::default();
-        let snapshot_log_min_bytes = match &self.snapshot_log_min_size {
-            Some(size) => parse_size(size).map_err(|e| invalid("snapshot-log-min-size", e))? as u64,
-            None => defaults.snapshot_log_min_bytes,
-        };
+        let snapshot_log_min_bytes =
+            parse_size(&text(&s.snapshot_log_min_size)).map_err(|e| invalid("snapshot-log-min-size", e))? as u64;
         let persist = PersistConfig {
             fsync,
             snapshot_interval,
             snapshot_log_min_bytes,
-            snapshot_log_percentage: self.snapshot_log_percentage.unwrap_or(defaults.snapshot_log_percentage),
-            snapshot_after_writes: self.snapshot_after_writes.unwrap_or(defaults.snapshot_after_writes),
+            snapshot_log_percentage: s.snapshot_log_percentage.unwrap_or_default(),
+            snapshot_after_writes: s.snapshot_after_writes.unwrap_or_default(),
         };
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-        let duration = |value: &Option<String>, default: &str, name: &'static str| {
-            parse_duration(value.as_deref().unwrap_or(default)).map_err(|e| invalid(name, e))
-        };
-        let memory = parse_size(self.token_hash_memory.as_deref().unwrap_or("19MiB"))
-            .map_err(|e| invalid("token-hash-memory", e))?;
+        let duration =
+            |value: &Option<String>, name: &'static str| parse_duration(&text(value)).map_err(|e| invalid(name, e));
+        let memory = parse_size(text(&s.token_hash_memory).as_str()).map_err(|e| invalid("token-hash-memory", e))?;
         let min = HashParams::default();
         let hash = HashParams {
             m_cost_kib: u32::try_from(memory / 1024).map_err(|_| invalid("token-hash-memory", "too large"))?,
-            t_cost: self.token_hash_passes.unwrap_or(min.t_cost),
+            t_cost: s.token_hash_passes.unwrap_or(min.t_cost),
             p_cost: 1,
         };
         if hash.m_cost_kib < min.m_cost_kib || hash.t_cost < min.t_cost {
             return Err(invalid("token-hash-memory/passes", "below OWASP's argon2id minimum (19MiB, 2 passes)"));
         }
         let auth = AuthConfig {
-            max_concurrent: self.auth_concurrency.unwrap_or(cores / 2).max(1),
+            max_concurrent: s.auth_concurrency.unwrap_or(cores / 2).max(1),
             hash,
-            cache: self.auth_cache.unwrap_or(true),
+            cache: s.auth_cache.unwrap_or_default(),
             throttle: ThrottleConfig {
-                max_failures: self.auth_max_failures.unwrap_or(10).max(1),
-                window: duration(&self.auth_failure_window, "60s", "auth-failure-window")?,
-                lockout: duration(&self.auth_lockout, "5m", "auth-lockout")?,
-                failure_delay: duration(&self.auth_failure_delay, "250ms", "auth-failure-delay")?,
+                max_failures: s.auth_max_failures.unwrap_or_default().max(1),
+                window: duration(&s.auth_failure_window, "auth-failure-window")?,
+                lockout: duration(&s.auth_lockout, "auth-lockout")?,
+                failure_delay: duration(&s.auth_failure_delay, "auth-failure-delay")?,
             },
         };
         Ok(ServerConfig {
             listen,
-            data_dir: self.data.unwrap_or_else(|| PathBuf::from("./data")),
+            data_dir: s.data.clone().unwrap_or_default(),
             max_connections,
             handshake_timeout,
             idle_timeout: (!idle.is_zero()).then_some(idle),
             request_timeout: (!request_timeout.is_zero()).then_some(request_timeout),
             request_buffer_limit,
             limits: Limits { max_key_len, max_value_len, max_batch_keys },
-            shards: self.shards.unwrap_or(DEFAULT_SHARDS).clamp(1, 1 << 16),
+            shards: s.shards.unwrap_or(DEFAULT_SHARDS).clamp(1, 1 << 16),
             // One core is left to the log writer, snapshots and the kernel's
             // network work (and to clients on the same machine).
-            threads: self.threads.unwrap_or(cores.saturating_sub(1)).clamp(1, 1024),
+            threads: s.threads.unwrap_or(cores.saturating_sub(1)).clamp(1, 1024),
             auth,
             clock: Clock::System,
             shutdown_grace: Duration::from_secs(5),
@@ -401,5 +462,35 @@ mod tests {
         }
         assert!(toml::from_str::<Settings>("lisen = \"x\"").is_err(), "unknown keys are rejected");
         assert_eq!(ServerConfig::default().idle_timeout, Some(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn every_default_is_the_one_in_the_help_and_the_readme() {
+        let command = <Settings as clap::Args>::augment_args(clap::Command::new("serve"));
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+        for (flag, default) in DEFAULTS {
+            let arg =
+                command.get_arguments().find(|a| a.get_long() == Some(flag)).unwrap_or_else(|| panic!("--{flag}"));
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            assert!(help.contains(&format!("[default: {default}]")), "--{flag} help says: {help}");
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `--{flag}` |")))
+                .unwrap_or_else(|| panic!("README row for --{flag}"));
+            let column = row.split('|').nth(3).unwrap_or_default().replace('`', "");
+            assert!(column.trim().starts_with(default), "README says {column} for --{flag}, the code {default}");
+        }
+    }
+
+    #[test]
+    fn built_in_settings_agree_with_the_layers_own_defaults() {
+        let resolved = Settings::default().resolve().unwrap();
+        assert_eq!(resolved.persist, PersistConfig::default());
+        assert_eq!(resolved.limits, Limits::default());
+        assert_eq!(resolved.shards, DEFAULT_SHARDS);
+        let built_in = Settings::built_in();
+        assert!(
+            built_in.listen.is_some() && built_in.auth_cache == Some(true) && built_in.max_connections == Some(10_000)
+        );
     }
 }
