@@ -412,7 +412,7 @@ impl Client {
         let keys: Vec<Bytes> = keys.iter().map(|k| Bytes::copy_from_slice(k.as_ref())).collect();
         let count = keys.len();
         let r = self.request(&Request::MGet { keys }).await?;
-        let items = r.parse_mget().map_err(Error::Protocol)?;
+        let items = r.parse_mget().map_err(|e| Error::Protocol(e.to_string()))?;
         if items.len() != count {
             return Err(Error::Protocol(format!("MGET asked for {count} keys, got {}", items.len())));
         }

@@ -136,7 +136,9 @@ mod table_tests {
         }
     }
 }
-pub use response::{MGetItem, Response, Status, decode_response, encode_response, encode_response_header};
+pub use response::{
+    MGetItem, MalformedReply, Response, Status, decode_response, encode_response, encode_response_header,
+};
 
 /// Magic at the start of every request and response.
 pub const MAGIC: [u8; 2] = *b"CM";

@@ -97,35 +97,35 @@ impl Response {
     /// Decodes an MGET item list body.
     ///
     /// # Errors
-    /// A description of the first malformed part.
-    pub fn parse_mget(&self) -> Result<Vec<MGetItem>, String> {
+    /// [`MalformedReply`] naming the first malformed part.
+    pub fn parse_mget(&self) -> Result<Vec<MGetItem>, MalformedReply> {
         let mut body = self.body.clone();
         if body.remaining() < 4 {
-            return Err("MGET reply is missing its count".into());
+            return Err(MalformedReply::MGet("is missing its count"));
         }
         let count = body.get_u32() as usize;
         if count.saturating_mul(5) > body.remaining() {
-            return Err("MGET reply count does not fit its body".into());
+            return Err(MalformedReply::MGet("count does not fit its body"));
         }
         let mut items = Vec::with_capacity(count);
         for _ in 0..count {
             if body.remaining() < 5 {
-                return Err("MGET reply item header runs past the end".into());
+                return Err(MalformedReply::MGet("item header runs past the end"));
             }
             let present = body.get_u8();
             let len = body.get_u32() as usize;
             if body.remaining() < len {
-                return Err("MGET reply value runs past the end".into());
+                return Err(MalformedReply::MGet("value runs past the end"));
             }
             let value = body.split_to(len);
             items.push(match present {
                 0 => None,
                 1 => Some(value),
-                other => return Err(format!("MGET reply item status {other}")),
+                _ => return Err(MalformedReply::MGet("item status is neither 0 nor 1")),
             });
         }
         if body.has_remaining() {
-            return Err("trailing bytes after the MGET reply".into());
+            return Err(MalformedReply::MGet("has trailing bytes"));
         }
         Ok(items)
     }
@@ -184,4 +184,12 @@ pub fn decode_response(buf: &mut BytesMut, max_body: usize) -> Result<Option<Res
     buf.advance(RESPONSE_HEADER_LEN);
     let body = buf.split_to(len).freeze();
     Ok(Some(Response { status, body }))
+}
+
+/// A reply whose body does not have the layout its command promises.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MalformedReply {
+    /// An MGET item list that does not parse.
+    #[error("MGET reply {0}")]
+    MGet(&'static str),
 }
