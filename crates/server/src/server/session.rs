@@ -21,7 +21,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
@@ -251,7 +250,6 @@ impl Session {
                     d
                 }
                 Ok(None) => {
-                    shrink_if_huge(self.reader.plaintext());
                     return Ok(Next::Continue);
                 }
                 Err(e) => {
@@ -452,41 +450,11 @@ impl Session {
     }
 }
 
-fn shrink_if_huge<B: Shrinkable>(buf: &mut B) {
+/// Gives back an output buffer that grew for one large reply (the channel
+/// does the same for its own buffers).
+fn shrink_if_huge(buf: &mut Vec<u8>) {
     if buf.capacity() > SHRINK_ABOVE && buf.len() < SHRINK_ABOVE / 4 {
-        buf.shrink();
-    }
-}
-
-trait Shrinkable {
-    fn capacity(&self) -> usize;
-    fn len(&self) -> usize;
-    fn shrink(&mut self);
-}
-
-impl Shrinkable for Vec<u8> {
-    fn capacity(&self) -> usize {
-        Vec::capacity(self)
-    }
-    fn len(&self) -> usize {
-        Vec::len(self)
-    }
-    fn shrink(&mut self) {
-        self.shrink_to(READ_CHUNK);
-    }
-}
-
-impl Shrinkable for BytesMut {
-    fn capacity(&self) -> usize {
-        BytesMut::capacity(self)
-    }
-    fn len(&self) -> usize {
-        BytesMut::len(self)
-    }
-    fn shrink(&mut self) {
-        let mut fresh = BytesMut::with_capacity(READ_CHUNK.max(self.len()));
-        fresh.extend_from_slice(self);
-        *self = fresh;
+        buf.shrink_to(READ_CHUNK);
     }
 }
 

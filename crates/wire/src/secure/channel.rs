@@ -15,7 +15,8 @@ use super::{RecordOpener, RecordSealer, SecureError};
 
 /// Bytes asked of the socket per read.
 pub const READ_CHUNK: usize = 64 * 1024;
-/// A send buffer that grew past this for one large message is given back.
+/// A buffer that grew past this for one large message is given back once
+/// that message is gone (a 16 MiB value must not pin 16 MiB per connection).
 const SHRINK_ABOVE: usize = 4 << 20;
 
 /// The receiving half: the socket, the record opener and both buffers.
@@ -56,6 +57,11 @@ impl<R: AsyncRead + Unpin> ChannelReader<R> {
     /// opened into the plaintext buffer first, so their requests can still
     /// be answered.
     pub async fn fill(&mut self) -> Result<usize, SecureError> {
+        if self.plain.capacity() > SHRINK_ABOVE && self.plain.len() < SHRINK_ABOVE / 4 {
+            let mut fresh = BytesMut::with_capacity(READ_CHUNK.max(self.plain.len()));
+            fresh.extend_from_slice(&self.plain);
+            self.plain = fresh;
+        }
         self.wire.reserve(READ_CHUNK);
         let n = self.io.read_buf(&mut self.wire).await?;
         if n > 0 {
@@ -141,5 +147,30 @@ mod tests {
         tokio::join!(send, receive);
         assert_eq!(server_reader.plaintext().as_ref(), &message[..]);
         assert_eq!(server_reader.buffered(), message.len());
+    }
+
+    #[tokio::test]
+    async fn a_buffer_grown_for_one_large_message_is_given_back() {
+        let identity = ServerIdentity::generate().unwrap();
+        let (mut c, mut s) = tokio::io::duplex(1 << 20);
+        let public = identity.public();
+        let (ck, sk) = tokio::join!(client_handshake(&mut c, &public), server_handshake(&mut s, identity.secret()));
+        let (cr, cw) = tokio::io::split(c);
+        let (sr, sw) = tokio::io::split(s);
+        let (_, mut writer) = channel(cr, cw, ck.unwrap());
+        let (mut reader, _) = channel(sr, sw, sk.unwrap());
+        let big = vec![1u8; 8 << 20];
+        let receive = async {
+            while reader.plaintext().len() < big.len() {
+                reader.fill().await.unwrap();
+            }
+        };
+        tokio::join!(async { writer.send(&big).await.unwrap() }, receive);
+        assert!(reader.plaintext().capacity() >= big.len());
+        reader.plaintext().clear();
+        writer.send(b"small").await.unwrap();
+        reader.fill().await.unwrap();
+        assert_eq!(reader.plaintext().as_ref(), b"small");
+        assert!(reader.plaintext().capacity() <= SHRINK_ABOVE, "{}", reader.plaintext().capacity());
     }
 }
