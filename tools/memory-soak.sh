@@ -8,8 +8,8 @@
 # Usage: tools/memory-soak.sh            (defaults below, override by env)
 #   DURATION=1800 SNAP_WRITES=50000 CLIENTS=50 PIPELINE=1 SIZE=100 KEYSPACE=100000
 #   SAMPLE=5 OUT=/tmp/memory-soak.csv EXTRA_ARGS="" (more serve flags)
-#   STALL=1: every 60 s write 256 MB beside the data dir with fsync, so the
-#   log's fsyncs stall now and then as on a busy disk
+#   STALL=1: every 60 s write 256 MB beside the data dir with fsync, to
+#   compete with the log's fsyncs (mild on a fast disk)
 set -euo pipefail
 
 DURATION=${DURATION:-1800}
