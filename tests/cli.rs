@@ -367,3 +367,23 @@ async fn an_application_uses_the_client_crate_against_the_binary() {
     drop(client);
     server.terminate();
 }
+
+/// A new data dir whose credentials file cannot be written (a full disk; here
+/// a directory in its place) still shows the admin token, whose hash is
+/// already stored: before, the start failed and the token was lost.
+#[test]
+fn the_admin_token_is_shown_when_the_credentials_file_cannot_be_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join("credentials.toml")).unwrap();
+    let server = ServerProcess::start(&data);
+    wait_for(&data.join("tokens.toml"));
+    std::thread::sleep(Duration::from_millis(500));
+    let out = server.terminate();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the server keeps serving: {}", String::from_utf8_lossy(&out.stderr));
+    let token = stdout.lines().find_map(|l| l.trim().strip_prefix("admin token:")).map(str::trim);
+    assert!(token.is_some_and(|t| t.starts_with("cmt_")), "{stdout}");
+    assert!(stdout.contains("NOT written"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot write"));
+}

@@ -375,3 +375,26 @@ async fn two_servers_cannot_share_a_data_dir() {
     .unwrap_err();
     assert!(err.to_string().contains("in use by another cryptomem process"), "{err}");
 }
+
+/// Regression (issue 9, item 10): starting on a full disk printed one ENOSPC
+/// three times and named the data dir; the error names the log segment the
+/// start could not create, and says "No space left" once.
+#[tokio::test]
+async fn a_start_on_a_full_disk_names_the_log_segment_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FaultyDisk::default();
+    disk.0.full.store(true, SeqCst);
+    let store = Arc::new(cryptomem_server::store::Store::new(4));
+    let err = cryptomem_server::persist::Persistence::open_on(
+        Arc::new(disk),
+        dir.path(),
+        store,
+        Clock::System,
+        cryptomem_server::persist::PersistConfig::default(),
+    )
+    .unwrap_err();
+    let top = cryptomem_server::server::ServerError::Persist(err);
+    let text = cryptomem_util::error_text(&top);
+    assert!(text.contains(&segment_name(1)), "{text}");
+    assert_eq!(text.matches("No space left").count(), 1, "{text}");
+}
