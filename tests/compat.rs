@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cryptomem_client::value_crypto::{Keyring, ValueKey};
-use cryptomem_server::persist::recovery::{TailMode, recover};
 use cryptomem_server::persist::{PersistConfig, Persistence};
+use cryptomem_server::persist::{TailMode, recover};
 use cryptomem_server::store::SetCondition;
 use cryptomem_server::store::{Clock, Store};
 
@@ -43,16 +43,16 @@ fn check_0_1_0_keyspace(store: &Store, keyring: &Keyring) {
 async fn a_0_1_0_data_dir_with_format_1_log_segments_recovers_and_keeps_working() {
     let (_tmp, dir) = fixture("datadir-0.1.0");
     let keyring = Keyring::new(ValueKey::load(&dir.join("value.key")).unwrap());
-    let store = Arc::new(Store::new(16));
     let config = PersistConfig::default();
-    let (persistence, report) = Persistence::open(&dir, Arc::clone(&store), Clock::System, config).unwrap();
+    let (persistence, report) = Persistence::open(&dir, Store::new(16), Clock::System, config).unwrap();
+    let store = Arc::clone(persistence.store());
     assert_eq!(report.replayed, 14, "10 SETs, DEL, EXPIRE, SET, PERSIST");
     assert!(report.segments.iter().all(|s| s.torn_at.is_none()));
     check_0_1_0_keyspace(&store, &keyring);
 
     // New records go to a format 2 segment after the format 1 one; both are read.
     let sealed = keyring.seal(b"new", b"after the upgrade").unwrap();
-    store.set(b"new", &sealed, None, SetCondition::Always, Clock::System.now_ms()).unwrap();
+    assert!(store.set(b"new", &sealed, None, SetCondition::Always, Clock::System.now_ms()).unwrap().outcome);
     persistence.log().close();
     let again = Store::new(16);
     let report = recover(&dir, &again, Clock::System.now_ms(), TailMode::Report).unwrap();
@@ -68,9 +68,9 @@ async fn a_0_1_0_data_dir_with_format_1_log_segments_recovers_and_keeps_working(
 async fn a_data_dir_from_before_the_workspace_split_recovers_byte_identical_values() {
     let (_tmp, dir) = fixture("datadir-log-v2");
     let keyring = Keyring::new(ValueKey::load(&dir.join("value.key")).unwrap());
-    let store = Arc::new(Store::new(16));
     let (persistence, report) =
-        Persistence::open(&dir, Arc::clone(&store), Clock::System, PersistConfig::default()).unwrap();
+        Persistence::open(&dir, Store::new(16), Clock::System, PersistConfig::default()).unwrap();
+    let store = Arc::clone(persistence.store());
     assert_eq!(report.replayed, 14);
     check_0_1_0_keyspace(&store, &keyring);
     persistence.log().close();

@@ -12,7 +12,7 @@ use cryptomem_client::Error;
 use cryptomem_client::{Client, KeyTtl, SetOptions};
 use cryptomem_server::persist::FsyncPolicy;
 use cryptomem_server::persist::disk::faults::FaultyDisk;
-use cryptomem_server::persist::log::segment_name;
+use cryptomem_server::persist::segment_name;
 use cryptomem_server::store::Clock;
 use cryptomem_wire::protocol::{Request, Response, SetCondition};
 
@@ -348,7 +348,7 @@ async fn after_a_restart_the_log_on_disk_counts_towards_the_next_snapshot() {
     // A graceful stop with no new writes still snapshots what the log replayed.
     let data_dir = server.data_dir.clone();
     server.stop().await;
-    let listing = cryptomem_server::persist::recovery::list(&data_dir).unwrap();
+    let listing = cryptomem_server::persist::list(&data_dir).unwrap();
     assert_eq!(listing.snapshots.last().map(|(cut, _)| *cut), Some(50), "{listing:?}");
 }
 
@@ -384,11 +384,10 @@ async fn a_start_on_a_full_disk_names_the_log_segment_once() {
     let dir = tempfile::tempdir().unwrap();
     let disk = FaultyDisk::default();
     disk.0.full.store(true, SeqCst);
-    let store = Arc::new(cryptomem_server::store::Store::new(4));
     let err = cryptomem_server::persist::Persistence::open_on(
         Arc::new(disk),
         dir.path(),
-        store,
+        cryptomem_server::store::Store::new(4),
         Clock::System,
         cryptomem_server::persist::PersistConfig::default(),
     )

@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cryptomem_server::persist::log::{FsyncPolicy, segment_name};
-use cryptomem_server::persist::recovery::{TailMode, list, recover};
-use cryptomem_server::persist::snapshot::snapshot_name;
+use cryptomem_server::persist::snapshot_name;
+use cryptomem_server::persist::{FsyncPolicy, segment_name};
 use cryptomem_server::persist::{PersistConfig, PersistError, Persistence};
+use cryptomem_server::persist::{TailMode, list, recover};
 use cryptomem_server::store::SetCondition;
 use cryptomem_server::store::{Clock, Store};
 
@@ -16,13 +16,18 @@ fn config() -> PersistConfig {
 
 fn set(store: &Store, i: u32) {
     let (key, value) = (format!("k{i:03}"), format!("value {i}"));
-    store.set(key.as_bytes(), value.as_bytes(), None, SetCondition::Always, Clock::System.now_ms()).unwrap();
+    assert!(
+        store
+            .set(key.as_bytes(), value.as_bytes(), None, SetCondition::Always, Clock::System.now_ms())
+            .unwrap()
+            .outcome
+    );
 }
 
 /// A data dir with keys 0..10 in a snapshot (cut 10) and 10..20 only in the log.
 async fn build(dir: &Path, snapshot: bool) {
-    let store = Arc::new(Store::new(4));
-    let (p, _) = Persistence::open(dir, Arc::clone(&store), Clock::System, config()).unwrap();
+    let (p, _) = Persistence::open(dir, Store::new(4), Clock::System, config()).unwrap();
+    let store = Arc::clone(p.store());
     for i in 0..10 {
         set(&store, i);
     }
@@ -36,7 +41,7 @@ async fn build(dir: &Path, snapshot: bool) {
     p.log().close();
 }
 
-fn reload(dir: &Path) -> Result<(Store, cryptomem_server::persist::recovery::RecoveryReport), PersistError> {
+fn reload(dir: &Path) -> Result<(Store, cryptomem_server::persist::RecoveryReport), PersistError> {
     let store = Store::new(4);
     let report = recover(dir, &store, Clock::System.now_ms(), TailMode::Truncate)?;
     Ok((store, report))
@@ -76,8 +81,8 @@ async fn each_keys_changes_are_replayed_in_order_across_snapshot_and_log() {
     // land in file order. Every key goes through set, overwrite, delete and
     // set again, some before the snapshot and some after it.
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::new(64));
-    let (p, _) = Persistence::open(dir.path(), Arc::clone(&store), Clock::System, config()).unwrap();
+    let (p, _) = Persistence::open(dir.path(), Store::new(64), Clock::System, config()).unwrap();
+    let store = Arc::clone(p.store());
     let now = Clock::System.now_ms();
     let ttl = Some(std::time::Duration::from_secs(3600));
     let value = |k: u32, round: u32| format!("{k}-{round}").into_bytes();
@@ -85,9 +90,13 @@ async fn each_keys_changes_are_replayed_in_order_across_snapshot_and_log() {
         for k in 0..3000u32 {
             let key = format!("key{k}");
             match (k + round) % 4 {
-                0 => drop(store.delete(key.as_bytes(), now).unwrap()),
-                1 => drop(store.set(key.as_bytes(), &value(k, round), ttl, SetCondition::Always, now).unwrap()),
-                _ => drop(store.set(key.as_bytes(), &value(k, round), None, SetCondition::Always, now).unwrap()),
+                0 => _ = store.delete(key.as_bytes(), now).unwrap(),
+                1 => assert!(
+                    store.set(key.as_bytes(), &value(k, round), ttl, SetCondition::Always, now).unwrap().outcome
+                ),
+                _ => assert!(
+                    store.set(key.as_bytes(), &value(k, round), None, SetCondition::Always, now).unwrap().outcome
+                ),
             }
         }
         if round == 2 {
@@ -289,8 +298,8 @@ async fn every_crash_point_of_a_snapshot_rotation_recovers() {
 
 /// Reopens a data dir, adds 5 keys, snapshots (which deletes covered segments).
 async fn build_snapshot_over(dir: &Path) {
-    let store = Arc::new(Store::new(4));
-    let (p, _) = Persistence::open(dir, Arc::clone(&store), Clock::System, config()).unwrap();
+    let (p, _) = Persistence::open(dir, Store::new(4), Clock::System, config()).unwrap();
+    let store = Arc::clone(p.store());
     for i in 100..105 {
         set(&store, i);
     }
@@ -304,15 +313,15 @@ async fn a_missing_segment_is_detected_as_lost_records() {
     build(dir.path(), false).await;
     build_snapshot_over(dir.path()).await;
     // Segments now: the one after the snapshot. Add records after it, then drop a middle one.
-    let store = Arc::new(Store::new(4));
-    let (p, _) = Persistence::open(dir.path(), Arc::clone(&store), Clock::System, config()).unwrap();
+    let (p, _) = Persistence::open(dir.path(), Store::new(4), Clock::System, config()).unwrap();
+    let store = Arc::clone(p.store());
     set(&store, 200);
     p.snapshot().await.unwrap();
     set(&store, 201);
     p.log().close();
     drop(p);
-    let store = Arc::new(Store::new(4));
-    let (p, _) = Persistence::open(dir.path(), Arc::clone(&store), Clock::System, config()).unwrap();
+    let (p, _) = Persistence::open(dir.path(), Store::new(4), Clock::System, config()).unwrap();
+    let store = Arc::clone(p.store());
     set(&store, 202);
     p.log().close();
     let segments = list(dir.path()).unwrap().segments;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use cryptomem_client::Client;
 use cryptomem_server::auth::{HashParams, Role, TokenRecord, TokenTable, new_record};
-use cryptomem_server::server::data_dir::TOKENS_FILE;
+use cryptomem_server::server::TOKENS_FILE;
 
 use super::ClientOpts;
 use super::commands::connect;

@@ -101,7 +101,7 @@ impl TestServer {
             let _ = task.await;
         }
         for _ in 0..250 {
-            if cryptomem_server::server::data_dir::lock_data_dir(&self.data_dir).is_ok() {
+            if cryptomem_server::server::lock_data_dir(&self.data_dir).is_ok() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

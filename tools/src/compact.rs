@@ -4,10 +4,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cryptomem_server::persist::engine::{Superseded, remove_superseded};
-use cryptomem_server::persist::recovery::{TailMode, list, recover, remove_leftovers};
-use cryptomem_server::persist::snapshot::write_snapshot;
-use cryptomem_server::server::data_dir::{DataDirError, lock_data_dir};
+use cryptomem_server::persist::write_snapshot;
+use cryptomem_server::persist::{Superseded, remove_superseded};
+use cryptomem_server::persist::{TailMode, list, recover, remove_leftovers};
+use cryptomem_server::server::{DataDirError, lock_data_dir};
 use cryptomem_server::store::Store;
 use cryptomem_util::files::sync_dir;
 

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use cryptomem_server::auth::TokenTable;
-use cryptomem_server::persist::recovery::{Listing, list};
-use cryptomem_server::persist::snapshot::SnapshotReader;
-use cryptomem_server::server::data_dir::{CREDENTIALS_FILE, SERVER_KEY_FILE, SERVER_PUB_FILE, TOKENS_FILE};
+use cryptomem_server::persist::SnapshotReader;
+use cryptomem_server::persist::{Listing, list};
+use cryptomem_server::server::{CREDENTIALS_FILE, SERVER_KEY_FILE, SERVER_PUB_FILE, TOKENS_FILE};
 use cryptomem_wire::secure::ServerIdentity;
 use serde::Serialize;
 

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use cryptomem_server::persist::PersistError;
-use cryptomem_server::persist::recovery::{TailMode, list, scan};
+use cryptomem_server::persist::{TailMode, list, scan};
 use cryptomem_util::files::{PRIVATE_MODE, sync_dir, write_atomic};
 
 use crate::compact::lock;

@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use cryptomem_server::persist::LogOp;
 use cryptomem_server::persist::PersistError;
-use cryptomem_server::persist::frame::LogOp;
-use cryptomem_server::persist::recovery::{Found, RecoveryReport, TailMode, scan};
+use cryptomem_server::persist::{Found, RecoveryReport, TailMode, scan};
 
 /// Value size and expiry per key, before expiry is applied.
 pub struct State {

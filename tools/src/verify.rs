@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use cryptomem_server::persist::recovery::{TailMode, list, scan};
-use cryptomem_server::persist::snapshot::SnapshotReader;
+use cryptomem_server::persist::SnapshotReader;
+use cryptomem_server::persist::{TailMode, list, scan};
 
 pub fn run(data: &Path) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(data.is_dir(), "{} is not a directory", data.display());

@@ -7,7 +7,7 @@ use std::time::Duration;
 use cryptomem_client::value_crypto::{Keyring, ValueKey};
 use cryptomem_client::{Client, ClientConfig, SetOptions};
 use cryptomem_server::auth::HashParams;
-use cryptomem_server::persist::recovery::list;
+use cryptomem_server::persist::list;
 use cryptomem_server::server::DataDir;
 use cryptomem_server::server::{Server, ServerConfig};
 
@@ -49,7 +49,7 @@ impl Running {
         let _ = self.task.await;
         drop(self.client);
         for _ in 0..250 {
-            if cryptomem_server::server::data_dir::lock_data_dir(dir).is_ok() {
+            if cryptomem_server::server::lock_data_dir(dir).is_ok() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

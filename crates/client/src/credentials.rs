@@ -16,7 +16,7 @@
 //! | `version` | 1; other versions are refused |
 //! | `server` | `host:port` to connect to (a wildcard listen address is written as loopback) |
 //! | `server_public_key` | the server's X25519 public key, 64 hex digits (as in `server.pub`): the key the client pins for the Noise NK handshake |
-//! | `token` | the access token, `cmt_<12 hex id>_<64 hex secret>` ([`crate::auth::token`]), sent as is (UTF-8) as AUTH's value |
+//! | `token` | the access token, `cmt_<12 hex id>_<64 hex secret>` ([`cryptomem_wire::Token`]), sent as is (UTF-8) as AUTH's value |
 //!
 //! All five are required and unknown keys are errors. `cryptomem serve`
 //! writes `credentials.toml` into a new data dir with the first admin token;
@@ -68,9 +68,9 @@ struct FileForm {
 
 /// A credentials file that cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error("credentials file {path}: {reason}")]
+#[error("credentials file {}: {reason}", path.display())]
 pub struct CredentialsError {
-    path: String,
+    path: std::path::PathBuf,
     reason: String,
 }
 
@@ -80,7 +80,7 @@ impl Credentials {
     /// # Errors
     /// [`CredentialsError`] naming the file and the problem (never the token).
     pub fn load(path: &Path) -> Result<Self, CredentialsError> {
-        let err = |reason: String| CredentialsError { path: path.display().to_string(), reason };
+        let err = |reason: String| CredentialsError { path: path.to_path_buf(), reason };
         let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?);
         let form: FileForm = toml::from_str(&text).map_err(|e| err(e.message().to_string()))?;
         if form.format != FORMAT || form.version != VERSION {

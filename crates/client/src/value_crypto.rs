@@ -15,7 +15,7 @@
 //! another key, or edits the header, makes it fail to open. Overhead: 33 bytes.
 //!
 //! Nonces come from the OS random source, fetched in bulk per thread
-//! ([`nonce`]).
+//! (`value_crypto/nonce.rs`).
 //!
 //! The key id is the first 4 bytes (big-endian) of
 //! `SHA-256("cryptomem value key id v1" || 0x00 || key)`, where the string is
@@ -38,7 +38,7 @@
 //!
 //! # Passphrases
 //!
-//! [`ValueKey::from_passphrase`] derives the key with Argon2id (m = 64 MiB,
+//! `ValueKey::from_passphrase` (feature `passphrase`) derives the key with Argon2id (m = 64 MiB,
 //! t = 3, p = 1, 32-byte output) and a 16-byte random salt kept in a salt file:
 //! `cryptomem-value-salt v1` on the first line and 32 hex digits on the second.
 //! The salt is not secret, but every client must use the same one.

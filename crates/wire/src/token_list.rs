@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Role;
 
-/// One token as TOKEN LIST shows it: a [`TokenRecord`] without its hash.
+/// One token as TOKEN LIST shows it: the server's token record without its hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenInfo {
     /// Public id.

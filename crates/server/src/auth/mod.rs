@@ -1,8 +1,8 @@
 //! Who may connect and what they may do: tokens, their argon2id hashes,
 //! verification, roles and prefixes, brute-force throttling.
 //!
-//! A token is `cmt_<id>_<secret>` ([`token`]). The server keeps only an
-//! argon2id hash per id ([`table`]), so one AUTH costs at most one argon2
+//! A token is `cmt_<id>_<secret>` ([`Token`]). The server keeps only an
+//! argon2id hash per id ([`TokenTable`]), so one AUTH costs at most one argon2
 //! verification, whatever the number of tokens. Verification runs on the
 //! blocking thread pool, never on the async reactor, and at most
 //! `max_concurrent` run at once, which bounds the share of CPU AUTH can take.
@@ -13,16 +13,16 @@
 //! every failed AUTH costs exactly one argon2 run, against the token's hash or
 //! a dummy hash for an unknown id, so the answer and its cost are the same
 //! whether the id exists or not. Failures are also delayed and counted per
-//! address ([`throttle`]).
+//! address ([`Throttle`]).
 //!
 //! The table is live: tokens added or revoked online, or by editing
 //! `tokens.toml` offline (picked up within a second), apply to new AUTHs at
 //! once and to open connections at their next request ([`Authenticator::generation`]).
 
-pub mod hash;
-pub mod permissions;
-pub mod table;
-pub mod throttle;
+mod hash;
+mod permissions;
+pub(crate) mod table;
+mod throttle;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -38,7 +38,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 pub use cryptomem_wire::{Role, UnknownRole};
-pub use hash::{HashParams, hash_secret, verify_secret};
+pub use hash::{HashError, HashParams, hash_secret, verify_secret};
 pub use permissions::{Denied, Principal};
 pub use table::{TableError, TokenRecord, TokenTable};
 pub use throttle::{Attempt, Throttle, ThrottleConfig};

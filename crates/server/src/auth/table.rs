@@ -16,7 +16,7 @@
 //! The secret itself is never stored. Unknown fields are rejected so a typo
 //! cannot silently weaken a token.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use cryptomem_wire::{Role, TokenInfo, TokenListing};
 use serde::{Deserialize, Serialize};
@@ -58,18 +58,18 @@ pub struct TokenTable {
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
     /// Reading or writing failed.
-    #[error("token table {path}: {source}")]
+    #[error("token table {}: {source}", path.display())]
     Io {
         /// The file.
-        path: String,
+        path: PathBuf,
         /// The cause.
         source: std::io::Error,
     },
     /// Not a token table this build understands.
-    #[error("token table {path}: {reason}")]
+    #[error("token table {}: {reason}", path.display())]
     Format {
         /// The file.
-        path: String,
+        path: PathBuf,
         /// What is wrong.
         reason: String,
     },
@@ -86,7 +86,7 @@ impl TokenTable {
     /// # Errors
     /// [`TableError::Format`].
     pub fn parse(text: &str, path: &Path) -> Result<Self, TableError> {
-        let format_err = |reason: String| TableError::Format { path: path.display().to_string(), reason };
+        let format_err = |reason: String| TableError::Format { path: path.to_path_buf(), reason };
         let table: Self = toml::from_str(text).map_err(|e| format_err(e.message().to_string()))?;
         if table.format != FORMAT {
             return Err(format_err(format!("format is `{}`, expected `{FORMAT}`", table.format)));
@@ -103,7 +103,7 @@ impl TokenTable {
     /// [`TableError`].
     pub fn load(path: &Path) -> Result<Self, TableError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|source| TableError::Io { path: path.display().to_string(), source })?;
+            .map_err(|source| TableError::Io { path: path.to_path_buf(), source })?;
         Self::parse(&text, path)
     }
 
@@ -142,7 +142,7 @@ impl TokenTable {
     /// [`TableError::Io`].
     pub fn save(&self, path: &Path) -> Result<(), TableError> {
         cryptomem_util::files::write_atomic(path, self.to_toml().as_bytes(), cryptomem_util::files::PRIVATE_MODE)
-            .map_err(|source| TableError::Io { path: path.display().to_string(), source })
+            .map_err(|source| TableError::Io { path: path.to_path_buf(), source })
     }
 }
 

@@ -19,13 +19,27 @@ use tokio::sync::oneshot;
 /// How much lower the background thread's priority is (`nice` steps).
 pub const NICE_STEPS: i32 = 10;
 
+/// Why a background job gave no result.
+#[derive(Debug, thiserror::Error)]
+pub enum BackgroundError {
+    /// The OS refused a new thread.
+    #[error("cannot start a background thread: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// The job panicked.
+    #[error("the background thread stopped without a result (it panicked)")]
+    Panicked,
+}
+
 /// Runs `f` on a new thread named `name` at a lower priority and returns its
 /// result. Lowering the priority is best effort: where the OS refuses, `f`
 /// runs at normal priority.
 ///
 /// # Errors
-/// The message of a failure to start the thread, or of a panic in `f`.
-pub async fn run<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+/// [`BackgroundError`] if the thread cannot start or `f` panics.
+pub async fn run<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, BackgroundError> {
     let (tx, rx) = oneshot::channel();
     std::thread::Builder::new()
         .name(name.into())
@@ -33,8 +47,8 @@ pub async fn run<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + '
             lower_priority();
             let _ = tx.send(f());
         })
-        .map_err(|e| format!("cannot start a background thread: {e}"))?;
-    rx.await.map_err(|_| "the background thread stopped without a result (it panicked)".to_string())
+        .map_err(BackgroundError::Spawn)?;
+    rx.await.map_err(|_| BackgroundError::Panicked)
 }
 
 #[cfg(target_os = "linux")]
@@ -59,7 +73,7 @@ mod tests {
             assert_eq!(theirs, (ours + super::NICE_STEPS).min(19));
         }
         let panicked = super::run("test-background", || -> u8 { panic!("boom") }).await;
-        assert!(panicked.unwrap_err().contains("panicked"));
+        assert!(matches!(panicked, Err(super::BackgroundError::Panicked)));
     }
 
     fn current_priority() -> i32 {

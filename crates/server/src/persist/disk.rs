@@ -9,8 +9,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use super::files::{PRIVATE_MODE, sync_dir};
 use super::log::{segment_header, segment_name};
+use cryptomem_util::files::{PRIVATE_MODE, sync_dir};
 
 /// Creates log segments.
 pub trait LogDisk: Send + Sync + std::fmt::Debug {

@@ -97,7 +97,7 @@ impl Persistence {
     /// [`PersistError`]: corruption (with file and offset) stops startup.
     pub fn open(
         dir: &Path,
-        store: Arc<Store>,
+        store: Store,
         clock: Clock,
         config: PersistConfig,
     ) -> Result<(Arc<Self>, RecoveryReport), PersistError> {
@@ -111,7 +111,7 @@ impl Persistence {
     pub fn open_on(
         disk: Arc<dyn LogDisk>,
         dir: &Path,
-        store: Arc<Store>,
+        store: Store,
         clock: Clock,
         config: PersistConfig,
     ) -> Result<(Arc<Self>, RecoveryReport), PersistError> {
@@ -123,7 +123,7 @@ impl Persistence {
         let log = Log::open_on(disk, dir, report.next_seq, since_cut, config.fsync)
             .map_err(|source| PersistError::Io { file: segment, source })?;
         let log = Arc::new(log);
-        store.attach_journal(Arc::clone(&log) as Arc<dyn crate::store::Journal>);
+        let store = Arc::new(store.with_journal(Arc::clone(&log) as Arc<dyn crate::store::Journal>));
         let stats = Stats {
             last_snapshot_unix_ms: report.snapshot.as_ref().map(|(_, h)| h.created_unix_ms),
             last_snapshot_keys: report.snapshot.as_ref().map_or(0, |(_, h)| h.entries),
@@ -144,6 +144,11 @@ impl Persistence {
             last_snapshot: Mutex::new(Instant::now()),
         };
         Ok((Arc::new(engine), report))
+    }
+
+    /// The store, journaling to this log.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
     }
 
     /// The log.
@@ -355,7 +360,7 @@ pub fn remove_superseded(dir: &Path, cut_seq: u64, which: Superseded) -> Result<
             std::fs::remove_file(path).map_err(io(path))?;
         }
     }
-    super::files::sync_dir(dir).map_err(io(dir))
+    cryptomem_util::files::sync_dir(dir).map_err(io(dir))
 }
 
 #[cfg(test)]

@@ -280,7 +280,9 @@ pub fn be_u64(bytes: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.get(at..at.checked_add(8)?)?.try_into().ok()?))
 }
 
-/// What the frame at the front of a byte slice is.
+/// What the frame at the front of a byte slice is (the tests' reader of
+/// whole in-memory frames; files are read through [`FrameHeader::parse`]).
+#[cfg(test)]
 #[derive(Debug, PartialEq, Eq)]
 pub enum FrameRead<'a> {
     /// A whole frame with a matching CRC: its payload and total length.
@@ -292,6 +294,7 @@ pub enum FrameRead<'a> {
 }
 
 /// Reads the frame at the front of `bytes` (which must not be empty).
+#[cfg(test)]
 pub fn read_frame(bytes: &[u8]) -> FrameRead<'_> {
     let Some(head) = bytes.first_chunk::<FRAME_HEADER_LEN>() else {
         return FrameRead::Truncated;

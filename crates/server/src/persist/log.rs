@@ -150,6 +150,33 @@ pub fn segment_header(first_seq: u64) -> [u8; SEGMENT_HEADER_LEN] {
     h
 }
 
+/// Why the log refused a record or could not make it durable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogError {
+    /// The log failed for good (an fsync failed, or any write failed under
+    /// `always`): what failed, with the file and the OS error.
+    #[error("{0}")]
+    Failed(String),
+    /// Writes fail and are being retried (a full disk): the last failure.
+    #[error("{0}")]
+    Stalled(String),
+    /// The log is closing: the server is shutting down.
+    #[error("the server is shutting down")]
+    Closing,
+    /// The writer thread is gone without recording a failure.
+    #[error("the log writer has stopped")]
+    Stopped,
+    /// The record cannot be encoded (larger than a frame may be).
+    #[error("the record cannot be logged: {0}")]
+    Unencodable(String),
+}
+
+impl From<LogError> for StoreError {
+    fn from(e: LogError) -> Self {
+        StoreError::Journal(Arc::new(e))
+    }
+}
+
 /// What the log has made durable, as waiters see it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogStatus {
@@ -312,15 +339,13 @@ impl Log {
     /// Waits until every record up to `seq` is durable.
     ///
     /// # Errors
-    /// The failure message if the log failed first.
-    pub async fn wait_durable(&self, seq: u64) -> Result<(), String> {
+    /// [`LogError::Failed`] if the log failed first.
+    pub async fn wait_durable(&self, seq: u64) -> Result<(), LogError> {
         let mut rx = self.shared.status.subscribe();
-        let status = rx
-            .wait_for(|s| s.durable_seq >= seq || s.failed.is_some())
-            .await
-            .map_err(|_| "the log writer has stopped".to_string())?;
+        let status =
+            rx.wait_for(|s| s.durable_seq >= seq || s.failed.is_some()).await.map_err(|_| LogError::Stopped)?;
         match &status.failed {
-            Some(e) if status.durable_seq < seq => Err(e.clone()),
+            Some(e) if status.durable_seq < seq => Err(LogError::Failed(e.clone())),
             _ => Ok(()),
         }
     }
@@ -397,18 +422,19 @@ impl Journal for Log {
     fn append(&self, change: Change<'_>) -> Result<u64, StoreError> {
         let op = LogOpRef(change);
         let mut st = lock(&self.shared.state);
-        if let Some(refusal) = st.failed.clone().or_else(|| st.stalled.clone()) {
+        let refusal = (st.failed.clone().map(LogError::Failed)).or_else(|| st.stalled.clone().map(LogError::Stalled));
+        if let Some(refusal) = refusal {
             if let Some(refused) = st.refusals.note(Instant::now()) {
                 warn!(refused, "refusing writes: {refusal}");
             }
-            return Err(StoreError::Journal(refusal));
+            return Err(refusal.into());
         }
         if st.closing {
-            return Err(StoreError::Journal("the server is shutting down".into()));
+            return Err(LogError::Closing.into());
         }
         let seq = st.next_seq;
         let before = st.buf.len();
-        append_log_frame(&mut st.buf, &RecordRef { seq, op }).map_err(|e| StoreError::Journal(e.to_string()))?;
+        append_log_frame(&mut st.buf, &RecordRef { seq, op }).map_err(|e| LogError::Unencodable(e.to_string()))?;
         st.next_seq += 1;
         st.since_cut += 1;
         st.bytes_since_cut += (st.buf.len() - before) as u64;

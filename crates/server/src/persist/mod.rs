@@ -1,17 +1,25 @@
 //! What the server keeps on disk, and getting it back.
 //!
-//! A data directory holds the identity and credential files ([`data_dir`]),
-//! an exclusive `LOCK`, and the keyspace:
+//! A data directory holds the identity and credential files
+//! ([`crate::server::DataDir`]), an exclusive `LOCK`, and the keyspace:
 //!
-//! - log segments `log-<first seq>.cml` ([`log`]): every change, in order,
-//!   each a checksummed [`frame`] with a global sequence number;
-//! - snapshots `snapshot-<cut seq>.cms` ([`snapshot`]): the whole keyspace at a
-//!   sequence-number cut, with a CRC per entry and over the body.
+//! - log segments `log-<first seq>.cml` (`persist/log.rs`): every change, in
+//!   order, each a checksummed frame (`persist/frame.rs`) with a global
+//!   sequence number;
+//! - snapshots `snapshot-<cut seq>.cms` (`persist/snapshot.rs`): the whole
+//!   keyspace at a sequence-number cut, with a CRC per entry and over the body.
+//!
+//! Those three files' module docs specify the formats byte by byte, for
+//! anyone writing a reader (`cargo doc --document-private-items` renders
+//! them). The public API here is what a server and the offline tool need:
+//! [`Persistence`] runs the log and the snapshots, [`recover`] / [`scan`] /
+//! [`list`] read a data dir, [`SnapshotReader`] / [`write_snapshot`] read and
+//! write snapshots, [`remove_superseded`] deletes what a snapshot covers.
 //!
 //! Values are stored exactly as clients sent them: sealed, unreadable here.
 //!
-//! Recovery ([`recovery`]) loads the newest snapshot and replays the records
-//! after its cut. Taking a snapshot ([`engine`]): hold every shard's writer
+//! Recovery ([`recover`]) loads the newest snapshot and replays the records
+//! after its cut. Taking a snapshot ([`Persistence::snapshot`]): hold every shard's writer
 //! lock for an instant while reading the log position and starting a new
 //! segment (the cut; nothing is copied), write the cut's maps in the
 //! background while writers go on, rename the file into place, then delete
@@ -20,21 +28,23 @@
 //! segments after it, or the new one with (a superset of) the segments after
 //! it: both recover.
 
-pub mod background;
-pub mod direct_file;
+mod background;
+mod direct_file;
 pub mod disk;
-pub mod engine;
-pub use cryptomem_util::files;
-pub mod frame;
-pub mod log;
+mod engine;
+mod frame;
+mod log;
 mod log_writer;
-pub mod recovery;
-pub mod snapshot;
+mod recovery;
+mod snapshot;
 
 use std::path::PathBuf;
 
-pub use engine::{PersistConfig, Persistence};
-pub use log::FsyncPolicy;
+pub use engine::{PersistConfig, Persistence, Superseded, remove_superseded};
+pub use frame::{LogOp, LogRecord, SnapshotEntry};
+pub use log::{FsyncPolicy, LogError, UnknownFsyncPolicy, segment_name};
+pub use recovery::{Found, Listing, RecoveryReport, SegmentSummary, TailMode, list, recover, remove_leftovers, scan};
+pub use snapshot::{SnapshotHeader, SnapshotReader, snapshot_name, write_snapshot};
 
 /// A persistence failure. Corruption is its own variant, distinct from I/O,
 /// and always names the file and the byte offset.

@@ -111,7 +111,7 @@ pub fn remove_leftovers(dir: &Path, listing: &Listing) -> Result<u64, PersistErr
         std::fs::remove_file(path).map_err(io_err)?;
     }
     if !listing.leftovers.is_empty() {
-        super::files::sync_dir(dir).map_err(|source| PersistError::Io { file: dir.to_path_buf(), source })?;
+        cryptomem_util::files::sync_dir(dir).map_err(|source| PersistError::Io { file: dir.to_path_buf(), source })?;
     }
     Ok(freed)
 }

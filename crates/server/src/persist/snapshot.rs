@@ -35,11 +35,11 @@ use std::path::{Path, PathBuf};
 
 use super::PersistError;
 use super::direct_file::{ALIGN, DirectFile};
-use super::files::{PRIVATE_MODE, set_mode, sync_dir};
 use super::frame::{
     FRAME_HEADER_LEN, FrameHeader, SnapshotEntry, SnapshotEntryRef, append_frame, be_u32, be_u64, decode,
 };
 use crate::store::Cut;
+use cryptomem_util::files::{PRIVATE_MODE, set_mode, sync_dir};
 
 /// Header magic.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"CMSN";

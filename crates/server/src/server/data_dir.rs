@@ -35,10 +35,10 @@ pub const LOCK_FILE: &str = "LOCK";
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
     /// A file operation failed.
-    #[error("data dir {path}: {source}")]
+    #[error("data dir {}: {source}", path.display())]
     Io {
         /// The file or directory.
-        path: String,
+        path: PathBuf,
         /// The cause.
         source: std::io::Error,
     },
@@ -48,12 +48,15 @@ pub enum DataDirError {
     /// The token table is unreadable.
     #[error(transparent)]
     Tokens(#[from] crate::auth::TableError),
-    /// Token creation failed.
-    #[error("{0}")]
-    Init(String),
+    /// The first admin token's secret could not be drawn.
+    #[error("cannot create the first admin token: the random source failed: {0}")]
+    Random(#[source] getrandom::Error),
+    /// The first admin token could not be hashed.
+    #[error(transparent)]
+    Hash(#[from] crate::auth::HashError),
     /// Another process holds the data dir.
-    #[error("data dir {0} is in use by another cryptomem process (it holds {0}/LOCK)")]
-    Locked(String),
+    #[error("data dir {} is in use by another cryptomem process (it holds {}/LOCK)", .0.display(), .0.display())]
+    Locked(PathBuf),
 }
 
 /// Takes the exclusive lock on `root`'s `LOCK` file; held until the file is dropped.
@@ -71,7 +74,7 @@ pub fn lock_data_dir(root: &Path) -> Result<std::fs::File, DataDirError> {
     cryptomem_util::files::set_mode(&path, PRIVATE_MODE).map_err(io_err(&path))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(DataDirError::Locked(root.display().to_string())),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DataDirError::Locked(root.to_path_buf())),
         Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
     }
 }
@@ -95,7 +98,7 @@ pub struct InitReport {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError + '_ {
-    move |source| DataDirError::Io { path: path.display().to_string(), source }
+    move |source| DataDirError::Io { path: path.to_path_buf(), source }
 }
 
 impl DataDir {
@@ -125,11 +128,11 @@ impl DataDir {
         write_atomic(&pub_path, format!("{}\n", identity.public_hex()).as_bytes(), PUBLIC_MODE)
             .map_err(io_err(&pub_path))?;
 
-        let admin_token = Token::generate().map_err(|e| DataDirError::Init(format!("random source failed: {e}")))?;
+        let admin_token = Token::generate().map_err(DataDirError::Random)?;
         let mut tokens = TokenTable::new();
         tokens.insert(TokenRecord {
             id: admin_token.id().to_string(),
-            hash: hash_secret(admin_token.secret(), params).map_err(|e| DataDirError::Init(e.to_string()))?,
+            hash: hash_secret(admin_token.secret(), params)?,
             role: Role::Admin,
             prefixes: Vec::new(),
             label: "initial admin token".into(),

@@ -4,24 +4,33 @@
 use bytes::Bytes;
 
 use crate::protocol::{Request, Response, Status, encode_response, encode_response_header};
-use crate::store::{Item, PersistOutcome, StoreError};
+use crate::store::{Item, PersistOutcome, StoreError, Written};
 
 use super::Shared;
 
-/// Runs `request` and appends its response to `out`. Returns whether it
-/// changed the store (so the session knows to wait for durability).
-pub(super) fn execute(shared: &Shared, request: Request, out: &mut Vec<u8>) -> bool {
+/// Runs `request` and appends its response to `out`. For a write command,
+/// returns the journal sequence number its answer depends on (0 when it
+/// journaled nothing), which the session waits on under `--fsync always`;
+/// `None` for a read.
+pub(super) fn execute(shared: &Shared, request: Request, out: &mut Vec<u8>) -> Option<u64> {
     let is_write = request.is_write();
-    match run(shared, request, out) {
+    let mut seq = 0;
+    match run(shared, request, out, &mut seq) {
         Ok(Some(response)) => push(out, &response),
         Ok(None) => {}
         Err(e) => push(out, &Response::error("IOERR", &e.to_string())),
     }
-    is_write
+    is_write.then_some(seq)
+}
+
+/// The outcome of a store write, raising `seq` to the write's sequence number.
+fn journaled<T>(written: Written<T>, seq: &mut u64) -> T {
+    *seq = (*seq).max(written.seq);
+    written.outcome
 }
 
 /// Executes one request; `Ok(None)` when the response was written directly.
-fn run(shared: &Shared, request: Request, out: &mut Vec<u8>) -> Result<Option<Response>, StoreError> {
+fn run(shared: &Shared, request: Request, out: &mut Vec<u8>, seq: &mut u64) -> Result<Option<Response>, StoreError> {
     let store = &shared.store;
     let now = shared.config.clock.now_ms();
     let response = match request {
@@ -34,12 +43,12 @@ fn run(shared: &Shared, request: Request, out: &mut Vec<u8>) -> Result<Option<Re
             None => Response::not_found(),
         },
         Request::Set { key, value, ttl, condition } => {
-            found(store.set(&key, &value, ttl, set_condition(condition), now)?)
+            found(journaled(store.set(&key, &value, ttl, set_condition(condition), now)?, seq))
         }
-        Request::Delete { key } => found(store.delete(&key, now)?),
+        Request::Delete { key } => found(journaled(store.delete(&key, now)?, seq)),
         Request::Exists { key } => found(store.exists(&key, now)),
-        Request::Expire { key, ttl } => found(store.expire(&key, ttl, now)?),
-        Request::Persist { key } => match store.persist(&key, now)? {
+        Request::Expire { key, ttl } => found(journaled(store.expire(&key, ttl, now)?, seq)),
+        Request::Persist { key } => match journaled(store.persist(&key, now)?, seq) {
             PersistOutcome::Missing => Response::not_found(),
             PersistOutcome::Removed => Response::ok(Bytes::from_static(&[1])),
             PersistOutcome::HadNone => Response::ok(Bytes::from_static(&[0])),
@@ -70,7 +79,7 @@ fn run(shared: &Shared, request: Request, out: &mut Vec<u8>) -> Result<Option<Re
         }
         Request::MSet { pairs, ttl } => {
             for (key, value) in pairs {
-                store.set(&key, &value, ttl, crate::store::SetCondition::Always, now)?;
+                journaled(store.set(&key, &value, ttl, crate::store::SetCondition::Always, now)?, seq);
             }
             Response::ok_empty()
         }

@@ -17,12 +17,12 @@
 //! failure under `--fsync always`, which stops the server on its own
 //! ([`ServerError::LogFailed`]) without a snapshot.
 
-pub mod config;
-pub mod data_dir;
+mod config;
+mod data_dir;
 mod dispatch;
 mod request_buffers;
 mod session;
-pub mod stats;
+mod stats;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
-pub use config::{ServerConfig, Settings};
+pub use config::{ConfigError, DEFAULTS, ServerConfig, Settings};
 pub use stats::Stats;
 
 use crate::auth::Authenticator;
@@ -41,7 +41,9 @@ use crate::periodic::every;
 use crate::persist::Persistence;
 use crate::secure::ServerIdentity;
 use crate::store::Store;
-pub use data_dir::{DataDir, DataDirError, InitReport};
+pub use data_dir::{
+    CREDENTIALS_FILE, DataDir, DataDirError, InitReport, SERVER_KEY_FILE, SERVER_PUB_FILE, TOKENS_FILE, lock_data_dir,
+};
 
 /// How often the janitor looks for expired keys.
 const JANITOR_INTERVAL: Duration = Duration::from_millis(100);
@@ -103,15 +105,15 @@ impl Server {
     /// [`ServerError::Persist`] if the data dir's snapshot or log is damaged
     /// (naming file and offset), [`ServerError::Bind`] if the address is taken.
     pub async fn bind(config: ServerConfig, data: DataDir) -> Result<Self, ServerError> {
-        let store = Arc::new(Store::new(config.shards));
         let started = std::time::Instant::now();
         let (persistence, report) = Persistence::open_on(
             Arc::clone(&config.log_disk),
             data.root(),
-            Arc::clone(&store),
+            Store::new(config.shards),
             config.clock.clone(),
             config.persist,
         )?;
+        let store = Arc::clone(persistence.store());
         info!(
             keys = store.len(),
             snapshot = %report.snapshot.as_ref().map_or_else(|| "none".into(), |(p, _)| p.display().to_string()),

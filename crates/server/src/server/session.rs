@@ -28,7 +28,7 @@ use tokio::time::{Instant, timeout_at};
 use tracing::{debug, info, warn};
 
 use crate::auth::{AuthError, Principal};
-use crate::persist::FsyncPolicy;
+use crate::persist::{FsyncPolicy, LogError};
 use crate::protocol::{Decoded, FrameError, Request, Response, Runs, decode_request};
 use crate::secure::{ChannelReader, ChannelWriter, SecureError, channel, server_handshake};
 
@@ -49,9 +49,8 @@ const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(300);
 struct PendingWrite {
     /// Its bytes in `plain_out`.
     response: std::ops::Range<usize>,
-    /// The log's last sequence number right after it ran: its own records
-    /// are at or below this.
-    seq_bound: u64,
+    /// The sequence number of its last record; 0 if it journaled nothing.
+    seq: u64,
 }
 
 /// Why the request loop stops.
@@ -69,10 +68,8 @@ struct Session {
     principal: Option<Principal>,
     /// When an unauthenticated connection must have completed AUTH.
     auth_deadline: Instant,
-    /// Whether the responses waiting in `plain_out` include a write.
-    wrote: bool,
     /// With `fsync always`: where each write's response lies in `plain_out`
-    /// and the highest sequence number its records can have, so that when
+    /// and the sequence number of its last record, so that when
     /// the log fails exactly the writes not made durable answer `IOERR`.
     pending_writes: Vec<PendingWrite>,
     /// The token table generation `principal` was read at.
@@ -119,7 +116,6 @@ pub(super) async fn serve_connection(
         principal: None,
         // AUTH must arrive and be verified within a second handshake timeout.
         auth_deadline: Instant::now() + auth_window,
-        wrote: false,
         pending_writes: Vec::new(),
         seen_generation: 0,
         request_started: None,
@@ -296,12 +292,12 @@ impl Session {
                         }
                         Runs::Store => {
                             let start = self.plain_out.len();
-                            let wrote = execute(&self.shared, request, &mut self.plain_out);
-                            self.wrote |= wrote;
-                            let log = self.shared.persistence.log();
-                            if wrote && log.policy() == FsyncPolicy::Always {
+                            let written = execute(&self.shared, request, &mut self.plain_out);
+                            if let Some(seq) = written
+                                && self.shared.persistence.log().policy() == FsyncPolicy::Always
+                            {
                                 let response = start..self.plain_out.len();
-                                self.pending_writes.push(PendingWrite { response, seq_bound: log.last_seq() });
+                                self.pending_writes.push(PendingWrite { response, seq });
                             }
                         }
                     }
@@ -395,30 +391,28 @@ impl Session {
     /// (the server is stopping). Returns false when the connection must close.
     async fn flush_when_durable(&mut self) -> Result<bool, SecureError> {
         let mut keep_open = true;
-        if std::mem::take(&mut self.wrote) {
+        let bound = self.pending_writes.iter().map(|w| w.seq).max().unwrap_or(0);
+        if bound > 0 {
             let log = self.shared.persistence.log();
-            let bound = self.pending_writes.last().map(|w| w.seq_bound);
-            if let Some(bound) = bound
-                && let Err(e) = log.wait_durable(bound).await
-            {
+            if let Err(e) = log.wait_durable(bound).await {
                 let durable = log.status().durable_seq;
                 self.refuse_not_durable(durable, &e);
                 keep_open = false;
             }
-            self.pending_writes.clear();
         }
+        self.pending_writes.clear();
         self.flush().await?;
         Ok(keep_open)
     }
 
     /// Replaces the response of every pending write whose records may be
     /// above `durable` with `IOERR`.
-    fn refuse_not_durable(&mut self, durable: u64, error: &str) {
+    fn refuse_not_durable(&mut self, durable: u64, error: &LogError) {
         let refusal = Response::error("IOERR", &format!("not durable, so not applied after restart: {error}"));
         let old = std::mem::take(&mut self.plain_out);
         let mut copied = 0;
         let mut refused = 0;
-        for w in self.pending_writes.iter().filter(|w| w.seq_bound > durable) {
+        for w in self.pending_writes.iter().filter(|w| w.seq > durable) {
             self.plain_out.extend_from_slice(&old[copied..w.response.start]);
             push(&mut self.plain_out, &refusal);
             copied = w.response.end;

@@ -3,7 +3,7 @@
 //! - The keyspace is split over a power-of-two number of shards by the low
 //!   bits of a keyed 64-bit hash of the key.
 //! - Each shard publishes its current map, a persistent hash trie indexed by
-//!   the hash's high bits ([`trie`]), through an `ArcSwap`: readers load it
+//!   the hash's high bits ([`Trie`]), through an `ArcSwap`: readers load it
 //!   without any lock and never wait for writers.
 //! - Writers of one shard serialize on a mutex, apply an O(log n)
 //!   copy-on-write change to the shard's master map and publish a clone of
@@ -26,16 +26,17 @@
 
 mod item;
 mod shard;
-pub mod trie;
+mod trie;
 
 use std::hash::BuildHasher;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use cryptomem_util::clock::{Clock, deadline, duration_ms_ceil};
 pub use item::Item;
 pub use shard::ENTRY_OVERHEAD;
 use shard::Shard;
+pub use trie::Trie;
 
 /// When [`Store::set`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,12 +93,31 @@ pub trait Journal: Send + Sync {
     fn append(&self, change: Change<'_>) -> Result<u64, StoreError>;
 }
 
+/// What a write did, and the journal position a caller waits on to know it
+/// is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct Written<T> {
+    /// The command's answer.
+    pub outcome: T,
+    /// The sequence number the journal gave the change; 0 when nothing was
+    /// journaled (the write changed nothing, or the store has no journal).
+    pub seq: u64,
+}
+
+impl<T> Written<T> {
+    fn unchanged(outcome: T) -> Self {
+        Self { outcome, seq: 0 }
+    }
+}
+
 /// A write the store refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// The journal cannot record changes (I/O failure); reads still work.
+    /// The journal cannot record changes (I/O failure, shutting down); reads
+    /// still work. The cause is the journal's own error type.
     #[error("writes are disabled: {0}")]
-    Journal(String),
+    Journal(#[source] Arc<dyn std::error::Error + Send + Sync>),
 }
 
 /// Every shard's map at one instant, and the journal position of that instant:
@@ -112,7 +132,7 @@ pub struct Cut {
     pub seq: u64,
 }
 
-/// One shard's map: a persistent hash trie of items ([`trie`]).
+/// One shard's map: a persistent hash trie of items ([`Trie`]).
 pub type ShardMap = trie::Trie;
 
 /// What [`Store::persist`] did.
@@ -131,7 +151,7 @@ pub struct Store {
     shards: Box<[Shard]>,
     mask: usize,
     hasher: std::hash::RandomState,
-    journal: OnceLock<Arc<dyn Journal>>,
+    journal: Option<Arc<dyn Journal>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -154,25 +174,23 @@ impl Store {
     pub fn new(shards: usize) -> Self {
         let n = shards.max(1).next_power_of_two();
         let hasher = std::hash::RandomState::new();
-        Self {
-            shards: (0..n).map(|_| Shard::new(hasher.clone())).collect(),
-            mask: n - 1,
-            hasher,
-            journal: OnceLock::new(),
-        }
+        Self { shards: (0..n).map(|_| Shard::new(hasher.clone())).collect(), mask: n - 1, hasher, journal: None }
     }
 
-    /// Starts journaling every change (once; later calls are ignored). Load
-    /// recovered data before attaching, so it is not journaled again.
-    pub fn attach_journal(&self, journal: Arc<dyn Journal>) {
-        let _ = self.journal.set(journal);
+    /// The same store, journaling every change from now on. Recovery loads
+    /// the data first, so what it loads is not journaled again.
+    pub fn with_journal(mut self, journal: Arc<dyn Journal>) -> Self {
+        self.journal = Some(journal);
+        self
     }
 
-    fn record(&self, w: &mut shard::Writer, change: Change<'_>) -> Result<(), StoreError> {
-        if let Some(j) = self.journal.get() {
+    /// Journals `change`; its sequence number, 0 without a journal.
+    fn record(&self, w: &mut shard::Writer, change: Change<'_>) -> Result<u64, StoreError> {
+        if let Some(j) = &self.journal {
             w.last_seq = j.append(change)?;
+            return Ok(w.last_seq);
         }
-        Ok(())
+        Ok(0)
     }
 
     /// The key's hash and its shard: the low bits pick the shard, the trie
@@ -216,7 +234,7 @@ impl Store {
         ttl: Option<Duration>,
         condition: SetCondition,
         now_ms: u64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Written<bool>, StoreError> {
         let expires_at_ms = ttl.map(|t| deadline(now_ms, t));
         // Built before the lock: the copy and allocation need not hold writers up.
         let item = Item::new(key, value, expires_at_ms);
@@ -229,13 +247,14 @@ impl Store {
                 SetCondition::IfPresent => w.live(hash, key, now_ms).is_some(),
             };
             if !allowed {
-                return (Ok(false), false);
+                return (Ok(Written::unchanged(false)), false);
             }
-            if let Err(e) = self.record(w, Change::Set { key, value, expires_at_ms }) {
-                return (Err(e), false);
-            }
+            let seq = match self.record(w, Change::Set { key, value, expires_at_ms }) {
+                Ok(seq) => seq,
+                Err(e) => return (Err(e), false),
+            };
             w.put(hash, item);
-            (Ok(true), true)
+            (Ok(Written { outcome: true, seq }), true)
         })
     }
 
@@ -243,18 +262,19 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError`] if the journal refuses the change.
-    pub fn delete(&self, key: &[u8], now_ms: u64) -> Result<bool, StoreError> {
+    pub fn delete(&self, key: &[u8], now_ms: u64) -> Result<Written<bool>, StoreError> {
         let (shard, hash) = self.locate(key);
         shard.write(|w| match w.live(hash, key, now_ms) {
             Some(_) => {
-                if let Err(e) = self.record(w, Change::Delete { key }) {
-                    return (Err(e), false);
-                }
+                let seq = match self.record(w, Change::Delete { key }) {
+                    Ok(seq) => seq,
+                    Err(e) => return (Err(e), false),
+                };
                 w.remove(hash, key);
-                (Ok(true), true)
+                (Ok(Written { outcome: true, seq }), true)
             }
             // An expired entry goes without a journal record: replay drops it too.
-            None => (Ok(false), w.remove(hash, key).is_some()),
+            None => (Ok(Written::unchanged(false)), w.remove(hash, key).is_some()),
         })
     }
 
@@ -267,18 +287,19 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError`] if the journal refuses the change.
-    pub fn expire(&self, key: &[u8], ttl: Duration, now_ms: u64) -> Result<bool, StoreError> {
+    pub fn expire(&self, key: &[u8], ttl: Duration, now_ms: u64) -> Result<Written<bool>, StoreError> {
         let at = deadline(now_ms, ttl);
         let (shard, hash) = self.locate(key);
         shard.write(|w| match w.live(hash, key, now_ms).cloned() {
             Some(item) => {
-                if let Err(e) = self.record(w, Change::Expire { key, expires_at_ms: at }) {
-                    return (Err(e), false);
-                }
+                let seq = match self.record(w, Change::Expire { key, expires_at_ms: at }) {
+                    Ok(seq) => seq,
+                    Err(e) => return (Err(e), false),
+                };
                 w.put(hash, item.with_expiry(Some(at)));
-                (Ok(true), true)
+                (Ok(Written { outcome: true, seq }), true)
             }
-            None => (Ok(false), false),
+            None => (Ok(Written::unchanged(false)), false),
         })
     }
 
@@ -286,17 +307,18 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError`] if the journal refuses the change.
-    pub fn persist(&self, key: &[u8], now_ms: u64) -> Result<PersistOutcome, StoreError> {
+    pub fn persist(&self, key: &[u8], now_ms: u64) -> Result<Written<PersistOutcome>, StoreError> {
         let (shard, hash) = self.locate(key);
         shard.write(|w| match w.live(hash, key, now_ms).cloned() {
-            None => (Ok(PersistOutcome::Missing), false),
-            Some(item) if item.expires_at_ms().is_none() => (Ok(PersistOutcome::HadNone), false),
+            None => (Ok(Written::unchanged(PersistOutcome::Missing)), false),
+            Some(item) if item.expires_at_ms().is_none() => (Ok(Written::unchanged(PersistOutcome::HadNone)), false),
             Some(item) => {
-                if let Err(e) = self.record(w, Change::Persist { key }) {
-                    return (Err(e), false);
-                }
+                let seq = match self.record(w, Change::Persist { key }) {
+                    Ok(seq) => seq,
+                    Err(e) => return (Err(e), false),
+                };
                 w.put(hash, item.with_expiry(None));
-                (Ok(PersistOutcome::Removed), true)
+                (Ok(Written { outcome: PersistOutcome::Removed, seq }), true)
             }
         })
     }

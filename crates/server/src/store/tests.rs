@@ -20,12 +20,12 @@ const T0: u64 = 1_000_000;
 #[test]
 fn set_get_delete_exists() {
     let s = Store::new(4);
-    assert!(s.set(&b("k"), &b("v"), None, SetCondition::Always, T0).unwrap());
+    assert!(s.set(&b("k"), &b("v"), None, SetCondition::Always, T0).unwrap().outcome);
     assert_eq!(value(&s, b"k", T0), Some(b("v")));
     assert!(s.exists(b"k", T0));
     assert_eq!(s.len(), 1);
-    assert!(s.delete(b"k", T0).unwrap());
-    assert!(!s.delete(b"k", T0).unwrap());
+    assert!(s.delete(b"k", T0).unwrap().outcome);
+    assert!(!s.delete(b"k", T0).unwrap().outcome);
     assert_eq!(value(&s, b"k", T0), None);
     assert!(s.is_empty());
     assert_eq!(s.approx_bytes(), 0);
@@ -34,26 +34,26 @@ fn set_get_delete_exists() {
 #[test]
 fn set_conditions() {
     let s = Store::new(4);
-    assert!(!s.set(&b("k"), &b("1"), None, SetCondition::IfPresent, T0).unwrap());
-    assert!(s.set(&b("k"), &b("1"), None, SetCondition::IfAbsent, T0).unwrap());
-    assert!(!s.set(&b("k"), &b("2"), None, SetCondition::IfAbsent, T0).unwrap());
+    assert!(!s.set(&b("k"), &b("1"), None, SetCondition::IfPresent, T0).unwrap().outcome);
+    assert!(s.set(&b("k"), &b("1"), None, SetCondition::IfAbsent, T0).unwrap().outcome);
+    assert!(!s.set(&b("k"), &b("2"), None, SetCondition::IfAbsent, T0).unwrap().outcome);
     assert_eq!(value(&s, b"k", T0), Some(b("1")));
-    assert!(s.set(&b("k"), &b("3"), None, SetCondition::IfPresent, T0).unwrap());
+    assert!(s.set(&b("k"), &b("3"), None, SetCondition::IfPresent, T0).unwrap().outcome);
     assert_eq!(value(&s, b"k", T0), Some(b("3")));
 }
 
 #[test]
 fn expired_keys_are_invisible_and_count_as_absent_for_conditions() {
     let s = Store::new(4);
-    s.set(&b("k"), &b("v"), Some(Duration::from_millis(10)), SetCondition::Always, T0).unwrap();
+    assert!(s.set(&b("k"), &b("v"), Some(Duration::from_millis(10)), SetCondition::Always, T0).unwrap().outcome);
     assert_eq!(s.expiry(b"k", T0), Some(Some(T0 + 10)));
     assert_eq!(value(&s, b"k", T0 + 9), Some(b("v")));
     assert_eq!(value(&s, b"k", T0 + 10), None);
     assert!(!s.exists(b"k", T0 + 10));
-    assert!(!s.expire(b"k", Duration::from_secs(1), T0 + 10).unwrap());
-    assert_eq!(s.persist(b"k", T0 + 10).unwrap(), PersistOutcome::Missing);
-    assert!(!s.set(&b("k"), &b("x"), None, SetCondition::IfPresent, T0 + 10).unwrap());
-    assert!(s.set(&b("k"), &b("y"), None, SetCondition::IfAbsent, T0 + 10).unwrap());
+    assert!(!s.expire(b"k", Duration::from_secs(1), T0 + 10).unwrap().outcome);
+    assert_eq!(s.persist(b"k", T0 + 10).unwrap().outcome, PersistOutcome::Missing);
+    assert!(!s.set(&b("k"), &b("x"), None, SetCondition::IfPresent, T0 + 10).unwrap().outcome);
+    assert!(s.set(&b("k"), &b("y"), None, SetCondition::IfAbsent, T0 + 10).unwrap().outcome);
     assert_eq!(value(&s, b"k", T0 + 10_000), Some(b("y")));
 }
 
@@ -67,11 +67,11 @@ fn ttl_rounds_up_to_whole_milliseconds() {
 #[test]
 fn expire_and_persist() {
     let s = Store::new(4);
-    s.set(&b("k"), &b("v"), None, SetCondition::Always, T0).unwrap();
-    assert_eq!(s.persist(b"k", T0).unwrap(), PersistOutcome::HadNone);
-    assert!(s.expire(b"k", Duration::from_millis(50), T0).unwrap());
+    assert!(s.set(&b("k"), &b("v"), None, SetCondition::Always, T0).unwrap().outcome);
+    assert_eq!(s.persist(b"k", T0).unwrap().outcome, PersistOutcome::HadNone);
+    assert!(s.expire(b"k", Duration::from_millis(50), T0).unwrap().outcome);
     assert_eq!(s.expiry(b"k", T0), Some(Some(T0 + 50)));
-    assert_eq!(s.persist(b"k", T0).unwrap(), PersistOutcome::Removed);
+    assert_eq!(s.persist(b"k", T0).unwrap().outcome, PersistOutcome::Removed);
     assert_eq!(s.expiry(b"k", T0), Some(None));
     // The persisted key must not be reclaimed by its old index entry.
     assert_eq!(s.reclaim_expired(T0 + 100, 100), (0, false));
@@ -81,8 +81,8 @@ fn expire_and_persist() {
 #[test]
 fn overwriting_with_same_expiry_keeps_the_index_entry() {
     let s = Store::new(1);
-    s.set(&b("k"), &b("1"), Some(Duration::from_millis(5)), SetCondition::Always, T0).unwrap();
-    s.set(&b("k"), &b("2"), Some(Duration::from_millis(5)), SetCondition::Always, T0).unwrap();
+    assert!(s.set(&b("k"), &b("1"), Some(Duration::from_millis(5)), SetCondition::Always, T0).unwrap().outcome);
+    assert!(s.set(&b("k"), &b("2"), Some(Duration::from_millis(5)), SetCondition::Always, T0).unwrap().outcome);
     assert_eq!(s.reclaim_expired(T0 + 5, 10), (1, false));
     assert!(s.is_empty());
 }
@@ -91,10 +91,11 @@ fn overwriting_with_same_expiry_keeps_the_index_entry() {
 fn janitor_work_is_bounded_by_budget_and_only_touches_expired() {
     let s = Store::new(1);
     for i in 0..1000 {
-        s.set(&b(&format!("live{i}")), &b("v"), None, SetCondition::Always, T0).unwrap();
+        assert!(s.set(&b(&format!("live{i}")), &b("v"), None, SetCondition::Always, T0).unwrap().outcome);
     }
     for i in 0..250 {
-        s.set(&b(&format!("exp{i}")), &b("v"), Some(Duration::from_millis(1 + i)), SetCondition::Always, T0).unwrap();
+        let ttl = Some(Duration::from_millis(1 + i));
+        assert!(s.set(&b(&format!("exp{i}")), &b("v"), ttl, SetCondition::Always, T0).unwrap().outcome);
     }
     assert_eq!(s.reclaim_expired(T0, 100), (0, false));
     assert_eq!(s.reclaim_expired(T0 + 1000, 100), (100, true));
@@ -106,10 +107,10 @@ fn janitor_work_is_bounded_by_budget_and_only_touches_expired() {
 #[test]
 fn a_loaded_cut_does_not_see_later_writes() {
     let s = Store::new(2);
-    s.set(&b("a"), &b("1"), None, SetCondition::Always, T0).unwrap();
+    assert!(s.set(&b("a"), &b("1"), None, SetCondition::Always, T0).unwrap().outcome);
     let cut = s.shard_maps();
-    s.set(&b("a"), &b("2"), None, SetCondition::Always, T0).unwrap();
-    s.set(&b("b"), &b("3"), None, SetCondition::Always, T0).unwrap();
+    assert!(s.set(&b("a"), &b("2"), None, SetCondition::Always, T0).unwrap().outcome);
+    assert!(s.set(&b("b"), &b("3"), None, SetCondition::Always, T0).unwrap().outcome);
     let seen: HashMap<_, _> =
         cut.iter().flat_map(|m| m.iter().map(|item| (item.key().to_vec(), item.value().to_vec()))).collect();
     assert_eq!(seen.len(), 1);
@@ -119,9 +120,9 @@ fn a_loaded_cut_does_not_see_later_writes() {
 #[test]
 fn byte_accounting_follows_overwrites() {
     let s = Store::new(1);
-    s.set(b"k", &[0u8; 100], None, SetCondition::Always, T0).unwrap();
+    assert!(s.set(b"k", &[0u8; 100], None, SetCondition::Always, T0).unwrap().outcome);
     assert_eq!(s.approx_bytes(), 1 + 100 + ENTRY_OVERHEAD);
-    s.set(b"k", &[0u8; 10], None, SetCondition::Always, T0).unwrap();
+    assert!(s.set(b"k", &[0u8; 10], None, SetCondition::Always, T0).unwrap().outcome);
     assert_eq!(s.approx_bytes(), 1 + 10 + ENTRY_OVERHEAD);
 }
 
@@ -134,7 +135,7 @@ fn concurrent_writers_and_readers_agree() {
             std::thread::spawn(move || {
                 for i in 0..2000 {
                     let k = b(&format!("t{t}-{i}"));
-                    s.set(&k, &k, None, SetCondition::Always, T0).unwrap();
+                    assert!(s.set(&k, &k, None, SetCondition::Always, T0).unwrap().outcome);
                     assert_eq!(value(&s, &k, T0), Some(k));
                 }
             })
@@ -180,13 +181,13 @@ proptest! {
                     let exists = model.contains_key(&k);
                     let expect = match cond { SetCondition::Always => true, SetCondition::IfAbsent => !exists, SetCondition::IfPresent => exists };
                     let ttl = t.map(|t| Duration::from_millis(u64::from(t)));
-                    prop_assert_eq!(s.set(&[k], &[v], ttl, cond, now).unwrap(), expect);
+                    prop_assert_eq!(s.set(&[k], &[v], ttl, cond, now).unwrap().outcome, expect);
                     if expect { model.insert(k, (v, t.map(|t| now + u64::from(t)))); }
                 }
-                Op::Delete(k) => prop_assert_eq!(s.delete(&[k], now).unwrap(), model.remove(&k).is_some()),
+                Op::Delete(k) => prop_assert_eq!(s.delete(&[k], now).unwrap().outcome, model.remove(&k).is_some()),
                 Op::Expire(k, t) => {
                     let had = model.get_mut(&k).map(|e| e.1 = Some(now + u64::from(t))).is_some();
-                    prop_assert_eq!(s.expire(&[k], Duration::from_millis(u64::from(t)), now).unwrap(), had);
+                    prop_assert_eq!(s.expire(&[k], Duration::from_millis(u64::from(t)), now).unwrap().outcome, had);
                 }
                 Op::Persist(k) => {
                     let expect = match model.get_mut(&k) {
@@ -194,7 +195,7 @@ proptest! {
                         Some((_, None)) => PersistOutcome::HadNone,
                         Some(e) => { e.1 = None; PersistOutcome::Removed }
                     };
-                    prop_assert_eq!(s.persist(&[k], now).unwrap(), expect);
+                    prop_assert_eq!(s.persist(&[k], now).unwrap().outcome, expect);
                 }
                 Op::Tick(ms) => {
                     now += u64::from(ms);
@@ -209,4 +210,46 @@ proptest! {
         s.reclaim_expired(u64::MAX, usize::MAX);
         prop_assert_eq!(s.len(), model.values().filter(|(_, at)| at.is_none()).count());
     }
+}
+
+/// Numbers changes from 1, or refuses them all.
+#[derive(Default)]
+struct CountingJournal {
+    next: std::sync::Mutex<u64>,
+    refuse: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("refused")]
+struct Refused;
+
+impl Journal for CountingJournal {
+    fn append(&self, _change: Change<'_>) -> Result<u64, StoreError> {
+        if self.refuse {
+            return Err(StoreError::Journal(Arc::new(Refused)));
+        }
+        let mut next = self.next.lock().unwrap();
+        *next += 1;
+        Ok(*next)
+    }
+}
+
+#[test]
+fn writes_return_the_sequence_number_to_wait_on_and_zero_when_nothing_changed() {
+    let s = Store::new(4).with_journal(Arc::new(CountingJournal::default()));
+    assert_eq!(s.set(b"k", b"v", None, SetCondition::Always, T0).unwrap(), Written { outcome: true, seq: 1 });
+    assert_eq!(s.set(b"k", b"w", None, SetCondition::IfAbsent, T0).unwrap(), Written { outcome: false, seq: 0 });
+    assert_eq!(s.expire(b"k", Duration::from_secs(9), T0).unwrap(), Written { outcome: true, seq: 2 });
+    assert_eq!(s.persist(b"k", T0).unwrap(), Written { outcome: PersistOutcome::Removed, seq: 3 });
+    assert_eq!(s.persist(b"k", T0).unwrap(), Written { outcome: PersistOutcome::HadNone, seq: 0 });
+    assert_eq!(s.delete(b"k", T0).unwrap(), Written { outcome: true, seq: 4 });
+    assert_eq!(s.delete(b"k", T0).unwrap(), Written { outcome: false, seq: 0 });
+}
+
+#[test]
+fn a_change_the_journal_refuses_is_not_applied() {
+    let s = Store::new(4).with_journal(Arc::new(CountingJournal { refuse: true, ..Default::default() }));
+    let err = s.set(b"k", b"v", None, SetCondition::Always, T0).unwrap_err();
+    assert_eq!(err.to_string(), "writes are disabled: refused");
+    assert!(s.get(b"k", T0).is_none());
 }
