@@ -102,8 +102,8 @@ impl TokenTable {
     /// # Errors
     /// [`TableError`].
     pub fn load(path: &Path) -> Result<Self, TableError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| TableError::Io { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| TableError::Io { path: path.to_path_buf(), source })?;
         Self::parse(&text, path)
     }
 

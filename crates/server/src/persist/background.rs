@@ -36,10 +36,7 @@ pub enum BackgroundError {
 ///
 /// # Errors
 /// [`BackgroundError`] if the thread cannot start or `f` panics.
-pub async fn run<T: Send + 'static>(
-    name: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, BackgroundError> {
+pub async fn run<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T, BackgroundError> {
     let (tx, rx) = oneshot::channel();
     std::thread::Builder::new()
         .name(name.into())

@@ -69,7 +69,7 @@ impl Stats {
         let _ = writeln!(out, "rejected_connections:{}", get(&self.connections_rejected));
         let _ = writeln!(out, "handshake_failures:{}", get(&self.handshake_failures));
         let _ = writeln!(out, "\n# Memory");
-        let _ = writeln!(out, "used_memory_dataset:{}", store.approx_bytes());
+        let _ = writeln!(out, "used_memory_dataset:{}", store.memory().data());
         let _ = writeln!(out, "incomplete_request_bytes:{incomplete_request_bytes}");
         if let Some(rss) = resident_bytes() {
             let _ = writeln!(out, "used_memory_rss:{rss}");

@@ -1,7 +1,16 @@
 //! One stored key: the key, its value and its expiry in a single allocation.
 //!
 //! A map slot holds an [`Item`], a thin (8-byte) pointer to a reference
-//! counted block `[count | expiry | key length | byte length | key | value]`.
+//! counted block `[count | expiry | key length | access | byte length | key |
+//! value]`: 32 bytes ahead of the key, the same as before the access word
+//! (it took the padding an `expires` flag left; "never" is `u64::MAX`).
+//!
+//! The access word is the only mutable part: readers update it with one
+//! relaxed atomic store, so tracking recency and frequency for eviction never
+//! turns a read into a shard write. Its top 24 bits are the last access in
+//! [`ACCESS_TICK_MS`] ticks (wrapping after about 49 days, compared modulo
+//! 2^24 as Redis compares its 24-bit LRU clock), its low 8 bits a
+//! logarithmic access counter (Redis's LFU counter).
 //! One allocation per key instead of three (entry, key, value) saves about
 //! 100 bytes per key and two `malloc`/`free` pairs per write. The thin pointer
 //! keeps the persistent map's slots at 16 bytes, which matters because every
@@ -10,17 +19,39 @@
 
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use triomphe::ThinArc;
 
+/// Milliseconds per tick of the access clock.
+pub const ACCESS_TICK_MS: u64 = 256;
+/// Ticks wrap at 2^24.
+const TICK_MASK: u32 = (1 << 24) - 1;
+/// `expires_at_ms` of an item that never expires.
+const NEVER: u64 = u64::MAX;
+
+/// The access clock's tick at `now_ms`.
+pub fn access_tick(now_ms: u64) -> u32 {
+    // Truncation is the point: the tick wraps like Redis's LRU clock.
+    #[allow(clippy::cast_possible_truncation)]
+    let tick = (now_ms / ACCESS_TICK_MS) as u32;
+    tick & TICK_MASK
+}
+
+/// Ticks from `then` to `now`, modulo the wrap.
+pub fn ticks_since(then: u32, now: u32) -> u32 {
+    now.wrapping_sub(then) & TICK_MASK
+}
+
 /// The fixed part of an item, ahead of its key and value bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 struct Header {
-    /// Absolute expiry in Unix ms, meaningful when `expires` is set.
+    /// Absolute expiry in Unix ms; [`NEVER`] for none.
     expires_at_ms: u64,
-    expires: bool,
-    /// A `u32` fits the header's padding, so no key is ever cut short.
+    /// A `u32`, so no key is ever cut short.
     key_len: u32,
+    /// Last access tick (high 24 bits) and access counter (low 8).
+    access: AtomicU32,
 }
 
 /// A stored key with its value and expiry. Cloning shares it (one refcount
@@ -34,16 +65,48 @@ impl Item {
     /// 4 GiB on every input path: the protocol's `u16` field, and the frame
     /// size limit for keys read back from disk.)
     pub fn new(key: &[u8], value: &[u8], expires_at_ms: Option<u64>) -> Self {
+        Self::with_access(key, value, expires_at_ms, 0)
+    }
+
+    /// [`Item::new`] with an initial access word (see [`Item::access`]).
+    pub fn with_access(key: &[u8], value: &[u8], expires_at_ms: Option<u64>, access: u32) -> Self {
         let key_len = u32::try_from(key.len()).unwrap_or(u32::MAX);
         let key = &key[..key_len as usize];
-        let header = Header { expires_at_ms: expires_at_ms.unwrap_or(0), expires: expires_at_ms.is_some(), key_len };
+        let header = Header {
+            expires_at_ms: expires_at_ms.map_or(NEVER, |at| at.min(NEVER - 1)),
+            key_len,
+            access: AtomicU32::new(access),
+        };
         Self(ThinArc::from_header_and_iter(header, Concat { first: key, second: value, at: 0 }))
     }
 
-    /// The same key and value with another expiry.
+    /// The same key and value with another expiry (and the same access record).
     #[must_use]
     pub fn with_expiry(&self, expires_at_ms: Option<u64>) -> Self {
-        Self::new(self.key(), self.value(), expires_at_ms)
+        Self::with_access(self.key(), self.value(), expires_at_ms, self.access())
+    }
+
+    /// The access word: last access tick in the high 24 bits, the access
+    /// counter in the low 8.
+    pub fn access(&self) -> u32 {
+        self.0.header.header.access.load(Ordering::Relaxed)
+    }
+
+    /// Records an access: `f` maps the old word to the new one. A lost race
+    /// between two readers loses one update, which sampling tolerates; a
+    /// compare-and-swap loop would make hot keys contend.
+    pub fn touch(&self, f: impl FnOnce(u32) -> u32) {
+        let a = &self.0.header.header.access;
+        let old = a.load(Ordering::Relaxed);
+        let new = f(old);
+        if new != old {
+            a.store(new, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes of key and value.
+    pub fn data_len(&self) -> usize {
+        self.0.slice.len()
     }
 
     /// The key.
@@ -58,8 +121,8 @@ impl Item {
 
     /// Absolute expiry in Unix milliseconds; `None` never expires.
     pub fn expires_at_ms(&self) -> Option<u64> {
-        let h = &self.0.header.header;
-        h.expires.then_some(h.expires_at_ms)
+        let at = self.0.header.header.expires_at_ms;
+        (at != NEVER).then_some(at)
     }
 
     /// Whether the item is still visible at `now_ms`.
@@ -152,6 +215,16 @@ mod tests {
         assert_eq!(Item::new(&long_key, b"v", None).key().len(), 70_000, "keys longer than u16 stay whole");
         let empty = Item::new(b"k", b"", Some(0));
         assert_eq!((empty.value(), empty.expires_at_ms()), (&b""[..], Some(0)), "expiry 0 is not `none`");
+        assert_eq!(std::mem::size_of::<Header>(), 16, "the access word fits where the padding was");
+    }
+
+    #[test]
+    fn the_access_word_survives_a_new_expiry_and_ticks_wrap() {
+        let item = Item::new(b"k", b"v", None);
+        item.touch(|_| 0xABCD_EF07);
+        assert_eq!(item.with_expiry(Some(5)).access(), 0xABCD_EF07);
+        assert_eq!(ticks_since(TICK_MASK, 1), 2, "across the wrap");
+        assert_eq!(access_tick(ACCESS_TICK_MS * 3), 3);
     }
 
     #[test]

@@ -24,19 +24,27 @@
 //! shard's writer lock for the instant it takes to load each map and read the
 //! journal's position, which gives snapshots an exact sequence-number cut.
 
+mod evict;
 mod item;
+mod memory;
 mod shard;
 mod trie;
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 pub use cryptomem_util::clock::{Clock, deadline, duration_ms_ceil};
+pub use evict::{EvictionPolicy, FrequencySketch, Memory, UnknownPolicy};
 pub use item::Item;
-pub use shard::ENTRY_OVERHEAD;
+pub use memory::{alloc_size, footprint};
 use shard::Shard;
 pub use trie::Trie;
+
+use arc_swap::ArcSwapOption;
+use evict::{Candidate, accessed, fresh};
+use item::access_tick;
 
 /// When [`Store::set`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -118,6 +126,17 @@ pub enum StoreError {
     /// still work. The cause is the journal's own error type.
     #[error("writes are disabled: {0}")]
     Journal(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// The write needs memory the limit does not leave, and the policy
+    /// allows no (or finds no) key to evict.
+    #[error("command not allowed when used memory > 'maxmemory' ({used} > {limit} bytes, policy {policy})")]
+    OutOfMemory {
+        /// What counted against the limit.
+        used: u64,
+        /// The limit.
+        limit: u64,
+        /// The policy in force.
+        policy: EvictionPolicy,
+    },
 }
 
 /// Every shard's map at one instant, and the journal position of that instant:
@@ -152,6 +171,9 @@ pub struct Store {
     mask: usize,
     hasher: std::hash::RandomState,
     journal: Option<Arc<dyn Journal>>,
+    memory: Arc<Memory>,
+    /// Request counts for `allkeys-tinylfu`; `None` under other policies.
+    sketch: ArcSwapOption<FrequencySketch>,
 }
 
 impl std::fmt::Debug for Store {
@@ -174,7 +196,42 @@ impl Store {
     pub fn new(shards: usize) -> Self {
         let n = shards.max(1).next_power_of_two();
         let hasher = std::hash::RandomState::new();
-        Self { shards: (0..n).map(|_| Shard::new(hasher.clone())).collect(), mask: n - 1, hasher, journal: None }
+        let memory = Arc::new(Memory::default());
+        Self {
+            shards: (0..n).map(|_| Shard::new(hasher.clone(), Arc::clone(&memory))).collect(),
+            mask: n - 1,
+            hasher,
+            journal: None,
+            memory,
+            sketch: ArcSwapOption::empty(),
+        }
+    }
+
+    /// The memory limit, the policy and the counters.
+    pub fn memory(&self) -> &Memory {
+        &self.memory
+    }
+
+    /// Sets the memory limit (0 = none) and the eviction policy. Takes effect
+    /// at the next write; [`Store::evict_to_limit`] applies it at once.
+    pub fn configure_memory(&self, limit: u64, policy: EvictionPolicy) {
+        self.memory.set_limit(limit);
+        self.memory.set_policy(policy);
+        if policy == EvictionPolicy::AllKeysTinyLfu && limit > 0 {
+            // Sized for the keys the limit holds at ~128 bytes each: 1/64 of it.
+            let sketch = FrequencySketch::new(limit / 128);
+            let same = self.sketch.load().as_ref().is_some_and(|s| s.bytes() == sketch.bytes());
+            if !same {
+                self.sketch.store(Some(Arc::new(sketch)));
+            }
+        } else {
+            self.sketch.store(None);
+        }
+    }
+
+    /// Bytes held by the frequency sketch (0 unless `allkeys-tinylfu`).
+    pub fn sketch_bytes(&self) -> u64 {
+        self.sketch.load().as_ref().map_or(0, |s| s.bytes())
     }
 
     /// The same store, journaling every change from now on. Recovery loads
@@ -217,10 +274,24 @@ impl Store {
         self.shards.len()
     }
 
-    /// The live item under `key`; its value is [`Item::value`].
+    /// The live item under `key`; its value is [`Item::value`]. Counts a
+    /// hit or a miss and, with a memory limit, records the access (an
+    /// atomic store in the item, not a shard write).
     pub fn get(&self, key: &[u8], now_ms: u64) -> Option<Item> {
         let (shard, hash) = self.locate(key);
-        shard.get(hash, key, now_ms)
+        let found = shard.get(hash, key, now_ms);
+        let counter = if found.is_some() { &self.memory.hits } else { &self.memory.misses };
+        counter.fetch_add(1, Relaxed);
+        if self.memory.limit() > 0 {
+            if let Some(item) = &found {
+                let tick = access_tick(now_ms);
+                item.touch(|a| accessed(a, tick));
+            }
+            if let Some(sketch) = self.sketch.load().as_ref() {
+                sketch.increment(hash);
+            }
+        }
+        found
     }
 
     /// Writes `value` if `condition` holds; returns whether it wrote.
@@ -236,9 +307,13 @@ impl Store {
         now_ms: u64,
     ) -> Result<Written<bool>, StoreError> {
         let expires_at_ms = ttl.map(|t| deadline(now_ms, t));
-        // Built before the lock: the copy and allocation need not hold writers up.
-        let item = Item::new(key, value, expires_at_ms);
         let (shard, hash) = self.locate(key);
+        let _reservation = match self.admit(shard, hash, key, value.len(), ttl.is_some(), condition, now_ms)? {
+            Admission::Admitted(reservation) => reservation,
+            Admission::Refused => return Ok(Written::unchanged(true)),
+        };
+        // Built before the lock: the copy and allocation need not hold writers up.
+        let item = Item::with_access(key, value, expires_at_ms, fresh(access_tick(now_ms)));
         shard.write(|w| {
             // A plain SET needs no lookup: the insert hands back what it replaced.
             let allowed = match condition {
@@ -401,14 +476,177 @@ impl Store {
         self.len() == 0
     }
 
-    /// Estimated bytes held by keys, values and per-entry overhead.
-    pub fn approx_bytes(&self) -> u64 {
-        self.shards.iter().map(Shard::bytes).sum()
-    }
-
     /// A consistent cut of every shard, for snapshots.
     pub fn shard_maps(&self) -> Vec<Arc<ShardMap>> {
         self.shards.iter().map(Shard::load).collect()
+    }
+
+    /// Makes room for a write of this size under the memory limit, evicting
+    /// as the policy says. `Refused` when `allkeys-tinylfu` keeps a new key
+    /// out because it is requested less often than the key it would replace
+    /// (the write is answered as done and counts as an eviction).
+    #[allow(clippy::too_many_arguments)]
+    fn admit(
+        &self,
+        shard: &Shard,
+        hash: u64,
+        key: &[u8],
+        value_len: usize,
+        has_ttl: bool,
+        condition: SetCondition,
+        now_ms: u64,
+    ) -> Result<Admission<'_>, StoreError> {
+        let limit = self.memory.limit();
+        if limit == 0 {
+            return Ok(Admission::Admitted(None));
+        }
+        let sketch = self.sketch.load_full();
+        if let Some(s) = &sketch {
+            s.increment(hash);
+        }
+        let need = memory::footprint_of(key.len(), value_len, has_ttl);
+        if need.saturating_add(self.memory.external()) > limit {
+            // Evicting every key would not make room: refuse before evicting any.
+            let policy = self.memory.policy();
+            return Err(StoreError::OutOfMemory { used: self.memory.used() + need, limit, policy });
+        }
+        let reservation = Reservation::new(&self.memory, need);
+        if self.memory.used() <= limit {
+            return Ok(Admission::Admitted(Some(reservation)));
+        }
+        let is_new = condition != SetCondition::IfPresent && shard.get(hash, key, now_ms).is_none();
+        let mut admission_checked = sketch.is_none() || !is_new;
+        let admitted = self.make_room(limit, now_ms, |victim| {
+            if admission_checked {
+                return true;
+            }
+            admission_checked = true;
+            sketch.as_ref().is_none_or(|s| s.estimate(hash) >= s.estimate(victim.hash))
+        })?;
+        if admitted {
+            return Ok(Admission::Admitted(Some(reservation)));
+        }
+        self.memory.evicted.fetch_add(1, Relaxed);
+        Ok(Admission::Refused)
+    }
+
+    /// Evicts until what counts against `limit` fits under it. `admit` sees
+    /// each victim before it goes; false keeps the victim and stops (returns
+    /// false). Errors with `OutOfMemory` when nothing may or can be evicted.
+    fn make_room(
+        &self,
+        limit: u64,
+        now_ms: u64,
+        mut admit: impl FnMut(&Candidate) -> bool,
+    ) -> Result<bool, StoreError> {
+        let mut fruitless = 0;
+        while self.memory.used() > limit {
+            let policy = self.memory.policy();
+            let oom = || StoreError::OutOfMemory { used: self.memory.used(), limit, policy };
+            if policy == EvictionPolicy::NoEviction || fruitless > 64 {
+                return Err(oom());
+            }
+            let Some(victim) = self.pick_victim(policy, now_ms) else {
+                return Err(oom());
+            };
+            if !admit(&victim) {
+                return Ok(false);
+            }
+            if self.evict(&victim)? {
+                fruitless = 0;
+            } else {
+                fruitless += 1;
+            }
+        }
+        self.memory.note_peak();
+        Ok(true)
+    }
+
+    /// Evicts until the keyspace and buffers fit under the limit (after
+    /// recovery, or when the limit is lowered). Returns how many keys went.
+    ///
+    /// # Errors
+    /// `OutOfMemory` if the policy cannot get under the limit; the journal's
+    /// error if it cannot record an eviction.
+    pub fn evict_to_limit(&self, now_ms: u64) -> Result<u64, StoreError> {
+        let before = self.memory.evicted();
+        let limit = self.memory.limit();
+        if limit > 0 {
+            self.make_room(limit, now_ms, |_| true)?;
+        }
+        Ok(self.memory.evicted() - before)
+    }
+
+    /// The next victim: [`Memory::samples`] keys drawn from random shards join the
+    /// candidate pool and the best one leaves it.
+    fn pick_victim(&self, policy: EvictionPolicy, now_ms: u64) -> Option<Candidate> {
+        let volatile = policy.volatile_only();
+        if volatile && self.memory.volatile.load(Relaxed) == 0 {
+            return None;
+        }
+        let tick = access_tick(now_ms);
+        let n = self.shards.len();
+        let candidate = |shard: usize, item: &Item| Candidate {
+            score: policy.score(item.access(), item.expires_at_ms(), tick),
+            shard,
+            hash: self.hasher.hash_one(item.key()),
+            key: item.key().into(),
+        };
+        let samples = self.memory.samples();
+        let mut found = Vec::with_capacity(samples);
+        for _ in 0..samples * 20 {
+            if found.len() == samples {
+                break;
+            }
+            let i = fastrand::usize(..n);
+            if policy == EvictionPolicy::VolatileTtl {
+                // The soonest expiring key of the shard: its index is ordered.
+                let w = self.shards[i].lock_writer();
+                if let Some(item) = w.soonest_expiring() {
+                    found.push(candidate(i, item));
+                }
+                continue;
+            }
+            let map = self.shards[i].load();
+            if let Some(item) = map.sample(fastrand::u64(..))
+                && (!volatile || item.expires_at_ms().is_some())
+            {
+                found.push(candidate(i, item));
+            }
+        }
+        if found.is_empty() {
+            // Few keys over many shards: walk them from a random one.
+            let start = fastrand::usize(..n);
+            for i in (start..n).chain(0..start) {
+                let w = self.shards[i].lock_writer();
+                let item = if volatile { w.soonest_expiring() } else { w.any() };
+                if let Some(item) = item {
+                    found.push(candidate(i, item));
+                    break;
+                }
+            }
+        }
+        self.memory.pool.best(found)
+    }
+
+    /// Deletes a victim (journaled, so a restart does not bring it back) if
+    /// it is still stored. Returns whether it was.
+    fn evict(&self, victim: &Candidate) -> Result<bool, StoreError> {
+        let shard = &self.shards[victim.shard];
+        let evicted = shard.write(|w| {
+            if w.get(victim.hash, &victim.key).is_none() {
+                return (Ok(false), false);
+            }
+            if let Err(e) = self.record(w, Change::Delete { key: &victim.key }) {
+                return (Err(e), false);
+            }
+            w.remove(victim.hash, &victim.key);
+            (Ok(true), true)
+        })?;
+        if evicted {
+            self.memory.evicted.fetch_add(1, Relaxed);
+        }
+        Ok(evicted)
     }
 
     /// Removes keys expired at `now_ms`, at most `budget_per_shard` per shard
@@ -430,3 +668,31 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+
+/// What [`Store::admit`] decided.
+enum Admission<'a> {
+    /// Write, holding this much of the limit meanwhile.
+    Admitted(Option<Reservation<'a>>),
+    /// Answer as written, store nothing.
+    Refused,
+}
+
+/// A write's footprint, counted against the limit from its check until it
+/// is stored (then the key's own footprint counts) or abandoned.
+struct Reservation<'a> {
+    memory: &'a Memory,
+    bytes: u64,
+}
+
+impl<'a> Reservation<'a> {
+    fn new(memory: &'a Memory, bytes: u64) -> Self {
+        memory.reserved.fetch_add(bytes, Relaxed);
+        Self { memory, bytes }
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.memory.reserved.fetch_sub(self.bytes, Relaxed);
+    }
+}

@@ -2,24 +2,20 @@
 
 use std::collections::BTreeSet;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 
+use super::evict::Memory;
+use super::memory::footprint;
 use super::{Item, ShardMap};
-
-/// Bytes charged per entry beyond key and value: the item's header and
-/// allocator overhead, and its share of map nodes. An estimate for INFO, not
-/// an allocator count.
-pub const ENTRY_OVERHEAD: u64 = 64;
 
 /// Readers load `current` without locking; writers take `writer`, change the
 /// master map (O(log n) copy-on-write) and publish a clone of it (O(1)).
 pub(super) struct Shard {
     current: ArcSwap<ShardMap>,
     writer: Mutex<Writer>,
-    bytes: AtomicU64,
 }
 
 pub(super) struct Writer {
@@ -30,19 +26,16 @@ pub(super) struct Writer {
     /// (expires_at_ms, item) for every key with a TTL, so the janitor's work is
     /// proportional to what expired.
     expiry: BTreeSet<(u64, Item)>,
-    bytes: u64,
+    /// The store-wide totals the limit is checked against.
+    memory: Arc<Memory>,
     /// Sequence number of the last journaled change applied here.
     pub(super) last_seq: u64,
 }
 
 impl Shard {
-    pub(super) fn new(hasher: RandomState) -> Self {
-        let writer = Writer { map: ShardMap::default(), hasher, expiry: BTreeSet::new(), bytes: 0, last_seq: 0 };
-        Self {
-            current: ArcSwap::from_pointee(ShardMap::default()),
-            writer: Mutex::new(writer),
-            bytes: AtomicU64::new(0),
-        }
+    pub(super) fn new(hasher: RandomState, memory: Arc<Memory>) -> Self {
+        let writer = Writer { map: ShardMap::default(), hasher, expiry: BTreeSet::new(), memory, last_seq: 0 };
+        Self { current: ArcSwap::from_pointee(ShardMap::default()), writer: Mutex::new(writer) }
     }
 
     pub(super) fn load(&self) -> Arc<ShardMap> {
@@ -52,10 +45,6 @@ impl Shard {
     pub(super) fn get(&self, hash: u64, key: &[u8], now_ms: u64) -> Option<Item> {
         let map = self.current.load();
         map.get(hash, key).filter(|i| i.is_live(now_ms)).cloned()
-    }
-
-    pub(super) fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
     }
 
     /// Holds this shard's writers off; used to take a cut across all shards.
@@ -74,7 +63,6 @@ impl Shard {
     pub(super) fn publish(&self) {
         let w = lock(&self.writer);
         self.current.store(Arc::new(w.map.clone()));
-        self.bytes.store(w.bytes, Ordering::Relaxed);
     }
 
     /// Runs `f` on the writer state and publishes the result if `f` says it changed.
@@ -83,7 +71,6 @@ impl Shard {
         let (result, changed) = f(&mut w);
         if changed {
             let old = self.current.swap(Arc::new(w.map.clone()));
-            self.bytes.store(w.bytes, Ordering::Relaxed);
             drop(w);
             // Freeing the replaced version walks the nodes it alone owned; do
             // that after the lock is released, not while writers wait on it.
@@ -98,10 +85,6 @@ fn lock(m: &Mutex<Writer>) -> MutexGuard<'_, Writer> {
     // operations only ever replace whole slots, so every intermediate state
     // is a valid trie and the state is still usable.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn footprint(item: &Item) -> u64 {
-    item.key().len() as u64 + item.value().len() as u64 + ENTRY_OVERHEAD
 }
 
 impl Writer {
@@ -119,9 +102,10 @@ impl Writer {
             // Before indexing the new expiry: (expiry, key) may be equal for both.
             self.forget(&old);
         }
-        self.bytes += added;
+        self.memory.data.fetch_add(added, Ordering::Relaxed);
         if let Some(entry) = expiry {
             self.expiry.insert(entry);
+            self.memory.volatile.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -133,10 +117,29 @@ impl Writer {
     }
 
     fn forget(&mut self, old: &Item) {
-        if let Some(at) = old.expires_at_ms() {
-            self.expiry.remove(&(at, old.clone()));
+        if let Some(at) = old.expires_at_ms()
+            && self.expiry.remove(&(at, old.clone()))
+        {
+            self.memory.volatile.fetch_sub(1, Ordering::Relaxed);
         }
-        self.bytes = self.bytes.saturating_sub(footprint(old));
+        let freed = footprint(old);
+        // Exact: every footprint subtracted was added for the same item.
+        self.memory.data.fetch_sub(freed, Ordering::Relaxed);
+    }
+
+    /// The item a candidate named, if it is still stored.
+    pub(super) fn get(&self, hash: u64, key: &[u8]) -> Option<&Item> {
+        self.map.get(hash, key)
+    }
+
+    /// Some stored item.
+    pub(super) fn any(&self) -> Option<&Item> {
+        self.map.iter().next()
+    }
+
+    /// The key in this shard expiring soonest.
+    pub(super) fn soonest_expiring(&self) -> Option<&Item> {
+        self.expiry.first().map(|(_, item)| item)
     }
 
     /// Removes up to `budget` keys whose expiry is at or before `now_ms`.
@@ -156,7 +159,10 @@ impl Writer {
             if self.map.get(hash, key.key()).is_some_and(|item| item.expires_at_ms() == Some(at))
                 && let Some(old) = self.map.remove(hash, key.key())
             {
-                self.bytes = self.bytes.saturating_sub(footprint(&old));
+                // Out of the index already: only the count and the bytes.
+                self.memory.volatile.fetch_sub(1, Ordering::Relaxed);
+                let freed = footprint(&old);
+                self.memory.data.fetch_sub(freed, Ordering::Relaxed);
                 removed += 1;
             }
         }

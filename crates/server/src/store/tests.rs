@@ -28,7 +28,7 @@ fn set_get_delete_exists() {
     assert!(!s.delete(b"k", T0).unwrap().outcome);
     assert_eq!(value(&s, b"k", T0), None);
     assert!(s.is_empty());
-    assert_eq!(s.approx_bytes(), 0);
+    assert_eq!(s.memory().data(), 0);
 }
 
 #[test]
@@ -121,9 +121,9 @@ fn a_loaded_cut_does_not_see_later_writes() {
 fn byte_accounting_follows_overwrites() {
     let s = Store::new(1);
     assert!(s.set(b"k", &[0u8; 100], None, SetCondition::Always, T0).unwrap().outcome);
-    assert_eq!(s.approx_bytes(), 1 + 100 + ENTRY_OVERHEAD);
+    assert_eq!(s.memory().data(), footprint(&Item::new(b"k", &[0; 100], None)));
     assert!(s.set(b"k", &[0u8; 10], None, SetCondition::Always, T0).unwrap().outcome);
-    assert_eq!(s.approx_bytes(), 1 + 10 + ENTRY_OVERHEAD);
+    assert_eq!(s.memory().data(), footprint(&Item::new(b"k", &[0; 10], None)));
 }
 
 #[test]
@@ -252,4 +252,186 @@ fn a_change_the_journal_refuses_is_not_applied() {
     let err = s.set(b"k", b"v", None, SetCondition::Always, T0).unwrap_err();
     assert_eq!(err.to_string(), "writes are disabled: refused");
     assert!(s.get(b"k", T0).is_none());
+}
+
+mod eviction {
+    use super::*;
+
+    const SEC: u64 = 1000;
+
+    /// A store of `n` keys `k0..`, written at T0 (every other one with a TTL
+    /// of `ttl_base + i` seconds if `with_ttls`), tracking access under `policy`.
+    fn filled(n: u32, policy: EvictionPolicy, with_ttls: bool) -> Store {
+        let s = Store::new(8);
+        s.configure_memory(u64::MAX / 2, policy);
+        // Enough draws that the policy's ranking, not sampling luck, decides.
+        s.memory().set_samples(64);
+        for i in 0..n {
+            let ttl = (with_ttls && i % 2 == 0).then(|| Duration::from_secs(1000 + u64::from(i)));
+            assert!(s.set(format!("k{i}").as_bytes(), &[7; 50], ttl, SetCondition::Always, T0).unwrap().outcome);
+        }
+        s
+    }
+
+    fn present(s: &Store, keys: impl Iterator<Item = u32>, now: u64) -> usize {
+        // Reads through the maps, not `get`, so checking counts as no access.
+        keys.filter(|i| s.expiry(format!("k{i}").as_bytes(), now).is_some()).count()
+    }
+
+    /// Lowers the limit to what is used now, then writes `n` new keys.
+    fn squeeze(s: &Store, policy: EvictionPolicy, n: u32, now: u64) {
+        s.configure_memory(s.memory().used(), policy);
+        for i in 0..n {
+            assert!(s.set(format!("new{i}").as_bytes(), &[7; 50], None, SetCondition::Always, now).unwrap().outcome);
+            assert!(s.memory().used() <= s.memory().limit(), "over the limit after write {i}");
+        }
+    }
+
+    #[test]
+    fn noeviction_answers_oom_and_keeps_everything() {
+        let s = filled(20, EvictionPolicy::NoEviction, false);
+        s.configure_memory(s.memory().used(), EvictionPolicy::NoEviction);
+        let err = s.set(b"more", &[1; 50], None, SetCondition::Always, T0).unwrap_err();
+        assert!(matches!(err, StoreError::OutOfMemory { .. }), "{err}");
+        assert!(err.to_string().contains("maxmemory"), "{err}");
+        assert_eq!(present(&s, 0..20, T0), 20);
+        assert!(s.get(b"k3", T0).is_some(), "reads work");
+        assert!(s.delete(b"k3", T0).unwrap().outcome, "deletes work");
+        assert!(s.set(b"more", &[1; 50], None, SetCondition::Always, T0).unwrap().outcome, "and free room");
+        assert_eq!(s.memory().evicted(), 0);
+    }
+
+    #[test]
+    fn allkeys_lru_evicts_the_keys_not_read_lately() {
+        let s = filled(400, EvictionPolicy::AllKeysLru, false);
+        for i in 0..200 {
+            s.get(format!("k{i}").as_bytes(), T0 + 60 * SEC);
+        }
+        squeeze(&s, EvictionPolicy::AllKeysLru, 100, T0 + 120 * SEC);
+        assert!(present(&s, 0..200, T0) >= 195, "recently read keys stay: {}", present(&s, 0..200, T0));
+        assert!(present(&s, 200..400, T0) <= 110, "idle ones go: {}", present(&s, 200..400, T0));
+    }
+
+    #[test]
+    fn allkeys_lfu_evicts_the_keys_read_least() {
+        let s = filled(400, EvictionPolicy::AllKeysLfu, false);
+        for _ in 0..100 {
+            for i in 0..200 {
+                s.get(format!("k{i}").as_bytes(), T0);
+            }
+        }
+        // The rarely read keys were read more recently: LRU would keep them.
+        for i in 200..400 {
+            s.get(format!("k{i}").as_bytes(), T0 + 30 * SEC);
+        }
+        squeeze(&s, EvictionPolicy::AllKeysLfu, 100, T0 + 40 * SEC);
+        assert!(present(&s, 0..200, T0) >= 195, "often read keys stay: {}", present(&s, 0..200, T0));
+    }
+
+    #[test]
+    fn volatile_policies_evict_only_keys_with_a_ttl() {
+        for policy in [EvictionPolicy::VolatileLru, EvictionPolicy::VolatileLfu, EvictionPolicy::VolatileRandom] {
+            let s = filled(200, policy, true);
+            squeeze(&s, policy, 50, T0 + SEC);
+            assert_eq!(present(&s, (1..200).step_by(2), T0), 100, "{policy}: keys without a TTL stay");
+            let ttl_left = present(&s, (0..200).step_by(2), T0) as u64;
+            assert_eq!(ttl_left + s.memory().evicted(), 100, "{policy}: every eviction was a TTL key");
+        }
+    }
+
+    #[test]
+    fn volatile_ttl_evicts_the_soonest_to_expire() {
+        let s = filled(200, EvictionPolicy::VolatileTtl, true);
+        squeeze(&s, EvictionPolicy::VolatileTtl, 30, T0 + SEC);
+        // The TTL grows with the index: the first TTL keys go first.
+        assert!(present(&s, (100..200).step_by(2), T0) == 50, "the latest expiring half stays");
+        assert!(present(&s, (0..60).step_by(2), T0) <= 5, "{}", present(&s, (0..60).step_by(2), T0));
+    }
+
+    #[test]
+    fn volatile_policies_without_ttl_keys_answer_oom() {
+        let s = filled(20, EvictionPolicy::VolatileLru, false);
+        s.configure_memory(s.memory().used(), EvictionPolicy::VolatileLru);
+        let err = s.set(b"more", &[1; 50], None, SetCondition::Always, T0).unwrap_err();
+        assert!(matches!(err, StoreError::OutOfMemory { .. }));
+    }
+
+    #[test]
+    fn allkeys_random_stays_under_the_limit() {
+        let s = filled(200, EvictionPolicy::AllKeysRandom, false);
+        squeeze(&s, EvictionPolicy::AllKeysRandom, 300, T0);
+        assert!(s.memory().evicted() >= 300);
+        assert_eq!(present(&s, 0..300, T0), s.len() - present_new(&s, 300));
+    }
+
+    fn present_new(s: &Store, n: u32) -> usize {
+        (0..n).filter(|i| s.expiry(format!("new{i}").as_bytes(), T0).is_some()).count()
+    }
+
+    #[test]
+    fn tinylfu_keeps_hot_keys_through_a_scan() {
+        let policy = EvictionPolicy::AllKeysTinyLfu;
+        let s = filled(300, policy, false);
+        s.configure_memory(s.memory().used(), policy);
+        for _ in 0..5 {
+            for i in 0..150 {
+                s.get(format!("k{i}").as_bytes(), T0);
+            }
+        }
+        // A scan: each new key is looked up once, misses, and is written.
+        for i in 0..600 {
+            let key = format!("scan{i}");
+            assert!(s.get(key.as_bytes(), T0 + SEC).is_none());
+            assert!(s.set(key.as_bytes(), &[7; 50], None, SetCondition::Always, T0 + SEC).unwrap().outcome);
+            assert!(s.memory().used() <= s.memory().limit());
+        }
+        assert!(present(&s, 0..150, T0) >= 140, "hot keys stay: {}", present(&s, 0..150, T0));
+        // The same scan under LRU flushes the hot keys.
+        let lru = filled(300, EvictionPolicy::AllKeysLru, false);
+        for i in 0..150 {
+            lru.get(format!("k{i}").as_bytes(), T0);
+        }
+        lru.configure_memory(lru.memory().used(), EvictionPolicy::AllKeysLru);
+        for i in 0..600 {
+            assert!(
+                lru.set(format!("scan{i}").as_bytes(), &[7; 50], None, SetCondition::Always, T0 + 10 * SEC)
+                    .unwrap()
+                    .outcome
+            );
+        }
+        assert!(present(&lru, 0..150, T0) < 50, "LRU keeps {}", present(&lru, 0..150, T0));
+    }
+
+    #[test]
+    fn a_value_larger_than_the_limit_is_refused_without_evicting() {
+        let s = filled(20, EvictionPolicy::AllKeysLru, false);
+        s.configure_memory(s.memory().used() + 100, EvictionPolicy::AllKeysLru);
+        let err = s.set(b"big", &vec![0; 100_000], None, SetCondition::Always, T0).unwrap_err();
+        assert!(matches!(err, StoreError::OutOfMemory { .. }));
+        assert_eq!(s.len(), 20, "nothing was evicted for a write that cannot fit");
+    }
+
+    #[test]
+    fn accounting_returns_to_zero_and_counts_hits_and_misses() {
+        let s = filled(50, EvictionPolicy::NoEviction, true);
+        assert!(s.memory().data() > 50 * 50);
+        s.get(b"k1", T0);
+        s.get(b"nope", T0);
+        assert_eq!(s.memory().hits_and_misses(), (1, 1));
+        for i in 0..50 {
+            assert!(s.delete(format!("k{i}").as_bytes(), T0).unwrap().outcome);
+        }
+        assert_eq!(s.memory().data(), 0);
+        assert_eq!(s.memory().volatile.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn evict_to_limit_brings_a_loaded_store_under_a_lower_limit() {
+        let s = filled(100, EvictionPolicy::AllKeysLru, false);
+        let half = s.memory().used() / 2;
+        s.configure_memory(half, EvictionPolicy::AllKeysLru);
+        let evicted = s.evict_to_limit(T0).unwrap();
+        assert!((45..=55).contains(&evicted), "{evicted}");
+        assert!(s.memory().used() <= half);
+    }
 }

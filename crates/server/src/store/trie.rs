@@ -200,6 +200,34 @@ impl Trie {
         Some(removed)
     }
 
+    /// An item chosen by the random bits `r`, for eviction sampling: at
+    /// each branch a slot picked uniformly by the next bits. Every item can
+    /// be picked; it is not exactly uniform (an item in a sparser branch is
+    /// likelier), but hashed keys keep sibling branches about equally full.
+    pub fn sample(&self, mut r: u64) -> Option<&Item> {
+        let mut b = self.root.as_ref()?;
+        loop {
+            let n = b.slice.len() as u64;
+            if n == 0 {
+                return None;
+            }
+            // `r % n` < n, a slot index.
+            #[allow(clippy::cast_possible_truncation)]
+            let pick = (r % n) as usize;
+            r = r.rotate_right(7) ^ (r / n);
+            match &b.slice[pick] {
+                Slot::Item(item) => return Some(item),
+                Slot::Branch(child) => b = child,
+                Slot::Collision(items) => {
+                    #[allow(clippy::cast_possible_truncation)]
+                    let i = (r % items.len().max(1) as u64) as usize;
+                    return items.get(i);
+                }
+                Slot::Vacant => return None,
+            }
+        }
+    }
+
     /// Every item, in no particular order.
     pub fn iter(&self) -> Iter<'_> {
         Iter { stack: self.root.iter().map(|r| r.slice.iter()).collect(), collision: [].iter() }
@@ -365,6 +393,22 @@ mod tests {
         assert!(t.get(strong(b"a"), b"a").is_none());
         assert_eq!(t.remove(strong(b"b"), b"b").map(|i| i.key().to_vec()), Some(b"b".to_vec()));
         assert!(t.is_empty() && t.root.is_none());
+    }
+
+    #[test]
+    fn sampling_reaches_every_item() {
+        let mut t = Trie::default();
+        for k in 0..200u8 {
+            t.insert(strong(&[k]), item(&[k], k), &strong);
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut r = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..20_000 {
+            r = r.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            seen.insert(t.sample(r >> 11).unwrap().key().to_vec());
+        }
+        assert_eq!(seen.len(), 200);
+        assert!(Trie::default().sample(1).is_none());
     }
 
     #[test]

@@ -1,0 +1,445 @@
+//! The memory limit, eviction policies and the access record they read.
+//!
+//! # What is tracked, and where
+//!
+//! Each item's access word (see `item.rs`) holds its last access tick and a
+//! logarithmic access counter (Redis's LFU counter: it grows by one with
+//! probability `1 / ((c - 5) * 10 + 1)` and loses one per minute idle). Reads
+//! update it with a relaxed atomic store, never a shard write. `allkeys-tinylfu`
+//! also counts every key's requests in a [`FrequencySketch`], resident or not.
+//!
+//! # Choosing victims
+//!
+//! Like Redis, victims are chosen by sampling: [`SAMPLES`] keys from random
+//! shards go into a pool of the [`POOL`] best candidates kept between
+//! evictions, and the best in the pool goes. What this guarantees: the victim
+//! is the best of at least `SAMPLES` keys drawn independently (a key is
+//! evicted before a better-ranked one only if none of the draws found the
+//! better one). With 5 draws the victim is in the worst-ranked 50% of keys
+//! with probability 1 - 0.5^5 = 97%, in the worst 10% with 41% per draw round;
+//! the pool raises that, since good candidates found earlier are kept.
+//!
+//! `allkeys-tinylfu` (Einziger, Friedman, Manes: "TinyLFU: A Highly Efficient
+//! Cache Admission Policy", 2017) picks its victim by recency (as
+//! `allkeys-lru`) but admits a new key only if the sketch says it is requested
+//! at least as often as that victim; otherwise the new key is the one
+//! evicted. One-off keys (a scan) then cannot push out keys in use, which
+//! recency alone lets them do.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+use super::item::{ACCESS_TICK_MS, ticks_since};
+
+/// Keys drawn per eviction by default (Redis's `maxmemory-samples`).
+pub const SAMPLES: usize = 5;
+/// Candidates kept between evictions.
+pub const POOL: usize = 16;
+/// The counter a new key starts with, so it is not the first to go.
+const LFU_INIT: u8 = 5;
+const LFU_LOG_FACTOR: f64 = 10.0;
+const LFU_DECAY_MS: u64 = 60_000;
+
+/// Which keys go when the memory limit is reached (Redis's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EvictionPolicy {
+    /// None: writes that need memory get `OOM`.
+    #[default]
+    NoEviction,
+    /// Least recently used, any key.
+    AllKeysLru,
+    /// Least recently used, among keys with a TTL.
+    VolatileLru,
+    /// Least frequently used, any key.
+    AllKeysLfu,
+    /// Least frequently used, among keys with a TTL.
+    VolatileLfu,
+    /// Random, any key.
+    AllKeysRandom,
+    /// Random, among keys with a TTL.
+    VolatileRandom,
+    /// Soonest to expire.
+    VolatileTtl,
+    /// Recency-chosen victims, frequency-checked admission (TinyLFU).
+    AllKeysTinyLfu,
+}
+
+/// A policy name no build knows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown eviction policy {0:?}; one of: {names}", names = EvictionPolicy::NAMES.join(", "))]
+pub struct UnknownPolicy(pub String);
+
+impl EvictionPolicy {
+    /// Every policy, in [`EvictionPolicy::code`] order.
+    pub const ALL: [EvictionPolicy; 9] = [
+        Self::NoEviction,
+        Self::AllKeysLru,
+        Self::VolatileLru,
+        Self::AllKeysLfu,
+        Self::VolatileLfu,
+        Self::AllKeysRandom,
+        Self::VolatileRandom,
+        Self::VolatileTtl,
+        Self::AllKeysTinyLfu,
+    ];
+    /// Their names, as `--maxmemory-policy` takes them.
+    pub const NAMES: [&'static str; 9] = [
+        "noeviction",
+        "allkeys-lru",
+        "volatile-lru",
+        "allkeys-lfu",
+        "volatile-lfu",
+        "allkeys-random",
+        "volatile-random",
+        "volatile-ttl",
+        "allkeys-tinylfu",
+    ];
+
+    /// The policy's name.
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self.code() as usize]
+    }
+
+    fn code(self) -> u8 {
+        // The position in ALL; at most 9.
+        #[allow(clippy::cast_possible_truncation)]
+        let code = Self::ALL.iter().position(|p| *p == self).unwrap_or(0) as u8;
+        code
+    }
+
+    fn from_code(code: u8) -> Self {
+        Self::ALL.get(code as usize).copied().unwrap_or_default()
+    }
+
+    /// Whether only keys with a TTL may be evicted.
+    pub fn volatile_only(self) -> bool {
+        matches!(self, Self::VolatileLru | Self::VolatileLfu | Self::VolatileRandom | Self::VolatileTtl)
+    }
+
+    /// How good a victim an item with this access word and expiry is, at
+    /// tick `now`: higher goes first.
+    pub(super) fn score(self, access: u32, expires_at_ms: Option<u64>, now_tick: u32) -> u64 {
+        let idle = u64::from(ticks_since(access >> 8, now_tick));
+        match self {
+            Self::NoEviction => 0,
+            Self::AllKeysLru | Self::VolatileLru | Self::AllKeysTinyLfu => idle,
+            Self::AllKeysLfu | Self::VolatileLfu => {
+                let counter = decayed(access, now_tick);
+                (u64::from(u8::MAX - counter) << 32) | idle
+            }
+            Self::AllKeysRandom | Self::VolatileRandom => fastrand::u64(..),
+            Self::VolatileTtl => u64::MAX - expires_at_ms.unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl std::str::FromStr for EvictionPolicy {
+    type Err = UnknownPolicy;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase();
+        Self::NAMES.iter().position(|n| *n == wanted).map(|i| Self::ALL[i]).ok_or_else(|| UnknownPolicy(s.to_string()))
+    }
+}
+
+impl std::fmt::Display for EvictionPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The access counter of `access` after its idle minutes' decay.
+fn decayed(access: u32, now_tick: u32) -> u8 {
+    let counter = (access & 0xFF) as u8;
+    let idle_ms = u64::from(ticks_since(access >> 8, now_tick)) * ACCESS_TICK_MS;
+    let decay = u8::try_from(idle_ms / LFU_DECAY_MS).unwrap_or(u8::MAX);
+    counter.saturating_sub(decay)
+}
+
+/// The access word after an access at `now_tick`.
+pub(super) fn accessed(access: u32, now_tick: u32) -> u32 {
+    let mut counter = decayed(access, now_tick);
+    if counter < u8::MAX {
+        let base = f64::from(counter.saturating_sub(LFU_INIT));
+        if fastrand::f64() < 1.0 / (base * LFU_LOG_FACTOR + 1.0) {
+            counter += 1;
+        }
+    }
+    (now_tick << 8) | u32::from(counter)
+}
+
+/// The access word of a key written at `now_tick`.
+pub(super) fn fresh(now_tick: u32) -> u32 {
+    (now_tick << 8) | u32::from(LFU_INIT)
+}
+
+/// Counts of requests per key hash, approximately: a count-min sketch of
+/// 4-bit counters (16 to an atomic word), four counters per key, with four
+/// counters per expected key, halved every `10 * keys` increments so it
+/// follows a changing workload (the paper's sample size).
+pub struct FrequencySketch {
+    words: Box<[AtomicU64]>,
+    /// Counters - 1 (a power of two).
+    mask: u64,
+    additions: AtomicU64,
+    reset_at: u64,
+}
+
+impl FrequencySketch {
+    /// A sketch for about `keys` resident keys.
+    pub fn new(keys: u64) -> Self {
+        let keys = keys.clamp(256, 1 << 28);
+        let counters = (keys * 4).next_power_of_two();
+        Self {
+            words: (0..counters / 16).map(|_| AtomicU64::new(0)).collect(),
+            mask: counters - 1,
+            additions: AtomicU64::new(0),
+            reset_at: keys * 10,
+        }
+    }
+
+    /// Bytes it holds.
+    pub fn bytes(&self) -> u64 {
+        self.words.len() as u64 * 8
+    }
+
+    /// The (word, shift) of the key's four counters.
+    fn slots(&self, hash: u64) -> impl Iterator<Item = (usize, u32)> + '_ {
+        let h = hash.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let (a, b) = (h, h.rotate_left(32) | 1);
+        (0..4u64).map(move |i| {
+            let counter = a.wrapping_add(i.wrapping_mul(b)) & self.mask;
+            // Masked to the table size, which is a usize.
+            #[allow(clippy::cast_possible_truncation)]
+            let slot = ((counter / 16) as usize, (counter % 16) as u32 * 4);
+            slot
+        })
+    }
+
+    /// Counts one request for the key with `hash`: only its smallest
+    /// counters grow (the "conservative update", which keeps keys sharing a
+    /// counter with a frequent one from looking frequent). Racing increments
+    /// of one word can lose one; the sketch is an estimate either way.
+    pub fn increment(&self, hash: u64) {
+        let min = self.estimate(hash);
+        if min < 15 {
+            for (word, shift) in self.slots(hash) {
+                let w = &self.words[word];
+                let v = w.load(Relaxed);
+                if (v >> shift) & 0xF == u64::from(min) {
+                    w.store(v + (1 << shift), Relaxed);
+                }
+            }
+        }
+        if self.additions.fetch_add(1, Relaxed) + 1 == self.reset_at {
+            self.halve();
+        }
+    }
+
+    /// How often the key with `hash` was requested lately (0 to 15).
+    pub fn estimate(&self, hash: u64) -> u8 {
+        // A nibble.
+        #[allow(clippy::cast_possible_truncation)]
+        let min = self.slots(hash).map(|(word, shift)| ((self.words[word].load(Relaxed) >> shift) & 0xF) as u8).min();
+        min.unwrap_or(0)
+    }
+
+    fn halve(&self) {
+        for w in &*self.words {
+            w.store((w.load(Relaxed) >> 1) & 0x7777_7777_7777_7777, Relaxed);
+        }
+        self.additions.store(0, Relaxed);
+    }
+}
+
+impl std::fmt::Debug for FrequencySketch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrequencySketch").field("bytes", &self.bytes()).finish_non_exhaustive()
+    }
+}
+
+/// One eviction candidate: where it is and how good a victim it is.
+#[derive(Debug, Clone)]
+pub(super) struct Candidate {
+    pub(super) score: u64,
+    pub(super) shard: usize,
+    pub(super) hash: u64,
+    /// A copy: holding the item would keep a deleted value's memory alive.
+    pub(super) key: Box<[u8]>,
+}
+
+/// The best candidates found so far (Redis's eviction pool).
+#[derive(Debug, Default)]
+pub(super) struct Pool(Mutex<Vec<Candidate>>);
+
+impl Pool {
+    /// Adds `found` and takes the best candidate out.
+    pub(super) fn best(&self, found: Vec<Candidate>) -> Option<Candidate> {
+        let mut pool = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for c in found {
+            if !pool.iter().any(|p| p.shard == c.shard && p.key == c.key) {
+                pool.push(c);
+            }
+        }
+        pool.sort_unstable_by_key(|c| c.score);
+        let best = pool.pop();
+        let excess = pool.len().saturating_sub(POOL - 1);
+        pool.drain(..excess);
+        best
+    }
+
+    /// Forgets every candidate (the policy changed, so their scores mean
+    /// something else).
+    pub(super) fn clear(&self) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+    }
+}
+
+/// The limit, the policy and the counters INFO shows. Shared by every shard.
+#[derive(Debug, Default)]
+pub struct Memory {
+    limit: AtomicU64,
+    policy: AtomicU8,
+    /// Sum of the footprints of stored keys.
+    pub(super) data: AtomicU64,
+    /// Footprints of writes between their check and their insert.
+    pub(super) reserved: AtomicU64,
+    /// Memory outside the keyspace the limit also covers (connection and
+    /// log buffers, the sketch), as the server last reported it.
+    external: AtomicU64,
+    peak: AtomicU64,
+    /// Keys with a TTL, so volatile policies know when there is none.
+    pub(super) volatile: AtomicU64,
+    pub(super) evicted: AtomicU64,
+    pub(super) hits: AtomicU64,
+    pub(super) misses: AtomicU64,
+    pub(super) pool: Pool,
+    /// Keys drawn per eviction; 0 means [`SAMPLES`].
+    samples: AtomicUsize,
+}
+
+impl Memory {
+    /// The limit in bytes; 0 = none.
+    pub fn limit(&self) -> u64 {
+        self.limit.load(Relaxed)
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> EvictionPolicy {
+        EvictionPolicy::from_code(self.policy.load(Relaxed))
+    }
+
+    pub(super) fn set_limit(&self, bytes: u64) {
+        self.limit.store(bytes, Relaxed);
+    }
+
+    pub(super) fn set_policy(&self, policy: EvictionPolicy) {
+        if self.policy.swap(policy.code(), Relaxed) != policy.code() {
+            self.pool.clear();
+        }
+    }
+
+    /// Keys drawn per eviction (Redis's `maxmemory-samples`).
+    pub fn samples(&self) -> usize {
+        match self.samples.load(Relaxed) {
+            0 => SAMPLES,
+            n => n,
+        }
+    }
+
+    /// Sets the keys drawn per eviction (at least 1, at most 64).
+    pub fn set_samples(&self, n: usize) {
+        self.samples.store(n.clamp(1, 64), Relaxed);
+    }
+
+    /// Sets the memory outside the keyspace that counts against the limit.
+    pub fn set_external(&self, bytes: u64) {
+        self.external.store(bytes, Relaxed);
+        self.note_peak();
+    }
+
+    /// What counts against the limit now: keys, buffers, and the writes
+    /// reserved but not yet stored.
+    pub fn used(&self) -> u64 {
+        self.data.load(Relaxed) + self.external.load(Relaxed) + self.reserved.load(Relaxed)
+    }
+
+    /// The part of [`Memory::used`] outside the keyspace.
+    pub fn external(&self) -> u64 {
+        self.external.load(Relaxed)
+    }
+
+    /// The keyspace's part of [`Memory::used`].
+    pub fn data(&self) -> u64 {
+        self.data.load(Relaxed)
+    }
+
+    /// The largest [`Memory::used`] seen.
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Relaxed)
+    }
+
+    pub(super) fn note_peak(&self) {
+        self.peak.fetch_max(self.used(), Relaxed);
+    }
+
+    /// Keys evicted since start.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Relaxed)
+    }
+
+    /// Lookups that found a live key, and those that did not.
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        (self.hits.load(Relaxed), self.misses.load(Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_ones_list_the_choices() {
+        for p in EvictionPolicy::ALL {
+            assert_eq!(p.name().parse::<EvictionPolicy>(), Ok(p));
+            assert_eq!(EvictionPolicy::from_code(p.code()), p);
+        }
+        let err = "lru".parse::<EvictionPolicy>().unwrap_err().to_string();
+        assert!(err.contains("allkeys-lru") && err.contains("allkeys-tinylfu"), "{err}");
+    }
+
+    #[test]
+    fn lfu_counters_grow_logarithmically_and_decay_per_idle_minute() {
+        let mut a = fresh(0);
+        for _ in 0..10_000 {
+            a = accessed(a, 0);
+        }
+        let c = a & 0xFF;
+        assert!((20..=60).contains(&c), "10k hits give a counter of about 30-40, not {c}");
+        let three_minutes = u32::try_from(180_000 / ACCESS_TICK_MS).unwrap() + 1;
+        assert_eq!(u32::from(decayed(a, three_minutes)), c - 3);
+    }
+
+    #[test]
+    fn the_sketch_counts_and_forgets() {
+        let s = FrequencySketch::new(256);
+        for _ in 0..7 {
+            s.increment(42);
+        }
+        assert_eq!(s.estimate(42), 7);
+        assert!(s.estimate(43) <= 1);
+        for i in 0..(10 * 256 - 7) {
+            s.increment(1_000_000 + i);
+        }
+        assert!(s.estimate(42) <= 3, "halved: {}", s.estimate(42));
+    }
+
+    #[test]
+    fn the_pool_gives_the_best_and_keeps_the_next_best() {
+        let pool = Pool::default();
+        let c = |score: u64| Candidate { score, shard: 0, hash: score, key: score.to_be_bytes().into() };
+        assert_eq!(pool.best((0..40).map(c).collect()).map(|c| c.score), Some(39));
+        assert_eq!(pool.best(vec![]).map(|c| c.score), Some(38));
+        assert_eq!(pool.0.lock().unwrap().len(), POOL - 2);
+    }
+}
