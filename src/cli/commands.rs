@@ -35,6 +35,8 @@ pub enum Op {
     Dbsize,
     Info,
     Save,
+    ConfigGet(String),
+    ConfigSet(String, String),
 }
 
 impl Op {
@@ -165,6 +167,11 @@ pub async fn run(opts: &ClientOpts, op: Op) -> anyhow::Result<ExitCode> {
         Op::Info => print!("{}", client.info().await?),
         Op::Save => {
             client.save().await?;
+            out.line("OK");
+        }
+        Op::ConfigGet(name) => out.line(&client.config_get(&name).await?),
+        Op::ConfigSet(name, value) => {
+            client.config_set(&name, &value).await?;
             out.line("OK");
         }
     }

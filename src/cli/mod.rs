@@ -77,8 +77,34 @@ enum Command {
     Info(NoArgs),
     /// Take a snapshot now.
     Save(NoArgs),
+    /// Read or change a run-time setting (maxmemory, maxmemory-policy, maxmemory-samples).
+    Config(ConfigArgs),
     /// Manage access tokens: add, list, revoke.
     Token(tokens::TokenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigArgs {
+    #[command(flatten)]
+    opts: ClientOpts,
+    #[command(subcommand)]
+    action: ConfigAction,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ConfigAction {
+    /// Print a setting's value (maxmemory in bytes).
+    Get {
+        /// maxmemory, maxmemory-policy or maxmemory-samples.
+        name: String,
+    },
+    /// Change a setting until the server stops (a lower maxmemory evicts at once).
+    Set {
+        /// maxmemory, maxmemory-policy or maxmemory-samples.
+        name: String,
+        /// The new value, as the flag takes it (512MiB, allkeys-lru, 5).
+        value: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -182,6 +208,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Dbsize(c) => (c.opts, Op::Dbsize),
         Command::Info(c) => (c.opts, Op::Info),
         Command::Save(c) => (c.opts, Op::Save),
+        Command::Config(c) => match c.action {
+            ConfigAction::Get { name } => (c.opts, Op::ConfigGet(name)),
+            ConfigAction::Set { name, value } => (c.opts, Op::ConfigSet(name, value)),
+        },
     };
     commands::run(&opts, op).await
 }

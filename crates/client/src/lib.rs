@@ -484,6 +484,30 @@ impl Client {
         self.found(Request::TokenRevoke { id: token_id.to_string() }).await
     }
 
+    /// A run-time setting's value (admin only): `maxmemory` (bytes),
+    /// `maxmemory-policy` or `maxmemory-samples`.
+    ///
+    /// # Errors
+    /// [`Error::Server`] with `NOPERM` for a non-admin token, `ERR` for an
+    /// unknown setting; any other [`Error`].
+    pub async fn config_get(&self, name: &str) -> Result<String> {
+        let r = self.request(&Request::ConfigGet { name: name.to_string() }).await?;
+        String::from_utf8(r.body.to_vec()).map_err(|_| Error::Protocol("CONFIG GET reply is not UTF-8".into()))
+    }
+
+    /// Changes a run-time setting (admin only) until the server stops, e.g.
+    /// `config_set("maxmemory", "512MiB")`. A lower limit is applied before
+    /// the answer: keys are evicted down to it.
+    ///
+    /// # Errors
+    /// [`Error::Server`] with `NOPERM` for a non-admin token, `ERR` for an
+    /// unknown setting or a bad value (nothing changes), `OOM` if the new
+    /// limit is set but the policy cannot evict down to it.
+    pub async fn config_set(&self, name: &str, value: &str) -> Result<()> {
+        self.request(&Request::ConfigSet { name: name.to_string(), value: value.to_string() }).await?;
+        Ok(())
+    }
+
     /// The server's INFO text.
     ///
     /// # Errors

@@ -331,6 +331,12 @@ impl Log {
         (st.since_cut, st.bytes_since_cut)
     }
 
+    /// Bytes the append buffer holds (records not yet handed to the writer
+    /// thread, and the buffer's spare capacity).
+    pub fn buffered_bytes(&self) -> u64 {
+        lock(&self.shared.state).buf.capacity() as u64
+    }
+
     /// The current status.
     pub fn status(&self) -> LogStatus {
         self.shared.status.borrow().clone()

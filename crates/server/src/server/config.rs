@@ -28,6 +28,9 @@
 //! | `--snapshot-log-min-size` | `CRYPTOMEM_SNAPSHOT_LOG_MIN_SIZE` | `snapshot_log_min_size` | `64MiB` |
 //! | `--snapshot-log-percentage` | `CRYPTOMEM_SNAPSHOT_LOG_PERCENTAGE` | `snapshot_log_percentage` | 100; 0 = never by log size |
 //! | `--snapshot-after-writes` | `CRYPTOMEM_SNAPSHOT_AFTER_WRITES` | `snapshot_after_writes` | 0 = never by count |
+//! | `--maxmemory`         | `CRYPTOMEM_MAXMEMORY`        | `maxmemory`         | `0` = no limit; bytes with units (`512MiB`) |
+//! | `--maxmemory-policy`  | `CRYPTOMEM_MAXMEMORY_POLICY` | `maxmemory_policy`  | `noeviction` (Redis's names, and `allkeys-tinylfu`) |
+//! | `--maxmemory-samples` | `CRYPTOMEM_MAXMEMORY_SAMPLES`| `maxmemory_samples` | 5 keys drawn per eviction, 1 to 64 |
 //!
 //! The file is named by `--config` / `CRYPTOMEM_CONFIG`; unknown keys in it are errors.
 
@@ -42,7 +45,7 @@ use crate::auth::{AuthConfig, HashParams, ThrottleConfig};
 use crate::persist::PersistConfig;
 use crate::persist::disk::{LogDisk, OsDisk};
 use crate::protocol::{HARD_MAX_VALUE_LEN, Limits};
-use crate::store::{Clock, DEFAULT_SHARDS};
+use crate::store::{Clock, DEFAULT_SHARDS, EvictionPolicy};
 use crate::units::{parse_duration, parse_size};
 
 /// Default listen address (Redis is 6379; we are one thousand up).
@@ -53,7 +56,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7379";
 /// [`Settings::resolve`]) reads. Tests check the `--help` texts and the
 /// README's table against it. `threads` and `auth-concurrency` depend on the
 /// cores and are computed in `resolve`.
-pub const DEFAULTS: [(&str, &str); 23] = [
+pub const DEFAULTS: [(&str, &str); 26] = [
     ("listen", DEFAULT_LISTEN),
     ("data", "./data"),
     ("max-connections", "10000"),
@@ -77,6 +80,9 @@ pub const DEFAULTS: [(&str, &str); 23] = [
     ("snapshot-log-min-size", "64MiB"),
     ("snapshot-log-percentage", "100"),
     ("snapshot-after-writes", "0"),
+    ("maxmemory", "0"),
+    ("maxmemory-policy", "noeviction"),
+    ("maxmemory-samples", "5"),
 ];
 
 /// A configuration that cannot be used.
@@ -187,6 +193,18 @@ pub struct Settings {
     /// Also snapshot after this many changes; 0 = never by count [default: 0].
     #[arg(long, env = "CRYPTOMEM_SNAPSHOT_AFTER_WRITES")]
     pub snapshot_after_writes: Option<u64>,
+    /// Memory limit for keys and buffers, e.g. 512MiB; 0 = none [default: 0].
+    #[arg(long, env = "CRYPTOMEM_MAXMEMORY")]
+    pub maxmemory: Option<String>,
+    /// What goes at the limit: noeviction, allkeys-lru, volatile-lru,
+    /// allkeys-lfu, volatile-lfu, allkeys-random, volatile-random,
+    /// volatile-ttl or allkeys-tinylfu [default: noeviction].
+    #[arg(long, env = "CRYPTOMEM_MAXMEMORY_POLICY")]
+    pub maxmemory_policy: Option<String>,
+    /// Keys drawn per eviction, 1 to 64; more is closer to the policy's
+    /// ideal and slower [default: 5].
+    #[arg(long, env = "CRYPTOMEM_MAXMEMORY_SAMPLES")]
+    pub maxmemory_samples: Option<usize>,
 }
 
 impl Settings {
@@ -229,6 +247,9 @@ impl Settings {
             snapshot_log_min_size: self.snapshot_log_min_size.or(lower.snapshot_log_min_size),
             snapshot_log_percentage: self.snapshot_log_percentage.or(lower.snapshot_log_percentage),
             snapshot_after_writes: self.snapshot_after_writes.or(lower.snapshot_after_writes),
+            maxmemory: self.maxmemory.or(lower.maxmemory),
+            maxmemory_policy: self.maxmemory_policy.or(lower.maxmemory_policy),
+            maxmemory_samples: self.maxmemory_samples.or(lower.maxmemory_samples),
         }
     }
 
@@ -264,6 +285,9 @@ impl Settings {
             snapshot_log_min_size: text("snapshot-log-min-size"),
             snapshot_log_percentage: number(text("snapshot-log-percentage")),
             snapshot_after_writes: number(text("snapshot-after-writes")),
+            maxmemory: text("maxmemory"),
+            maxmemory_policy: text("maxmemory-policy"),
+            maxmemory_samples: number(text("maxmemory-samples")),
         }
     }
 
@@ -329,6 +353,14 @@ impl Settings {
             snapshot_log_percentage: s.snapshot_log_percentage.unwrap_or_default(),
             snapshot_after_writes: s.snapshot_after_writes.unwrap_or_default(),
         };
+        let memory_limit = MemoryLimit {
+            bytes: parse_size(&text(&s.maxmemory)).map_err(|e| invalid("maxmemory", e))? as u64,
+            policy: text(&s.maxmemory_policy).parse().map_err(|e| invalid("maxmemory-policy", e))?,
+            samples: s.maxmemory_samples.unwrap_or_default(),
+        };
+        if !(1..=64).contains(&memory_limit.samples) {
+            return Err(invalid("maxmemory-samples", format!("{} is outside 1..=64", memory_limit.samples)));
+        }
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         let duration =
             |value: &Option<String>, name: &'static str| parse_duration(&text(value)).map_err(|e| invalid(name, e));
@@ -370,9 +402,21 @@ impl Settings {
             clock: Clock::System,
             shutdown_grace: Duration::from_secs(5),
             persist,
+            memory: memory_limit,
             log_disk: Arc::new(OsDisk),
         })
     }
+}
+
+/// The memory limit settings (changeable at run time with CONFIG SET).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryLimit {
+    /// Bytes; 0 = no limit.
+    pub bytes: u64,
+    /// What goes at the limit.
+    pub policy: EvictionPolicy,
+    /// Keys drawn per eviction.
+    pub samples: usize,
 }
 
 /// The resolved configuration a server runs with.
@@ -407,6 +451,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Log and snapshot settings.
     pub persist: PersistConfig,
+    /// The memory limit and what goes when it is reached.
+    pub memory: MemoryLimit,
     /// Where the log's files are written: the real disk, or a fault-injecting
     /// one in tests.
     pub log_disk: Arc<dyn LogDisk>,

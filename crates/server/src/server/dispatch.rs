@@ -18,7 +18,8 @@ pub(super) fn execute(shared: &Shared, request: Request, out: &mut Vec<u8>) -> O
     match run(shared, request, out, &mut seq) {
         Ok(Some(response)) => push(out, &response),
         Ok(None) => {}
-        Err(e) => push(out, &Response::error("IOERR", &e.to_string())),
+        Err(e @ StoreError::OutOfMemory { .. }) => push(out, &Response::error("OOM", &e.to_string())),
+        Err(e @ StoreError::Journal(_)) => push(out, &Response::error("IOERR", &e.to_string())),
     }
     is_write.then_some(seq)
 }
@@ -87,7 +88,9 @@ fn run(shared: &Shared, request: Request, out: &mut Vec<u8>, seq: &mut u64) -> R
         Request::Ping { message } => Response::ok(message),
         Request::DbSize => Response::ok(Bytes::copy_from_slice(&(store.len() as u64).to_be_bytes())),
         Request::Info => {
-            let mut info = shared.stats.render(store, shared.config.max_connections, shared.request_buffers.held());
+            let log_buffer = shared.persistence.log().buffered_bytes();
+            let mut info =
+                shared.stats.render(store, shared.config.max_connections, shared.request_buffers.held(), log_buffer);
             info.push_str(&auth_info(shared));
             info.push_str(&shared.persistence.info());
             Response::ok(info)
@@ -96,7 +99,9 @@ fn run(shared: &Shared, request: Request, out: &mut Vec<u8>, seq: &mut u64) -> R
         | Request::Save
         | Request::TokenAdd { .. }
         | Request::TokenList
-        | Request::TokenRevoke { .. } => session_only(),
+        | Request::TokenRevoke { .. }
+        | Request::ConfigGet { .. }
+        | Request::ConfigSet { .. } => session_only(),
     };
     Ok(Some(response))
 }

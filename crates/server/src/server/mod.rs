@@ -18,6 +18,7 @@
 //! ([`ServerError::LogFailed`]) without a snapshot.
 
 mod config;
+mod config_command;
 mod data_dir;
 mod dispatch;
 mod request_buffers;
@@ -33,7 +34,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
-pub use config::{ConfigError, DEFAULTS, ServerConfig, Settings};
+pub use config::{ConfigError, DEFAULTS, MemoryLimit, ServerConfig, Settings};
 pub use stats::Stats;
 
 use crate::auth::Authenticator;
@@ -106,10 +107,13 @@ impl Server {
     /// (naming file and offset), [`ServerError::Bind`] if the address is taken.
     pub async fn bind(config: ServerConfig, data: DataDir) -> Result<Self, ServerError> {
         let started = std::time::Instant::now();
+        let store = Store::new(config.shards);
+        store.configure_memory(config.memory.bytes, config.memory.policy);
+        store.memory().set_samples(config.memory.samples);
         let (persistence, report) = Persistence::open_on(
             Arc::clone(&config.log_disk),
             data.root(),
-            Store::new(config.shards),
+            store,
             config.clock.clone(),
             config.persist,
         )?;
@@ -123,6 +127,7 @@ impl Server {
             fsync = %config.persist.fsync,
             "recovered the keyspace"
         );
+        fit_under_the_limit(&store, &config);
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
@@ -269,11 +274,43 @@ async fn watch_tokens(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     .await;
 }
 
-/// Reclaims expired keys, a bounded batch per shard at a time.
+/// A data dir holding more than `--maxmemory` allows is evicted down to it
+/// at start (journaled, so it stays down), or, under `noeviction`, serves
+/// reads and answers writes `OOM` until keys are deleted.
+fn fit_under_the_limit(store: &Store, config: &ServerConfig) {
+    let limit = store.memory().limit();
+    if limit == 0 || store.memory().used() <= limit {
+        return;
+    }
+    match store.evict_to_limit(config.clock.now_ms()) {
+        Ok(evicted) => info!(
+            evicted,
+            used_memory = store.memory().used(),
+            maxmemory = limit,
+            policy = %store.memory().policy(),
+            "the recovered keyspace was over the memory limit: evicted keys to fit"
+        ),
+        Err(e) => {
+            warn!(error = %e, "the recovered keyspace is over the memory limit; writes that need memory answer OOM")
+        }
+    }
+}
+
+/// What counts against `--maxmemory` besides the keys: request buffers and
+/// the eviction sketch. The log's append buffer does not (as Redis leaves
+/// its AOF buffer out): it has its own bound, and evicting keys because the
+/// disk is slow would lose data to a stall.
+fn memory_outside_keys(shared: &Shared) -> u64 {
+    shared.request_buffers.held() as u64 + shared.store.sketch_bytes()
+}
+
+/// Reclaims expired keys, a bounded batch per shard at a time, and updates
+/// the memory the limit counts outside the keyspace.
 async fn janitor(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     every(JANITOR_INTERVAL, stop, || {
         let shared = Arc::clone(&shared);
         async move {
+            shared.store.memory().set_external(memory_outside_keys(&shared));
             loop {
                 let (removed, more) = shared.store.reclaim_expired(shared.config.clock.now_ms(), JANITOR_BUDGET);
                 shared.stats.expired_keys.fetch_add(removed as u64, std::sync::atomic::Ordering::Relaxed);

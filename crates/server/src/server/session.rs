@@ -346,7 +346,32 @@ impl Session {
                 Ok(false) => Response::not_found(),
                 Err(e) => Response::error("ERR", &e.to_string()),
             },
+            Request::ConfigGet { name } => match super::config_command::get(&self.shared.store, &name) {
+                Ok(value) => Response::ok(value.into_bytes()),
+                Err(e) => Response::error("ERR", &e.to_string()),
+            },
+            Request::ConfigSet { name, value } => self.config_set(&name, &value).await,
             _ => Response::error("ERR", "not an administrative command"),
+        }
+    }
+
+    /// CONFIG SET; a lower limit is applied at once, evicting on a blocking
+    /// thread (a large keyspace takes a while) before the answer.
+    async fn config_set(&mut self, name: &str, value: &str) -> Response {
+        let store = &self.shared.store;
+        match super::config_command::set(store, name, value) {
+            Err(e) => Response::error("ERR", &e.to_string()),
+            Ok(false) => Response::ok_empty(),
+            Ok(true) => {
+                info!(peer = %self.peer, setting = name, value, "CONFIG SET");
+                let store = Arc::clone(store);
+                let now = self.shared.config.clock.now_ms();
+                match tokio::task::spawn_blocking(move || store.evict_to_limit(now)).await {
+                    Ok(Ok(_)) => Response::ok_empty(),
+                    Ok(Err(e)) => Response::error("OOM", &format!("set, but still over the limit: {e}")),
+                    Err(_) => Response::error("ERR", "eviction stopped unexpectedly"),
+                }
+            }
         }
     }
 

@@ -54,7 +54,13 @@ pub fn bump(counter: &AtomicU64) {
 
 impl Stats {
     /// The INFO body: `# Section` headers and `name:value` lines.
-    pub fn render(&self, store: &Store, max_connections: usize, incomplete_request_bytes: usize) -> String {
+    pub fn render(
+        &self,
+        store: &Store,
+        max_connections: usize,
+        incomplete_request_bytes: usize,
+        log_buffer_bytes: u64,
+    ) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::with_capacity(1024);
         let _ = writeln!(out, "# Server");
@@ -69,7 +75,19 @@ impl Stats {
         let _ = writeln!(out, "rejected_connections:{}", get(&self.connections_rejected));
         let _ = writeln!(out, "handshake_failures:{}", get(&self.handshake_failures));
         let _ = writeln!(out, "\n# Memory");
-        let _ = writeln!(out, "used_memory_dataset:{}", store.memory().data());
+        let memory = store.memory();
+        let _ = writeln!(out, "used_memory:{}", memory.used());
+        let _ = writeln!(out, "used_memory_peak:{}", memory.peak().max(memory.used()));
+        let _ = writeln!(out, "used_memory_dataset:{}", memory.data());
+        let _ = writeln!(out, "used_memory_buffers:{}", memory.external());
+        let _ = writeln!(out, "maxmemory:{}", memory.limit());
+        let _ = writeln!(out, "maxmemory_policy:{}", memory.policy());
+        let _ = writeln!(out, "maxmemory_samples:{}", memory.samples());
+        let _ = writeln!(out, "used_memory_log_buffer:{log_buffer_bytes}");
+        let _ = writeln!(
+            out,
+            "used_memory_not_counted:log buffer, shard headers, replaced map nodes still read, allocator metadata"
+        );
         let _ = writeln!(out, "incomplete_request_bytes:{incomplete_request_bytes}");
         if let Some(rss) = resident_bytes() {
             let _ = writeln!(out, "used_memory_rss:{rss}");
@@ -78,6 +96,10 @@ impl Stats {
         let _ = writeln!(out, "total_commands_processed:{}", get(&self.commands_processed));
         let _ = writeln!(out, "protocol_errors:{}", get(&self.protocol_errors));
         let _ = writeln!(out, "expired_keys:{}", get(&self.expired_keys));
+        let _ = writeln!(out, "evicted_keys:{}", memory.evicted());
+        let (hits, misses) = memory.hits_and_misses();
+        let _ = writeln!(out, "keyspace_hits:{hits}");
+        let _ = writeln!(out, "keyspace_misses:{misses}");
         let _ = writeln!(out, "requests_timed_out:{}", get(&self.requests_timed_out));
         let _ = writeln!(out, "requests_refused_buffer_full:{}", get(&self.requests_refused_buffer_full));
         let _ = writeln!(out, "\n# Keyspace");

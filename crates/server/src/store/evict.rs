@@ -70,7 +70,7 @@ pub enum EvictionPolicy {
 pub struct UnknownPolicy(pub String);
 
 impl EvictionPolicy {
-    /// Every policy, in [`EvictionPolicy::code`] order.
+    /// Every policy; a policy's position here is its code in memory.
     pub const ALL: [EvictionPolicy; 9] = [
         Self::NoEviction,
         Self::AllKeysLru,

@@ -76,10 +76,12 @@
 //! | 17 | TOKEN ADD | role: `read`, `write` or `admin` | token spec | - | the new token, UTF-8, shown once | - |
 //! | 18 | TOKEN LIST | - | - | - | UTF-8 TOML: `[[token]]` tables with `id`, `role`, `prefixes`, `label`, `created_unix_ms` (never hashes) | - |
 //! | 19 | TOKEN REVOKE | token id | - | - | empty | no such token |
+//! | 20 | CONFIG GET | setting name (`maxmemory`, `maxmemory-policy`, `maxmemory-samples`) | - | - | its value, UTF-8 (`maxmemory` in bytes) | - (an unknown name is `ERR`) |
+//! | 21 | CONFIG SET | setting name, as for CONFIG GET | new value, UTF-8 (`512MiB`, `allkeys-lru`, `5`) | - | empty | - (a bad name or value is `ERR`) |
 //!
 //! A token spec is `label_len: u16`, the label (UTF-8), then `count: u32`
-//! (0..=64) and `count` times (`len: u16`, prefix bytes, UTF-8). SAVE and the
-//! TOKEN commands need an admin token; writes need write or admin; a refused
+//! (0..=64) and `count` times (`len: u16`, prefix bytes, UTF-8). SAVE, CONFIG and
+//! the TOKEN commands need an admin token; writes need write or admin; a refused
 //! command gets `NOPERM` and the connection stays usable (roles table in
 //! the server's `auth::permissions`). A token revoked while a connection uses it
 //! makes that connection's next request fail with `NOAUTH` and close.
@@ -252,8 +254,15 @@ pub mod commands {
     pub const TOKEN_REVOKE: Command =
         Command { code: 19, name: "TOKEN REVOKE", writes: false, access: Access::Admin, runs: Runs::Session };
 
+    /// CONFIG GET name.
+    pub const CONFIG_GET: Command =
+        Command { code: 20, name: "CONFIG GET", writes: false, access: Access::Admin, runs: Runs::Session };
+    /// CONFIG SET name value.
+    pub const CONFIG_SET: Command =
+        Command { code: 21, name: "CONFIG SET", writes: false, access: Access::Admin, runs: Runs::Session };
+
     /// Every command, in code order.
-    pub const ALL: [Command; 19] = [
+    pub const ALL: [Command; 21] = [
         SET,
         GET,
         DELETE,
@@ -273,6 +282,8 @@ pub mod commands {
         TOKEN_ADD,
         TOKEN_LIST,
         TOKEN_REVOKE,
+        CONFIG_GET,
+        CONFIG_SET,
     ];
 }
 
@@ -318,6 +329,10 @@ pub mod command {
     pub const TOKEN_LIST: u8 = commands::TOKEN_LIST.code;
     /// TOKEN REVOKE.
     pub const TOKEN_REVOKE: u8 = commands::TOKEN_REVOKE.code;
+    /// CONFIG GET.
+    pub const CONFIG_GET: u8 = commands::CONFIG_GET.code;
+    /// CONFIG SET.
+    pub const CONFIG_SET: u8 = commands::CONFIG_SET.code;
 }
 
 /// Size limits a decoder enforces before allocating anything.

@@ -110,6 +110,18 @@ pub enum Request {
         /// The token's id.
         id: String,
     },
+    /// CONFIG GET: a run-time setting's value.
+    ConfigGet {
+        /// The setting (`maxmemory`, `maxmemory-policy`, `maxmemory-samples`).
+        name: String,
+    },
+    /// CONFIG SET: change a run-time setting.
+    ConfigSet {
+        /// The setting.
+        name: String,
+        /// Its new value, as the flag takes it.
+        value: String,
+    },
 }
 
 impl fmt::Debug for Request {
@@ -134,6 +146,8 @@ impl fmt::Debug for Request {
             Self::TokenAdd { role, prefixes, label } => write!(f, "TokenAdd({role:?}, {prefixes:?}, {label:?})"),
             Self::TokenList => f.write_str("TokenList"),
             Self::TokenRevoke { id } => write!(f, "TokenRevoke({id})"),
+            Self::ConfigGet { name } => write!(f, "ConfigGet({name})"),
+            Self::ConfigSet { name, value } => write!(f, "ConfigSet({name} = {value})"),
         }
     }
 }
@@ -171,6 +185,8 @@ impl Request {
             Self::TokenAdd { .. } => commands::TOKEN_ADD,
             Self::TokenList => commands::TOKEN_LIST,
             Self::TokenRevoke { .. } => commands::TOKEN_REVOKE,
+            Self::ConfigGet { .. } => commands::CONFIG_GET,
+            Self::ConfigSet { .. } => commands::CONFIG_SET,
         }
     }
 }
@@ -300,6 +316,19 @@ fn parse_command(code: u8, key: Bytes, value: Bytes, ttl: i64, limits: &Limits) 
                 return Err("TOKEN REVOKE needs a token id as its key".into());
             }
             Request::TokenRevoke { id: id.to_string() }
+        }
+        command::CONFIG_GET => {
+            fields.no_value()?;
+            fields.no_ttl()?;
+            Request::ConfigGet { name: setting_name(&fields.key)? }
+        }
+        command::CONFIG_SET => {
+            fields.no_ttl()?;
+            let value = std::str::from_utf8(&fields.value).map_err(|_| "CONFIG SET needs a UTF-8 value")?;
+            if value.len() > 256 {
+                return Err("CONFIG SET values are at most 256 bytes".into());
+            }
+            Request::ConfigSet { name: setting_name(&fields.key)?, value: value.to_string() }
         }
         other => return Err(format!("unknown command code {other}")),
     })
@@ -480,6 +509,17 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) -> Result<(), FrameE
         }
         Request::TokenList => write_frame(out, code, none, none, 0),
         Request::TokenRevoke { id } => write_frame(out, code, id.as_bytes(), none, 0),
+        Request::ConfigGet { name } => write_frame(out, code, name.as_bytes(), none, 0),
+        Request::ConfigSet { name, value } => write_frame(out, code, name.as_bytes(), value.as_bytes(), 0),
+    }
+}
+
+/// A CONFIG setting name: UTF-8, 1 to 64 bytes (which names exist is the
+/// server's business).
+fn setting_name(key: &[u8]) -> Result<String, String> {
+    match std::str::from_utf8(key) {
+        Ok(name) if (1..=64).contains(&name.len()) => Ok(name.to_ascii_lowercase()),
+        _ => Err("CONFIG needs a setting name (UTF-8, 1 to 64 bytes) as its key".into()),
     }
 }
 

@@ -1,0 +1,134 @@
+//! The memory limit as a user meets it: OOM under noeviction, evictions
+//! that survive a restart, a data dir larger than the limit, CONFIG SET.
+
+mod common;
+
+use common::{TestServer, info_field};
+use cryptomem_client::{Client, Error};
+use cryptomem_server::store::{Clock, EvictionPolicy};
+
+async fn used_and_limit(client: &Client) -> (u64, u64) {
+    let info = client.info().await.unwrap();
+    (info_field(&info, "used_memory").parse().unwrap(), info_field(&info, "maxmemory").parse().unwrap())
+}
+
+async fn fill(client: &Client, n: usize) {
+    for i in 0..n {
+        client.set(&format!("key{i}"), &[7u8; 100]).await.unwrap();
+    }
+}
+
+async fn present(client: &Client, n: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        if client.exists(&format!("key{i}")).await.unwrap() {
+            out.push(i);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn noeviction_answers_oom_and_keeps_reads_and_deletes_working() {
+    let server = TestServer::start_with(|c| c.clock = Clock::System).await;
+    let client = server.client().await;
+    fill(&client, 50).await;
+    let (used, _) = used_and_limit(&client).await;
+    client.config_set("maxmemory", &used.to_string()).await.unwrap();
+    assert_eq!(client.config_get("maxmemory-policy").await.unwrap(), "noeviction");
+    let err = client.set("one-more", &[1u8; 100]).await.unwrap_err();
+    assert!(matches!(&err, Error::Server { code, .. } if code == "OOM"), "{err}");
+    assert_eq!(present(&client, 50).await.len(), 50, "nothing stored was lost");
+    assert_eq!(client.get("key3").await.unwrap(), Some(vec![7u8; 100]));
+    assert!(client.delete("key3").await.unwrap());
+    client.set("one-more", &[1u8; 100]).await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn evicted_keys_stay_gone_after_a_restart() {
+    let server = TestServer::start_with(|c| c.clock = Clock::System).await;
+    let client = server.client().await;
+    fill(&client, 100).await;
+    let (used, _) = used_and_limit(&client).await;
+    client.config_set("maxmemory-policy", "allkeys-lru").await.unwrap();
+    client.config_set("maxmemory", &(used / 2).to_string()).await.unwrap();
+    let kept = present(&client, 100).await;
+    assert!(kept.len() < 60, "the lower limit evicted at once: {} left", kept.len());
+    let info = client.info().await.unwrap();
+    assert_eq!(info_field(&info, "evicted_keys").parse::<usize>().unwrap(), 100 - kept.len());
+    let (used, limit) = used_and_limit(&client).await;
+    assert!(used <= limit, "{used} > {limit}");
+    drop(client);
+    let server = server.restart(|c| c.clock = Clock::System).await;
+    let client = server.client().await;
+    assert_eq!(present(&client, 100).await, kept, "a restart brings no evicted key back");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_data_dir_larger_than_the_limit_recovers_within_it() {
+    let server = TestServer::start_with(|c| c.clock = Clock::System).await;
+    let client = server.client().await;
+    fill(&client, 200).await;
+    let (used, _) = used_and_limit(&client).await;
+    drop(client);
+    let server = server
+        .restart(|c| {
+            c.clock = Clock::System;
+            c.memory.bytes = used / 4;
+            c.memory.policy = EvictionPolicy::AllKeysRandom;
+        })
+        .await;
+    let client = server.client().await;
+    let (now_used, limit) = used_and_limit(&client).await;
+    assert_eq!(limit, used / 4);
+    assert!(now_used <= limit, "{now_used} > {limit}");
+    let left = present(&client, 200).await.len();
+    assert!((20..=60).contains(&left), "{left} of 200 keys fit a quarter of the memory");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn under_write_load_used_memory_stays_at_or_under_the_limit() {
+    let server = TestServer::start_with(|c| {
+        c.clock = Clock::System;
+        c.memory.bytes = 64 * 1024;
+        c.memory.policy = EvictionPolicy::AllKeysTinyLfu;
+    })
+    .await;
+    let client = server.client().await;
+    for round in 0..4 {
+        let mut pipe = client.pipeline();
+        for i in 0..500 {
+            pipe.set(format!("k{round}-{i}"), [3u8; 200]).unwrap();
+        }
+        pipe.execute().await.unwrap();
+        let (used, limit) = used_and_limit(&client).await;
+        assert!(used <= limit, "round {round}: {used} > {limit}");
+    }
+    let info = client.info().await.unwrap();
+    assert!(info_field(&info, "evicted_keys").parse::<u64>().unwrap() > 1000);
+    assert_eq!(info_field(&info, "maxmemory_policy"), "allkeys-tinylfu");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn config_needs_an_admin_and_rejects_bad_values() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let err = client.config_set("maxmemory-policy", "lru").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Server { code, message } if code == "ERR" && message.contains("allkeys-lru")),
+        "{err}"
+    );
+    let err = client.config_get("requirepass").await.unwrap_err();
+    assert!(matches!(&err, Error::Server { code, .. } if code == "ERR"), "{err}");
+    let token = client.token_add(cryptomem_wire::Role::Write, vec![], "writer").await.unwrap();
+    let mut config = server.config();
+    config.token = token;
+    let writer = Client::connect(config).await.unwrap();
+    let err = writer.config_get("maxmemory").await.unwrap_err();
+    assert!(matches!(&err, Error::Server { code, .. } if code == "NOPERM"), "{err}");
+    server.stop().await;
+}
