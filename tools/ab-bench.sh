@@ -5,23 +5,28 @@
 # built already (cargo build --release --workspace in each checkout).
 #
 # Usage: tools/ab-bench.sh A_CHECKOUT B_CHECKOUT
-#   ROUNDS=5 TEST=set PIPELINE=16 CLIENTS=50 REQUESTS=300000
+#   ROUNDS=5 TEST=set PIPELINE=16 CLIENTS=50 REQUESTS=300000 KEYSPACE=100000
+#   A_ARGS / B_ARGS: extra `serve` flags per side, so one checkout can be
+#   compared with itself under two settings, e.g. throughput at a memory
+#   limit: A_ARGS= B_ARGS="--maxmemory 8MiB --maxmemory-policy allkeys-lru"
+#   KEYSPACE=1000000 tools/ab-bench.sh . .
 set -euo pipefail
 [ $# -eq 2 ] || { echo "usage: $0 A_CHECKOUT B_CHECKOUT" >&2; exit 2; }
 ROUNDS=${ROUNDS:-5}; TEST=${TEST:-set}; PIPELINE=${PIPELINE:-16}; CLIENTS=${CLIENTS:-50}; REQUESTS=${REQUESTS:-300000}
+KEYSPACE=${KEYSPACE:-100000}
 ticks=$(getconf CLK_TCK)
 
 run() { # prints "ops_per_sec server_ns_per_request"
-  local root=$1 dir port pid t0 t1 out
+  local root=$1 args=$2 dir port pid t0 t1 out
   dir=$(mktemp -d)
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  "$root/target/release/cryptomem" serve --listen "127.0.0.1:$port" --data "$dir/data" --log warn >/dev/null 2>&1 &
+  "$root/target/release/cryptomem" serve --listen "127.0.0.1:$port" --data "$dir/data" --log warn $args >/dev/null 2>&1 &
   pid=$!
   for _ in $(seq 100); do [ -f "$dir/data/credentials.toml" ] && break; sleep 0.1; done
   sleep 0.5
   t0=$(awk '{print $14+$15}' "/proc/$pid/stat")
   out=$("$root/target/release/cryptomem-tool" bench --credentials "$dir/data/credentials.toml" \
-    -c "$CLIENTS" -P "$PIPELINE" -n "$REQUESTS" -t "$TEST" --json 2>/dev/null)
+    -c "$CLIENTS" -P "$PIPELINE" -n "$REQUESTS" -r "$KEYSPACE" -t "$TEST" --json 2>/dev/null)
   t1=$(awk '{print $14+$15}' "/proc/$pid/stat")
   kill "$pid"; wait "$pid" 2>/dev/null || true; rm -rf "$dir"
   local ops
@@ -31,8 +36,8 @@ run() { # prints "ops_per_sec server_ns_per_request"
 
 results=$(mktemp)
 for i in $(seq "$ROUNDS"); do
-  echo "A $(run "$1")" | tee -a "$results"
-  echo "B $(run "$2")" | tee -a "$results"
+  echo "A $(run "$1" "${A_ARGS:-}")" | tee -a "$results"
+  echo "B $(run "$2" "${B_ARGS:-}")" | tee -a "$results"
 done
 python3 - "$results" <<'PY'
 import statistics, sys
