@@ -18,6 +18,16 @@ async fn fill(client: &Client, n: usize) {
     }
 }
 
+/// A server (system clock, no limit) holding `n` keys of 100 bytes, a
+/// client, and the memory used.
+async fn filled_server(n: usize) -> (TestServer, Client, u64) {
+    let server = TestServer::start_with(|c| c.clock = Clock::System).await;
+    let client = server.client().await;
+    fill(&client, n).await;
+    let (used, _) = used_and_limit(&client).await;
+    (server, client, used)
+}
+
 async fn present(client: &Client, n: usize) -> Vec<usize> {
     let mut out = Vec::new();
     for i in 0..n {
@@ -30,10 +40,7 @@ async fn present(client: &Client, n: usize) -> Vec<usize> {
 
 #[tokio::test]
 async fn noeviction_answers_oom_and_keeps_reads_and_deletes_working() {
-    let server = TestServer::start_with(|c| c.clock = Clock::System).await;
-    let client = server.client().await;
-    fill(&client, 50).await;
-    let (used, _) = used_and_limit(&client).await;
+    let (server, client, used) = filled_server(50).await;
     client.config_set("maxmemory", &used.to_string()).await.unwrap();
     assert_eq!(client.config_get("maxmemory-policy").await.unwrap(), "noeviction");
     let err = client.set("one-more", &[1u8; 100]).await.unwrap_err();
@@ -47,10 +54,7 @@ async fn noeviction_answers_oom_and_keeps_reads_and_deletes_working() {
 
 #[tokio::test]
 async fn evicted_keys_stay_gone_after_a_restart() {
-    let server = TestServer::start_with(|c| c.clock = Clock::System).await;
-    let client = server.client().await;
-    fill(&client, 100).await;
-    let (used, _) = used_and_limit(&client).await;
+    let (server, client, used) = filled_server(100).await;
     client.config_set("maxmemory-policy", "allkeys-lru").await.unwrap();
     client.config_set("maxmemory", &(used / 2).to_string()).await.unwrap();
     let kept = present(&client, 100).await;
@@ -68,10 +72,7 @@ async fn evicted_keys_stay_gone_after_a_restart() {
 
 #[tokio::test]
 async fn a_data_dir_larger_than_the_limit_recovers_within_it() {
-    let server = TestServer::start_with(|c| c.clock = Clock::System).await;
-    let client = server.client().await;
-    fill(&client, 200).await;
-    let (used, _) = used_and_limit(&client).await;
+    let (server, client, used) = filled_server(200).await;
     drop(client);
     let server = server
         .restart(|c| {
