@@ -3,11 +3,11 @@
 //! A key's footprint is what the allocator hands out for its item (rounded up
 //! to jemalloc's size class, the allocator the server binary uses), plus its
 //! share of the map (a 16-byte slot and the amortized branch headers), plus an
-//! entry in the shard's expiry index when it has a TTL. The constants were
-//! calibrated against resident-set growth at 1M keys (README, "Memory and
-//! eviction"); what is not counted per key (shard headers, the published
-//! maps' spare nodes between a write and the next, allocator metadata) is the
-//! difference INFO's `used_memory_rss` shows.
+//! entry in the shard's expiry index when it has a TTL. The constants follow
+//! the layout (item header, 16-byte slots, amortized branch headers); they
+//! are still to be checked against resident-set growth at 1M keys. What is
+//! not counted per key (shard headers, map nodes replaced while readers hold
+//! them, allocator metadata) is the difference INFO's `used_memory_rss` shows.
 
 use super::Item;
 
