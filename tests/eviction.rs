@@ -63,6 +63,8 @@ async fn evicted_keys_stay_gone_after_a_restart() {
     assert_eq!(info_field(&info, "evicted_keys").parse::<usize>().unwrap(), 100 - kept.len());
     let (used, limit) = used_and_limit(&client).await;
     assert!(used <= limit, "{used} > {limit}");
+    let info = client.info().await.unwrap();
+    assert!(info_field(&info, "used_memory_peak").parse::<u64>().unwrap() >= used);
     drop(client);
     let server = server.restart(|c| c.clock = Clock::System).await;
     let client = server.client().await;

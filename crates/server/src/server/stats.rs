@@ -97,7 +97,7 @@ impl Stats {
         let _ = writeln!(out, "protocol_errors:{}", get(&self.protocol_errors));
         let _ = writeln!(out, "expired_keys:{}", get(&self.expired_keys));
         let _ = writeln!(out, "evicted_keys:{}", memory.evicted());
-        let (hits, misses) = memory.hits_and_misses();
+        let (hits, misses) = store.hits_and_misses();
         let _ = writeln!(out, "keyspace_hits:{hits}");
         let _ = writeln!(out, "keyspace_misses:{misses}");
         let _ = writeln!(out, "requests_timed_out:{}", get(&self.requests_timed_out));

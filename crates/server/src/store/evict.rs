@@ -186,10 +186,20 @@ pub struct FrequencySketch {
 }
 
 impl FrequencySketch {
+    /// Counters for about `keys` resident keys (four each, a power of two).
+    fn counters_for(keys: u64) -> u64 {
+        (keys.clamp(256, 1 << 28) * 4).next_power_of_two()
+    }
+
+    /// Bytes a sketch for `keys` keys holds (see [`FrequencySketch::new`]).
+    pub fn bytes_for(keys: u64) -> u64 {
+        Self::counters_for(keys) / 2
+    }
+
     /// A sketch for about `keys` resident keys.
     pub fn new(keys: u64) -> Self {
+        let counters = Self::counters_for(keys);
         let keys = keys.clamp(256, 1 << 28);
-        let counters = (keys * 4).next_power_of_two();
         Self {
             words: (0..counters / 16).map(|_| AtomicU64::new(0)).collect(),
             mask: counters - 1,
@@ -263,7 +273,6 @@ impl std::fmt::Debug for FrequencySketch {
 pub(super) struct Candidate {
     pub(super) score: u64,
     pub(super) shard: usize,
-    pub(super) hash: u64,
     /// A copy: holding the item would keep a deleted value's memory alive.
     pub(super) key: Box<[u8]>,
 }
@@ -311,8 +320,6 @@ pub struct Memory {
     /// Keys with a TTL, so volatile policies know when there is none.
     pub(super) volatile: AtomicU64,
     pub(super) evicted: AtomicU64,
-    pub(super) hits: AtomicU64,
-    pub(super) misses: AtomicU64,
     pub(super) pool: Pool,
     /// Keys drawn per eviction; 0 means [`SAMPLES`].
     samples: AtomicUsize,
@@ -387,11 +394,6 @@ impl Memory {
     pub fn evicted(&self) -> u64 {
         self.evicted.load(Relaxed)
     }
-
-    /// Lookups that found a live key, and those that did not.
-    pub fn hits_and_misses(&self) -> (u64, u64) {
-        (self.hits.load(Relaxed), self.misses.load(Relaxed))
-    }
 }
 
 #[cfg(test)]
@@ -437,7 +439,7 @@ mod tests {
     #[test]
     fn the_pool_gives_the_best_and_keeps_the_next_best() {
         let pool = Pool::default();
-        let c = |score: u64| Candidate { score, shard: 0, hash: score, key: score.to_be_bytes().into() };
+        let c = |score: u64| Candidate { score, shard: 0, key: score.to_be_bytes().into() };
         assert_eq!(pool.best((0..40).map(c).collect()).map(|c| c.score), Some(39));
         assert_eq!(pool.best(vec![]).map(|c| c.score), Some(38));
         assert_eq!(pool.0.lock().unwrap().len(), POOL - 2);

@@ -218,11 +218,12 @@ impl Store {
         self.memory.set_limit(limit);
         self.memory.set_policy(policy);
         if policy == EvictionPolicy::AllKeysTinyLfu && limit > 0 {
-            // Sized for the keys the limit holds at ~128 bytes each: 1/64 of it.
-            let sketch = FrequencySketch::new(limit / 128);
-            let same = self.sketch.load().as_ref().is_some_and(|s| s.bytes() == sketch.bytes());
+            // Sized for the keys the limit holds at ~128 bytes each: 1/64 to
+            // 1/32 of it (the counters are a power of two).
+            let keys = limit / 128;
+            let same = self.sketch.load().as_ref().is_some_and(|s| s.bytes() == FrequencySketch::bytes_for(keys));
             if !same {
-                self.sketch.store(Some(Arc::new(sketch)));
+                self.sketch.store(Some(Arc::new(FrequencySketch::new(keys))));
             }
         } else {
             self.sketch.store(None);
@@ -274,13 +275,14 @@ impl Store {
         self.shards.len()
     }
 
-    /// The live item under `key`; its value is [`Item::value`]. Counts a
-    /// hit or a miss and, with a memory limit, records the access (an
-    /// atomic store in the item, not a shard write).
+    /// The live item under `key`; its value is [`Item::value`]. A read of
+    /// the value (GET, MGET): counts a hit or a miss and, with a memory
+    /// limit, records the access (an atomic store in the item, not a shard
+    /// write). [`Store::peek`] does neither.
     pub fn get(&self, key: &[u8], now_ms: u64) -> Option<Item> {
         let (shard, hash) = self.locate(key);
         let found = shard.get(hash, key, now_ms);
-        let counter = if found.is_some() { &self.memory.hits } else { &self.memory.misses };
+        let counter = if found.is_some() { &shard.hits } else { &shard.misses };
         counter.fetch_add(1, Relaxed);
         if self.memory.limit() > 0 {
             if let Some(item) = &found {
@@ -294,10 +296,26 @@ impl Store {
         found
     }
 
-    /// Writes `value` if `condition` holds; returns whether it wrote.
+    /// The live item under `key`, without counting a hit or recording an
+    /// access (EXISTS and TTL do not make a key look used, as in Redis).
+    pub fn peek(&self, key: &[u8], now_ms: u64) -> Option<Item> {
+        let (shard, hash) = self.locate(key);
+        shard.get(hash, key, now_ms)
+    }
+
+    /// Lookups by [`Store::get`] that found a live key, and those that did not.
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        self.shards.iter().fold((0, 0), |(h, m), s| (h + s.hits.load(Relaxed), m + s.misses.load(Relaxed)))
+    }
+
+    /// Writes `value` if `condition` holds; returns whether it wrote. With a
+    /// memory limit it first evicts as the policy says; under
+    /// `allkeys-tinylfu` a new key may be refused admission, which answers
+    /// `true` with nothing stored and counts as an eviction (`seq` 0).
     ///
     /// # Errors
-    /// [`StoreError`] if the journal refuses the change.
+    /// [`StoreError::Journal`] if the journal refuses the change,
+    /// [`StoreError::OutOfMemory`] if the limit leaves no room.
     pub fn set(
         &self,
         key: &[u8],
@@ -355,7 +373,7 @@ impl Store {
 
     /// Whether a live key exists.
     pub fn exists(&self, key: &[u8], now_ms: u64) -> bool {
-        self.get(key, now_ms).is_some()
+        self.peek(key, now_ms).is_some()
     }
 
     /// Sets a new TTL on a live key; returns whether the key existed.
@@ -463,7 +481,7 @@ impl Store {
 
     /// The expiry of a live key: `None` if missing, `Some(None)` if it never expires.
     pub fn expiry(&self, key: &[u8], now_ms: u64) -> Option<Option<u64>> {
-        self.get(key, now_ms).map(|i| i.expires_at_ms())
+        self.peek(key, now_ms).map(|i| i.expires_at_ms())
     }
 
     /// Number of stored keys, including expired ones not yet reclaimed (as Redis's DBSIZE).
@@ -514,14 +532,12 @@ impl Store {
         if self.memory.used() <= limit {
             return Ok(Admission::Admitted(Some(reservation)));
         }
-        let is_new = condition != SetCondition::IfPresent && shard.get(hash, key, now_ms).is_none();
-        let mut admission_checked = sketch.is_none() || !is_new;
-        let admitted = self.make_room(limit, now_ms, |victim| {
-            if admission_checked {
-                return true;
-            }
-            admission_checked = true;
-            sketch.as_ref().is_none_or(|s| s.estimate(hash) >= s.estimate(victim.hash))
+        // Admission is checked only for a key not stored yet, and only once.
+        let mut admission =
+            sketch.filter(|_| condition != SetCondition::IfPresent && shard.get(hash, key, now_ms).is_none());
+        let admitted = self.make_room(limit, now_ms, |victim| match admission.take() {
+            None => true,
+            Some(s) => s.estimate(hash) >= s.estimate(self.hasher.hash_one(&victim.key)),
         })?;
         if admitted {
             return Ok(Admission::Admitted(Some(reservation)));
@@ -589,7 +605,6 @@ impl Store {
         let candidate = |shard: usize, item: &Item| Candidate {
             score: policy.score(item.access(), item.expires_at_ms(), tick),
             shard,
-            hash: self.hasher.hash_one(item.key()),
             key: item.key().into(),
         };
         let samples = self.memory.samples();
@@ -607,12 +622,12 @@ impl Store {
                 }
                 continue;
             }
-            let map = self.shards[i].load();
-            if let Some(item) = map.sample(fastrand::u64(..))
-                && (!volatile || item.expires_at_ms().is_some())
-            {
-                found.push(candidate(i, item));
-            }
+            let drawn = self.shards[i].with_map(|map| {
+                map.sample(fastrand::u64(..))
+                    .filter(|item| !volatile || item.expires_at_ms().is_some())
+                    .map(|item| candidate(i, item))
+            });
+            found.extend(drawn);
         }
         if found.is_empty() {
             // Few keys over many shards: walk them from a random one.
@@ -633,14 +648,15 @@ impl Store {
     /// it is still stored. Returns whether it was.
     fn evict(&self, victim: &Candidate) -> Result<bool, StoreError> {
         let shard = &self.shards[victim.shard];
+        let hash = self.hasher.hash_one(&victim.key);
         let evicted = shard.write(|w| {
-            if w.get(victim.hash, &victim.key).is_none() {
+            if w.get(hash, &victim.key).is_none() {
                 return (Ok(false), false);
             }
             if let Err(e) = self.record(w, Change::Delete { key: &victim.key }) {
                 return (Err(e), false);
             }
-            w.remove(victim.hash, &victim.key);
+            w.remove(hash, &victim.key);
             (Ok(true), true)
         })?;
         if evicted {

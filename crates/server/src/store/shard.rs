@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
@@ -16,6 +16,10 @@ use super::{Item, ShardMap};
 pub(super) struct Shard {
     current: ArcSwap<ShardMap>,
     writer: Mutex<Writer>,
+    /// Lookups that found a live key, and those that did not. Per shard, so
+    /// counting them is not one cache line every reading core writes.
+    pub(super) hits: AtomicU64,
+    pub(super) misses: AtomicU64,
 }
 
 pub(super) struct Writer {
@@ -35,11 +39,21 @@ pub(super) struct Writer {
 impl Shard {
     pub(super) fn new(hasher: RandomState, memory: Arc<Memory>) -> Self {
         let writer = Writer { map: ShardMap::default(), hasher, expiry: BTreeSet::new(), memory, last_seq: 0 };
-        Self { current: ArcSwap::from_pointee(ShardMap::default()), writer: Mutex::new(writer) }
+        Self {
+            current: ArcSwap::from_pointee(ShardMap::default()),
+            writer: Mutex::new(writer),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
     }
 
     pub(super) fn load(&self) -> Arc<ShardMap> {
         self.current.load_full()
+    }
+
+    /// Runs `f` on the published map without taking a reference to it.
+    pub(super) fn with_map<R>(&self, f: impl FnOnce(&ShardMap) -> R) -> R {
+        f(&self.current.load())
     }
 
     pub(super) fn get(&self, hash: u64, key: &[u8], now_ms: u64) -> Option<Item> {

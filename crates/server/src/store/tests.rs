@@ -417,12 +417,27 @@ mod eviction {
         assert!(s.memory().data() > 50 * 50);
         s.get(b"k1", T0);
         s.get(b"nope", T0);
-        assert_eq!(s.memory().hits_and_misses(), (1, 1));
+        assert_eq!(s.hits_and_misses(), (1, 1));
         for i in 0..50 {
             assert!(s.delete(format!("k{i}").as_bytes(), T0).unwrap().outcome);
         }
         assert_eq!(s.memory().data(), 0);
         assert_eq!(s.memory().volatile.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn exists_and_ttl_neither_count_nor_make_a_key_look_used() {
+        let s = filled(200, EvictionPolicy::AllKeysLru, false);
+        for i in 0..100 {
+            assert!(s.exists(format!("k{i}").as_bytes(), T0 + 60 * SEC));
+            assert!(s.expiry(format!("k{i}").as_bytes(), T0 + 60 * SEC).is_some());
+        }
+        assert_eq!(s.hits_and_misses(), (0, 0));
+        for i in 100..200 {
+            s.get(format!("k{i}").as_bytes(), T0 + 60 * SEC);
+        }
+        squeeze(&s, EvictionPolicy::AllKeysLru, 50, T0 + 120 * SEC);
+        assert_eq!(present(&s, 100..200, T0), 100, "the keys read with GET stay");
     }
 
     #[test]
