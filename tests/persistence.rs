@@ -397,3 +397,102 @@ async fn a_start_on_a_full_disk_names_the_log_segment_once() {
     assert!(text.contains(&segment_name(1)), "{text}");
     assert_eq!(text.matches("No space left").count(), 1, "{text}");
 }
+
+/// Issue 11, item 5: a disk slower than the writes makes writers wait (the
+/// log buffer stops at its limit), nothing is refused, and every
+/// acknowledged write is in the log once the disk catches up.
+#[tokio::test]
+async fn a_slow_disk_slows_writers_down_and_loses_nothing() {
+    let (disk, use_disk) = full_disk();
+    let server = TestServer::start_with(use_disk).await;
+    // Each write takes a second: the writer falls behind.
+    disk.0.append_delay_ms.store(1000, SeqCst);
+    let value = vec![7u8; 64 << 10];
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let c = server.client().await;
+        let value = value.clone();
+        writers.push(tokio::spawn(async move {
+            // 4 x 100 x 64 KiB: 25 MiB, more than the 16 MiB backlog limit.
+            for i in 0..100 {
+                c.set(format!("w{w}-{i}"), &value).await.unwrap();
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let c = server.client().await;
+    let info = c.info().await.unwrap();
+    assert!(info_value(&info, "log_backlog_waits").parse::<u64>().unwrap() > 0, "writers waited:\n{info}");
+    assert_eq!(info_value(&info, "writes_enabled"), "1", "nothing refused");
+    disk.0.append_delay_ms.store(0, SeqCst);
+    assert!(
+        common::eventually_async(|| async {
+            let info = c.info().await.unwrap();
+            info_value(&info, "log_durable_seq") == info_value(&info, "log_last_seq")
+        })
+        .await
+    );
+    assert_eq!(info_value(&c.info().await.unwrap(), "log_backlogged"), "0", "released");
+    drop(c);
+    // A crash: only the log can have them.
+    let (tmp, token) = (server.tempdir(), server.token.clone());
+    server.crash().await;
+    let server = TestServer::start_in(tmp, Some(token), |_| {}).await;
+    let c = server.client().await;
+    assert_eq!(c.dbsize().await.unwrap(), 400);
+    for w in 0..4 {
+        for i in 0..100 {
+            assert_eq!(c.get(format!("w{w}-{i}")).await.unwrap().as_deref(), Some(&value[..]), "w{w}-{i}");
+        }
+    }
+}
+
+/// Not a test: what a stalled disk does to write throughput. Run with
+/// `cargo test --release --test persistence -- --ignored --nocapture
+/// throughput_while_the_disk_stalls`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement, run by hand"]
+async fn throughput_while_the_disk_stalls() {
+    let (disk, use_disk) = full_disk();
+    let server = TestServer::start_with(use_disk).await;
+    println!("{:>18} {:>12} {:>10}", "each write takes", "SET ops/s", "waits");
+    for delay_ms in [0u64, 10, 100, 1000] {
+        disk.0.append_delay_ms.store(delay_ms, SeqCst);
+        let c = server.client().await;
+        let waits_before: u64 = info_value(&c.info().await.unwrap(), "log_backlog_waits").parse().unwrap();
+        let until = std::time::Instant::now() + Duration::from_secs(4);
+        let mut writers = Vec::new();
+        for w in 0..4 {
+            let c = server.client().await;
+            writers.push(tokio::spawn(async move {
+                let mut done = 0u64;
+                while std::time::Instant::now() < until {
+                    let mut p = c.pipeline();
+                    for i in 0..64 {
+                        p.set(format!("d{delay_ms}-w{w}-{}", done + i), [9u8; 100]).unwrap();
+                    }
+                    p.execute().await.unwrap();
+                    done += 64;
+                }
+                done
+            }));
+        }
+        let mut ops = 0;
+        for w in writers {
+            ops += w.await.unwrap();
+        }
+        disk.0.append_delay_ms.store(0, SeqCst);
+        assert!(
+            common::eventually_async(|| async {
+                let info = c.info().await.unwrap();
+                info_value(&info, "log_backlogged") == "0"
+            })
+            .await
+        );
+        let info = c.info().await.unwrap();
+        let waits = info_value(&info, "log_backlog_waits").parse::<u64>().unwrap() - waits_before;
+        println!("{:>15} ms {:>12} {:>10}", delay_ms, ops / 4, waits);
+    }
+}

@@ -96,6 +96,8 @@ pub mod faults {
         pub failed_appends: AtomicU64,
         /// Milliseconds every fsync takes (a slow or busy disk).
         pub sync_delay_ms: AtomicU64,
+        /// Milliseconds every append takes (a stalled or throttled device).
+        pub append_delay_ms: AtomicU64,
     }
 
     /// Real files with [`Switches`].
@@ -122,6 +124,10 @@ pub mod faults {
 
     impl SegmentFile for FaultyFile {
         fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+            let delay = self.1.append_delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(delay));
+            }
             if self.1.full.load(Ordering::SeqCst) {
                 self.1.failed_appends.fetch_add(1, Ordering::SeqCst);
                 // A real full disk takes what fits, then refuses the rest.

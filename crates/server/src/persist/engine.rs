@@ -295,6 +295,9 @@ impl Persistence {
         let _ = writeln!(out, "log_last_seq:{}", self.log.last_seq());
         let _ = writeln!(out, "log_durable_seq:{}", status.durable_seq);
         let _ = writeln!(out, "log_bytes:{log_bytes}");
+        let _ = writeln!(out, "log_backlogged:{}", u8::from(self.log.backlogged()));
+        let _ = writeln!(out, "log_backlog_limit:{}", super::log::BACKLOG_LIMIT);
+        let _ = writeln!(out, "log_backlog_waits:{}", self.log.backlog_waits());
         let (changes, log_bytes) = self.log.since_cut();
         let _ = writeln!(out, "changes_since_snapshot:{changes}");
         let _ = writeln!(out, "log_bytes_since_snapshot:{log_bytes}");

@@ -40,6 +40,16 @@
 //! Records therefore reach the OS within about a millisecond; `always` does
 //! not linger, its waiters are woken as soon as the fsync returns.
 //!
+//! # Backpressure
+//!
+//! A disk slower than the writes (a stalled or throttled device, a long
+//! fsync under `everysec`) would let the buffer grow without bound. Once it
+//! holds [`BACKLOG_LIMIT`] bytes the log is *backlogged*: the server makes
+//! each connection's next write wait in [`Log::wait_for_room`] (reads go on)
+//! until the writer thread takes the buffer. Nothing is refused or dropped:
+//! writers slow to the disk's pace. Appends themselves never block, since
+//! they run under a shard's write lock.
+//!
 //! # Failures
 //!
 //! - A failed **write** (a full disk: `ENOSPC`, `EDQUOT`) under `everysec`
@@ -63,12 +73,13 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bincode::Encode;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tracing::warn;
 
 use super::disk::{LogDisk, OsDisk};
@@ -86,6 +97,11 @@ pub const SEGMENT_HEADER_LEN: usize = 16;
 pub const LINGER: Duration = Duration::from_millis(1);
 /// Buffered bytes at which an append wakes a lingering writer thread early.
 pub const HIGH_WATER: usize = 1 << 20;
+/// Buffered bytes at which writers wait for the writer thread
+/// ([`Log::wait_for_room`]): the most a disk slower than the writes can make
+/// the append buffer hold (plus the batch being written, and the writes
+/// already executing when the mark was passed).
+pub const BACKLOG_LIMIT: usize = if cfg!(test) { 64 << 10 } else { 16 << 20 };
 /// How long a closing log keeps retrying a write that fails (a full disk)
 /// before it gives up and names the records that never reached the disk.
 pub const CLOSE_RETRY: Duration = if cfg!(test) { Duration::from_millis(300) } else { Duration::from_secs(10) };
@@ -245,6 +261,31 @@ pub(super) struct Shared {
     pub(super) policy: FsyncPolicy,
     pub(super) dir: PathBuf,
     pub(super) disk: Arc<dyn LogDisk>,
+    pub(super) backlog: Backlog,
+}
+
+/// Whether writers must wait for the writer thread, and their wake-up.
+#[derive(Default)]
+pub(super) struct Backlog {
+    full: AtomicBool,
+    room: Notify,
+    /// Times a write waited.
+    waits: AtomicU64,
+}
+
+impl Backlog {
+    /// Marks the buffer backlogged (from an append, under the state lock).
+    fn fill(&self) {
+        self.full.store(true, Ordering::Release);
+    }
+
+    /// Lets waiting writers go: the writer thread took the buffer, or the
+    /// log stopped or closed (their writes then get its refusal).
+    pub(super) fn release(&self) {
+        if self.full.swap(false, Ordering::AcqRel) {
+            self.room.notify_waiters();
+        }
+    }
 }
 
 /// The log writer. Dropping it without [`Log::close`] loses unflushed records.
@@ -307,6 +348,7 @@ impl Log {
             policy,
             dir: dir.to_path_buf(),
             disk,
+            backlog: Backlog::default(),
         });
         let thread_shared = Arc::clone(&shared);
         let flusher = std::thread::Builder::new()
@@ -335,6 +377,37 @@ impl Log {
     /// thread, and the buffer's spare capacity).
     pub fn buffered_bytes(&self) -> u64 {
         lock(&self.shared.state).buf.capacity() as u64
+    }
+
+    /// Waits while the buffer is backlogged (it holds [`BACKLOG_LIMIT`]
+    /// bytes the disk has not taken yet); immediate otherwise. Call before a
+    /// write, never while holding a lock the writer thread needs.
+    pub async fn wait_for_room(&self) {
+        let backlog = &self.shared.backlog;
+        if !backlog.full.load(Ordering::Acquire) {
+            return;
+        }
+        backlog.waits.fetch_add(1, Ordering::Relaxed);
+        loop {
+            let room = backlog.room.notified();
+            tokio::pin!(room);
+            // Registered before the check, so a release in between is not missed.
+            room.as_mut().enable();
+            if !backlog.full.load(Ordering::Acquire) {
+                return;
+            }
+            room.await;
+        }
+    }
+
+    /// Whether writers wait for the disk now.
+    pub fn backlogged(&self) -> bool {
+        self.shared.backlog.full.load(Ordering::Acquire)
+    }
+
+    /// How many times a write has waited in [`Log::wait_for_room`].
+    pub fn backlog_waits(&self) -> u64 {
+        self.shared.backlog.waits.load(Ordering::Relaxed)
     }
 
     /// The current status.
@@ -411,6 +484,7 @@ impl Log {
             st.closing = true;
             self.shared.wake.notify_one();
         }
+        self.shared.backlog.release();
         let handle = self.flusher.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some(handle) = handle {
             let _ = handle.join();
@@ -445,6 +519,9 @@ impl Journal for Log {
         st.since_cut += 1;
         st.bytes_since_cut += (st.buf.len() - before) as u64;
         let crossed_high_water = before < HIGH_WATER && st.buf.len() >= HIGH_WATER;
+        if st.buf.len() >= BACKLOG_LIMIT {
+            self.shared.backlog.fill();
+        }
         if std::mem::take(&mut st.flusher_idle) || crossed_high_water {
             self.shared.wake.notify_one();
         }

@@ -256,6 +256,7 @@ fn next_batch(
     }
     st.flusher_idle = false;
     let data = std::mem::replace(&mut st.buf, std::mem::take(spare));
+    shared.backlog.release();
     Batch { data, rotate_at: st.rotate_at.take(), last_seq: st.next_seq - 1, closing: st.closing }
 }
 
@@ -288,6 +289,8 @@ fn requeue(shared: &Shared, batch: Batch, failure: &WriteFailure, first: bool) {
     }
     st.stalled = Some(message.clone());
     drop(st);
+    // Waiting writers go on and are refused with the message.
+    shared.backlog.release();
     shared.status.send_modify(|s| s.stalled = Some(message));
 }
 
@@ -351,6 +354,7 @@ fn mark_failed(shared: &Shared, msg: String) {
     st.failed = Some(msg.clone());
     st.stalled = None;
     drop(st);
+    shared.backlog.release();
     shared.status.send_modify(|s| {
         s.failed = Some(msg);
         s.stalled = None;

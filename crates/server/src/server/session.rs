@@ -291,6 +291,10 @@ impl Session {
                             push(&mut self.plain_out, &response);
                         }
                         Runs::Store => {
+                            if request.command().writes {
+                                // A disk behind the writes slows writers to its pace.
+                                self.shared.persistence.log().wait_for_room().await;
+                            }
                             let start = self.plain_out.len();
                             let written = execute(&self.shared, request, &mut self.plain_out);
                             if let Some(seq) = written

@@ -177,3 +177,57 @@ fn buffers_grown_during_a_slow_fsync_shrink_once_the_writer_catches_up() {
     assert!(kept <= super::BUFFER_KEEP, "buffer kept {kept} bytes after the backlog was written");
     log.close();
 }
+
+/// Item 5 of issue 11: a disk behind the writes makes writers wait instead
+/// of growing the buffer without bound, and lets them go once it catches up.
+#[tokio::test]
+async fn a_backlog_makes_writers_wait_until_the_writer_takes_it() {
+    use crate::persist::log::BACKLOG_LIMIT;
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FaultyDisk::default();
+    let log = open(dir.path(), &disk, FsyncPolicy::Always);
+    disk.0.sync_delay_ms.store(1500, SeqCst);
+    append(&log, 0).unwrap();
+    // The writer has the first record and sits in its fsync.
+    assert!(eventually(|| crate::persist::log::lock(&log.shared.state).buf.is_empty()));
+    log.wait_for_room().await;
+    assert_eq!(log.backlog_waits(), 0, "no wait below the limit");
+    let mut last = 0;
+    let mut i = 1;
+    while !log.backlogged() {
+        last = append(&log, i).unwrap();
+        i += 1;
+        assert!(i < 10 * BACKLOG_LIMIT as u64 / 100, "never backlogged");
+    }
+    let waited = tokio::time::timeout(Duration::from_millis(300), log.wait_for_room()).await;
+    assert!(waited.is_err(), "a writer waits while the disk is behind");
+    disk.0.sync_delay_ms.store(0, SeqCst);
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), log.wait_for_room()).await.expect("released once the fsync returns");
+    assert!(started.elapsed() >= Duration::from_millis(500), "released by the writer, not at once");
+    assert!(!log.backlogged());
+    assert_eq!(log.backlog_waits(), 2);
+    // Every appended record is kept and written.
+    log.wait_durable(last).await.unwrap();
+    log.close();
+    assert_eq!(recovered_seqs(dir.path()), last);
+}
+
+/// A log that stops lets its waiting writers go, to be refused.
+#[tokio::test]
+async fn a_failing_log_releases_waiting_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FaultyDisk::default();
+    let log = open(dir.path(), &disk, FsyncPolicy::Always);
+    disk.0.sync_delay_ms.store(1000, SeqCst);
+    disk.0.fsync_fails.store(true, SeqCst);
+    append(&log, 0).unwrap();
+    assert!(eventually(|| crate::persist::log::lock(&log.shared.state).buf.is_empty()));
+    let mut i = 1;
+    while !log.backlogged() {
+        append(&log, i).unwrap();
+        i += 1;
+    }
+    tokio::time::timeout(Duration::from_secs(5), log.wait_for_room()).await.expect("released when the log fails");
+    assert!(matches!(append(&log, i), Err(crate::store::StoreError::Journal(_))), "then refused");
+}
