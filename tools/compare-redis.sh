@@ -18,6 +18,13 @@
 #             RDB / snapshot, with KEYS keys
 #   snapshot  cryptomem p99 and RSS under SET load with KEYS keys, without and
 #             with the server snapshotting whenever anything changed
+#   eviction  (not in the default SUITES: about 10 minutes) the same cache-aside
+#             trace (GET, SET on a miss; cryptomem-tool replay) against both
+#             under one memory limit: EVICT_TRACES (zipf scan shift) over KEYS
+#             keys, EVICT_REQUESTS GETs each, limits EVICT_LIMITS percent of
+#             the working set (what KEYS keys of SIZE bytes take in Redis);
+#             Redis allkeys-lru/lfu, cryptomem allkeys-lru/lfu/tinylfu. Redis
+#             is reached over plain TCP here (hit ratio is the point).
 set -euo pipefail
 
 SUITES=${SUITES:-"load always memory restart snapshot"}
@@ -30,6 +37,9 @@ PIPELINES=${PIPELINES:-"1 16"}
 TESTS=${TESTS:-"set get"}
 FSYNC=${FSYNC:-everysec}
 KEYS=${KEYS:-1000000}
+EVICT_TRACES=${EVICT_TRACES:-"zipf scan shift"}
+EVICT_REQUESTS=${EVICT_REQUESTS:-2000000}
+EVICT_LIMITS=${EVICT_LIMITS:-"10 1"}
 
 for tool in redis-server redis-benchmark redis-cli; do
   command -v "$tool" >/dev/null || { echo "$tool is missing: apt-get install redis-server redis-tools" >&2; exit 1; }
@@ -65,8 +75,9 @@ start_redis() {
   local fsync=$1; shift
   [ "${KEEP:-0}" = 1 ] || { rm -rf "$work/redis"; mkdir -p "$work/redis"; }
   rport=$(free_port)
+  rplain=$(free_port)
   redis_started=$(now)
-  redis-server --port 0 --bind 127.0.0.1 --tls-port "$rport" --tls-cert-file "$work/cert.pem" \
+  redis-server --port "$rplain" --bind 127.0.0.1 --tls-port "$rport" --tls-cert-file "$work/cert.pem" \
     --tls-key-file "$work/key.pem" --tls-ca-cert-file "$work/cert.pem" --tls-auth-clients no \
     --appendonly yes --appendfsync "$fsync" --save "" --dir "$work/redis" --daemonize no \
     --loglevel warning "$@" >>"$work/redis.log" 2>&1 &
@@ -222,7 +233,68 @@ print(f"with snapshots:     {d['ops_per_sec']:>9.0f} ops/s  p99 {d['p99_ms']:.2f
 print(f"RSS {before/1024:.0f} MB before, peak {peak/1024:.0f} MB during (+{(peak - before) * 100 / before:.1f}%)")
 PY
     ;;
-  *) echo "unknown suite $suite (load, always, memory, restart, snapshot)" >&2; exit 1 ;;
+  eviction)
+    # The working set: what KEYS keys of SIZE bytes take in Redis.
+    start_redis "$FSYNC"
+    rbase=$(rcli info memory | awk -F: '/^used_memory:/{print $2}' | tr -d '\r')
+    echo "eviction: measuring the working set ($KEYS keys) in Redis ..." >&2
+    python3 -c '
+import sys
+n, size = int(sys.argv[1]), int(sys.argv[2])
+v = b"x" * size
+out = sys.stdout.buffer
+for i in range(n):
+    k = b"t:%d" % i
+    out.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(k), k, size, v))
+' "$KEYS" "$SIZE" | rcli --pipe >/dev/null
+    rfull=$(rcli info memory | awk -F: '/^used_memory:/{print $2}' | tr -d '\r')
+    stop_all
+    ws=$((rfull - rbase))
+    evict=$work/eviction.jsonl
+    : >"$evict"
+    for pct in $EVICT_LIMITS; do
+      limit=$((ws * pct / 100))
+      for trace in $EVICT_TRACES; do
+        replay=("$tool" replay --trace "$trace" --keys "$KEYS" -n "$EVICT_REQUESTS" -d "$SIZE" --json)
+        for policy in allkeys-lru allkeys-lfu; do
+          echo "eviction: redis $policy, $trace, $pct% ($limit bytes + its empty $rbase)" >&2
+          start_redis "$FSYNC" --maxmemory $((limit + rbase)) --maxmemory-policy "$policy"
+          out=$("${replay[@]}" --redis "127.0.0.1:$rplain")
+          evicted=$(rcli info stats | awk -F: '/^evicted_keys:/{print $2}' | tr -d '\r')
+          echo "{\"pct\": $pct, \"policy\": \"$policy\", \"evicted\": $evicted, \"r\": $out}" >>"$evict"
+          stop_all
+        done
+        for policy in allkeys-lru allkeys-lfu allkeys-tinylfu; do
+          echo "eviction: cryptomem $policy, $trace, $pct% ($limit bytes)" >&2
+          start_cm "$FSYNC" --maxmemory "$limit" --maxmemory-policy "$policy"
+          out=$("${replay[@]}" --credentials "$work/cm/credentials.toml" --server "127.0.0.1:$cport")
+          info=$("$cm" info --credentials "$work/cm/credentials.toml" --server "127.0.0.1:$cport")
+          evicted=$(echo "$info" | awk -F: '/^evicted_keys:/{print $2}' | tr -d '\r')
+          echo "{\"pct\": $pct, \"policy\": \"$policy\", \"evicted\": $evicted, \"r\": $out}" >>"$evict"
+          stop_all
+        done
+      done
+    done
+    python3 - "$evict" "$KEYS" "$SIZE" "$ws" "$EVICT_REQUESTS" >>"$report" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+keys, size, ws, requests = sys.argv[2:]
+print(f"\neviction: cache-aside replay, {requests} GETs over {keys} keys of {size} B; working set {int(ws)/2**20:.0f} MiB (in Redis)")
+cols = [("redis", "allkeys-lru"), ("redis", "allkeys-lfu"), ("cryptomem", "allkeys-lru"), ("cryptomem", "allkeys-lfu"), ("cryptomem", "allkeys-tinylfu")]
+head = "".join(f"{w[:5] + ' ' + p[8:]:>14}" for w, p in cols)
+for what, fmt in (("hit ratio", "{:>14.4f}"), ("ops/s (GET+SET)", "{:>14.0f}")):
+    print(f"\n{what:<16} {'limit':>6}{head}")
+    for pct in dict.fromkeys(r["pct"] for r in rows):
+        for trace in dict.fromkeys(r["r"]["trace"] for r in rows):
+            cells = []
+            for w, p in cols:
+                m = [r for r in rows if r["pct"] == pct and r["r"]["trace"] == trace and r["r"]["target"] == w and r["policy"] == p]
+                v = (m[0]["r"]["hit_ratio"] if what == "hit ratio" else m[0]["r"]["ops_per_sec"]) if m else float("nan")
+                cells.append(fmt.format(v))
+            print(f"{trace:<16} {str(pct) + '%':>6}" + "".join(cells))
+PY
+    ;;
+  *) echo "unknown suite $suite (load, always, memory, restart, snapshot, eviction)" >&2; exit 1 ;;
   esac
 done
 

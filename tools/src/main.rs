@@ -7,7 +7,8 @@
 //! server holds the data dir's lock.
 //!
 //! `bench` loads a running server like redis-benchmark; `bench-auth` measures
-//! how fast clients can connect and authenticate.
+//! how fast clients can connect and authenticate; `replay` measures hit
+//! ratios of a cache-aside trace under a memory limit.
 //!
 //! Exit status: 0 clean; 1 a problem was found (or the user declined);
 //! 2 `inspect` found key files readable by others.
@@ -18,6 +19,7 @@ mod bench_auth;
 mod compact;
 mod inspect;
 mod repair;
+mod replay;
 mod state;
 mod verify;
 
@@ -62,6 +64,8 @@ enum Command {
     },
     /// Load a running server like redis-benchmark: ops/s and p50/p99/p99.9 per test.
     Bench(bench::Args),
+    /// Replay a cache-aside trace (GET; SET on a miss) against cryptomem or Redis: hit ratio and ops/s.
+    Replay(replay::Args),
     /// Measure connect + handshake + AUTH + PING + close per second against a running server.
     BenchAuth(bench_auth::Args),
     /// Cut a damaged log at its last good record, keeping the cut bytes as a backup (server stopped).
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
         Command::Repair { data, yes } => repair::run(&data, yes),
         Command::BenchAuth(args) => bench_auth::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Replay(args) => replay::run(&args),
     };
     match result {
         Ok(code) => code,

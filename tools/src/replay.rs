@@ -1,0 +1,247 @@
+//! `replay`: a cache-aside request trace against cryptomem or Redis, for hit
+//! ratios under a memory limit (`tools/compare-redis.sh` suite `eviction`).
+//!
+//! The trace ([`trace`]) is a list of key numbers; key `n` is named `t:<n>`.
+//! `-c` connections take the trace in order, `-P` requests at a time: one
+//! pipelined GET per request, then one pipelined SET (`-d` bytes, sealed by
+//! the client for cryptomem) for each miss, as an application filling its
+//! cache on a miss does. The hit ratio is hits over GETs for the whole trace,
+//! cold start included. Redis is reached over plain TCP ([`resp`]), so its
+//! ops/s leave out the TLS cryptomem's channel pays for.
+
+mod resp;
+pub mod trace;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::Context;
+use cryptomem_client::value_crypto::{Keyring, ValueKey};
+use cryptomem_client::{Client, ClientConfig, Credentials, PipelineReply};
+use serde::Serialize;
+
+use resp::Redis;
+use trace::{Shape, Spec};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Credentials file of the cryptomem server to replay against.
+    #[arg(long, default_value = "data/credentials.toml")]
+    credentials: PathBuf,
+    /// cryptomem server address, overriding the credentials file.
+    #[arg(long)]
+    server: Option<String>,
+    /// Replay against Redis at this address (plain TCP) instead of cryptomem.
+    #[arg(long)]
+    redis: Option<String>,
+    /// The trace.
+    #[arg(long, value_enum, default_value = "zipf")]
+    trace: Shape,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u32,
+    /// Requests (GETs) in the trace.
+    #[arg(short = 'n', default_value_t = 2_000_000)]
+    requests: u64,
+    /// Zipf exponent.
+    #[arg(long, default_value_t = 0.99)]
+    alpha: f64,
+    /// Keys each scan of `--trace scan` reads.
+    #[arg(long, default_value_t = 200_000)]
+    scan_len: u64,
+    /// Requests per period of `--trace scan`; each ends with one scan.
+    #[arg(long, default_value_t = 1_000_000)]
+    scan_period: u64,
+    /// Seed of the trace.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Parallel connections.
+    #[arg(short = 'c', default_value_t = 32)]
+    clients: usize,
+    /// Requests each connection takes at a time (pipelined).
+    #[arg(short = 'P', default_value_t = 16)]
+    pipeline: usize,
+    /// Value size in bytes (before sealing).
+    #[arg(short = 'd', default_value_t = 100)]
+    data_size: usize,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Outcome {
+    target: &'static str,
+    trace: String,
+    requests: u64,
+    hits: u64,
+    hit_ratio: f64,
+    /// GETs and SETs.
+    operations: u64,
+    seconds: f64,
+    ops_per_sec: f64,
+    errors: u64,
+}
+
+/// One connection to either server.
+enum Conn {
+    Cryptomem(Client),
+    Redis(Redis),
+}
+
+impl Conn {
+    /// GETs `keys`; whether each was found.
+    async fn get_all(&mut self, keys: &[&[u8]]) -> anyhow::Result<Vec<bool>> {
+        match self {
+            Conn::Redis(r) => Ok(r.get_all(keys).await?),
+            Conn::Cryptomem(c) => {
+                let mut p = c.pipeline();
+                for k in keys {
+                    p.get(k)?;
+                }
+                p.execute()
+                    .await?
+                    .into_iter()
+                    .map(|r| match r? {
+                        PipelineReply::Value(v) => Ok(v.is_some()),
+                        other => anyhow::bail!("unexpected reply to GET: {other:?}"),
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// SETs each key to `value`.
+    async fn set_all(&mut self, keys: &[&[u8]], value: &[u8]) -> anyhow::Result<()> {
+        match self {
+            Conn::Redis(r) => {
+                let pairs: Vec<(&[u8], &[u8])> = keys.iter().map(|k| (*k, value)).collect();
+                Ok(r.set_all(&pairs).await?)
+            }
+            Conn::Cryptomem(c) => {
+                let mut p = c.pipeline();
+                for k in keys {
+                    p.set(k, value)?;
+                }
+                for r in p.execute().await? {
+                    r?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.clients > 0 && args.pipeline > 0 && args.keys > 0, "-c, -P and --keys must be at least 1");
+    anyhow::ensure!(args.scan_len <= args.scan_period, "--scan-len must not exceed --scan-period");
+    let spec = Spec {
+        shape: args.trace,
+        keys: args.keys,
+        requests: args.requests,
+        alpha: args.alpha,
+        scan_len: args.scan_len,
+        scan_period: args.scan_period,
+        seed: args.seed,
+    };
+    let trace = Arc::new(trace::generate(&spec));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let outcome = runtime.block_on(replay(args, trace))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&outcome)?);
+    } else {
+        println!(
+            "{} {}: hit ratio {:.4} ({} of {} GETs), {:.0} ops/s ({} GETs and SETs in {:.1}s), {} errors",
+            outcome.target,
+            outcome.trace,
+            outcome.hit_ratio,
+            outcome.hits,
+            outcome.requests,
+            outcome.ops_per_sec,
+            outcome.operations,
+            outcome.seconds,
+            outcome.errors
+        );
+    }
+    Ok(if outcome.errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+async fn connect(args: &Args) -> anyhow::Result<Conn> {
+    if let Some(addr) = &args.redis {
+        return Ok(Conn::Redis(Redis::connect(addr).await.with_context(|| format!("cannot connect to {addr}"))?));
+    }
+    let creds = Credentials::load(&args.credentials)?;
+    let server = args.server.clone().unwrap_or(creds.server.clone());
+    let key = ValueKey::from_bytes(*b"cryptomem-bench-fixed-value-key!");
+    let config =
+        ClientConfig::new(server.clone(), creds.server_public_key, creds.token).with_keyring(Keyring::new(key));
+    Ok(Conn::Cryptomem(Client::connect(config).await.with_context(|| format!("cannot connect to {server}"))?))
+}
+
+async fn replay(args: &Args, trace: Arc<Vec<u32>>) -> anyhow::Result<Outcome> {
+    let mut conns = Vec::with_capacity(args.clients);
+    for _ in 0..args.clients {
+        conns.push(connect(args).await?);
+    }
+    let next = Arc::new(AtomicU64::new(0));
+    let value = Arc::new(vec![b'x'; args.data_size]);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for mut conn in conns {
+        let (trace, next, value, batch) = (Arc::clone(&trace), Arc::clone(&next), Arc::clone(&value), args.pipeline);
+        tasks.push(tokio::spawn(async move {
+            let (mut hits, mut ops, mut errors) = (0u64, 0u64, 0u64);
+            loop {
+                let first = next.fetch_add(batch as u64, Ordering::Relaxed) as usize;
+                if first >= trace.len() {
+                    break;
+                }
+                let names: Vec<Vec<u8>> = trace[first..(first + batch).min(trace.len())]
+                    .iter()
+                    .map(|n| format!("t:{n}").into_bytes())
+                    .collect();
+                let keys: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+                ops += keys.len() as u64;
+                let found = match conn.get_all(&keys).await {
+                    Ok(found) => found,
+                    Err(_) => {
+                        errors += keys.len() as u64;
+                        continue;
+                    }
+                };
+                hits += found.iter().filter(|&&f| f).count() as u64;
+                let missed: Vec<&[u8]> = keys.iter().zip(&found).filter(|(_, f)| !**f).map(|(k, _)| *k).collect();
+                if !missed.is_empty() {
+                    ops += missed.len() as u64;
+                    if conn.set_all(&missed, &value).await.is_err() {
+                        errors += missed.len() as u64;
+                    }
+                }
+            }
+            (hits, ops, errors)
+        }));
+    }
+    let (mut hits, mut operations, mut errors) = (0, 0, 0);
+    for t in tasks {
+        let (h, o, e) = t.await?;
+        hits += h;
+        operations += o;
+        errors += e;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let requests = trace.len() as u64;
+    Ok(Outcome {
+        target: if args.redis.is_some() { "redis" } else { "cryptomem" },
+        trace: format!("{:?}", args.trace).to_lowercase(),
+        requests,
+        hits,
+        hit_ratio: hits as f64 / requests.max(1) as f64,
+        operations,
+        seconds,
+        ops_per_sec: operations as f64 / seconds,
+        errors,
+    })
+}
