@@ -519,9 +519,6 @@ impl Store {
             return Ok(Admission::Admitted(None));
         }
         let sketch = self.sketch.load_full();
-        if let Some(s) = &sketch {
-            s.increment(hash);
-        }
         let need = memory::footprint_of(key.len(), value_len, has_ttl);
         if need.saturating_add(self.memory.external()) > limit {
             // Evicting every key would not make room: refuse before evicting any.
@@ -602,10 +599,15 @@ impl Store {
         }
         let tick = access_tick(now_ms);
         let n = self.shards.len();
-        let candidate = |shard: usize, item: &Item| Candidate {
-            score: policy.score(item.access(), item.expires_at_ms(), tick),
-            shard,
-            key: item.key().into(),
+        let sketch = self.sketch.load();
+        let candidate = |shard: usize, item: &Item| {
+            let mut score = policy.score(item.access(), item.expires_at_ms(), tick);
+            if let Some(s) = sketch.as_ref().filter(|_| policy == EvictionPolicy::AllKeysTinyLfu) {
+                // The least requested first; the longest idle among equals.
+                let rarity = 15 - u64::from(s.estimate(self.hasher.hash_one(item.key())));
+                score = (rarity << 32) | score.min(u64::from(u32::MAX));
+            }
+            Candidate { score, shard, key: item.key().into() }
         };
         let samples = self.memory.samples();
         let mut found = Vec::with_capacity(samples);

@@ -402,6 +402,32 @@ mod eviction {
         assert!(present(&lru, 0..150, T0) < 50, "LRU keeps {}", present(&lru, 0..150, T0));
     }
 
+    /// Victims are the least requested keys per the sketch, however recent:
+    /// the frequent keys outlast keys read once but later.
+    #[test]
+    fn tinylfu_evicts_the_least_requested_first() {
+        let policy = EvictionPolicy::AllKeysTinyLfu;
+        let s = filled(300, policy, false);
+        s.configure_memory(s.memory().used(), policy);
+        for _ in 0..5 {
+            for i in 0..150 {
+                s.get(format!("k{i}").as_bytes(), T0);
+            }
+        }
+        for i in 150..300 {
+            s.get(format!("k{i}").as_bytes(), T0 + 10 * SEC);
+        }
+        for i in 0..100 {
+            let key = format!("new{i}");
+            for _ in 0..3 {
+                s.get(key.as_bytes(), T0 + 20 * SEC);
+            }
+            assert!(s.set(key.as_bytes(), &[7; 50], None, SetCondition::Always, T0 + 20 * SEC).unwrap().outcome);
+        }
+        assert!(present_new(&s, 100) >= 95, "asked-for keys are admitted: {}", present_new(&s, 100));
+        assert!(present(&s, 0..150, T0) >= 140, "frequent keys stay: {}", present(&s, 0..150, T0));
+    }
+
     #[test]
     fn a_value_larger_than_the_limit_is_refused_without_evicting() {
         let s = filled(20, EvictionPolicy::AllKeysLru, false);
