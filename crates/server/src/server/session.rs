@@ -291,8 +291,12 @@ impl Session {
                             push(&mut self.plain_out, &response);
                         }
                         Runs::Store => {
-                            if request.command().writes {
-                                // A disk behind the writes slows writers to its pace.
+                            if request.command().writes && self.shared.persistence.log().backlogged() {
+                                // A disk behind the writes slows writers to its pace;
+                                // the replies ready so far go out before the wait.
+                                if !self.flush_when_durable().await? {
+                                    return Ok(Next::Close);
+                                }
                                 self.shared.persistence.log().wait_for_room().await;
                             }
                             let start = self.plain_out.len();
