@@ -137,17 +137,22 @@ print("cryptomem\t%s\t%s\t%s\t%s" % (sys.argv[1], sys.argv[2], o["ops_per_sec"],
   done
 }
 
-# fill_both: KEYS keys bench:key:0.. of SIZE bytes in both servers.
-fill_both() {
+# redis_fill PREFIX: KEYS keys PREFIX0.. of SIZE bytes into Redis.
+redis_fill() {
   python3 -c '
 import sys
-n, size = int(sys.argv[1]), int(sys.argv[2])
+prefix, n, size = sys.argv[1].encode(), int(sys.argv[2]), int(sys.argv[3])
 v = b"x" * size
 out = sys.stdout.buffer
 for i in range(n):
-    k = b"bench:key:%d" % i
+    k = b"%s%d" % (prefix, i)
     out.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(k), k, size, v))
-' "$KEYS" "$SIZE" | rcli --pipe >/dev/null
+' "$1" "$KEYS" "$SIZE" | rcli --pipe >/dev/null
+}
+
+# fill_both: KEYS keys bench:key:0.. of SIZE bytes in both servers.
+fill_both() {
+  redis_fill bench:key:
   cmbench -c "$CLIENTS" -P 16 -d "$SIZE" -r "$KEYS" -t fill >/dev/null
 }
 
@@ -238,15 +243,7 @@ PY
     start_redis "$FSYNC"
     rbase=$(rcli info memory | awk -F: '/^used_memory:/{print $2}' | tr -d '\r')
     echo "eviction: measuring the working set ($KEYS keys) in Redis ..." >&2
-    python3 -c '
-import sys
-n, size = int(sys.argv[1]), int(sys.argv[2])
-v = b"x" * size
-out = sys.stdout.buffer
-for i in range(n):
-    k = b"t:%d" % i
-    out.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(k), k, size, v))
-' "$KEYS" "$SIZE" | rcli --pipe >/dev/null
+    redis_fill t:
     rfull=$(rcli info memory | awk -F: '/^used_memory:/{print $2}' | tr -d '\r')
     stop_all
     ws=$((rfull - rbase))
@@ -259,7 +256,7 @@ for i in range(n):
         for policy in allkeys-lru allkeys-lfu; do
           echo "eviction: redis $policy, $trace, $pct% ($limit bytes + its empty $rbase)" >&2
           start_redis "$FSYNC" --maxmemory $((limit + rbase)) --maxmemory-policy "$policy"
-          out=$("${replay[@]}" --redis "127.0.0.1:$rplain")
+          out=$("${replay[@]}" --redis "127.0.0.1:$rplain") || { echo "replay failed (for example OOM: a limit too small for the connections' buffers): $out" >&2; exit 1; }
           evicted=$(rcli info stats | awk -F: '/^evicted_keys:/{print $2}' | tr -d '\r')
           echo "{\"pct\": $pct, \"policy\": \"$policy\", \"evicted\": $evicted, \"r\": $out}" >>"$evict"
           stop_all
@@ -267,7 +264,7 @@ for i in range(n):
         for policy in allkeys-lru allkeys-lfu allkeys-tinylfu; do
           echo "eviction: cryptomem $policy, $trace, $pct% ($limit bytes)" >&2
           start_cm "$FSYNC" --maxmemory "$limit" --maxmemory-policy "$policy"
-          out=$("${replay[@]}" --credentials "$work/cm/credentials.toml" --server "127.0.0.1:$cport")
+          out=$("${replay[@]}" --credentials "$work/cm/credentials.toml" --server "127.0.0.1:$cport") || { echo "replay failed (for example OOM: a limit too small for the connections' buffers): $out" >&2; exit 1; }
           info=$("$cm" info --credentials "$work/cm/credentials.toml" --server "127.0.0.1:$cport")
           evicted=$(echo "$info" | awk -F: '/^evicted_keys:/{print $2}' | tr -d '\r')
           echo "{\"pct\": $pct, \"policy\": \"$policy\", \"evicted\": $evicted, \"r\": $out}" >>"$evict"

@@ -8,27 +8,22 @@
 //! sealed by the client as real users do unless `--no-value-crypto`. Each test
 //! stops after `-n` requests or `--duration`, whichever comes first.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use cryptomem_client::Credentials;
-use cryptomem_client::value_crypto::{Keyring, ValueKey};
-use cryptomem_client::{Client, ClientConfig, SetOptions};
+use anyhow::bail;
+use cryptomem_client::{Client, SetOptions};
 use cryptomem_util::units::parse_duration;
 use serde::Serialize;
 
+use crate::target::Target;
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Credentials file (server, public key, token).
-    #[arg(long, default_value = "data/credentials.toml")]
-    credentials: PathBuf,
-    /// Server address, overriding the credentials file.
-    #[arg(long)]
-    server: Option<String>,
+    #[command(flatten)]
+    target: Target,
     /// Parallel connections.
     #[arg(short = 'c', default_value_t = 50)]
     clients: usize,
@@ -140,17 +135,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn connect_all(args: &Args) -> anyhow::Result<Vec<Client>> {
-    let creds = Credentials::load(&args.credentials)?;
-    let server = args.server.clone().unwrap_or(creds.server.clone());
-    // A fixed key, so values written by one run open in the next.
-    let key = ValueKey::from_bytes(*b"cryptomem-bench-fixed-value-key!");
-    let mut config = ClientConfig::new(server.clone(), creds.server_public_key, creds.token);
-    if !args.no_value_crypto {
-        config = config.with_keyring(Keyring::new(key));
-    }
+    let config = args.target.config(!args.no_value_crypto)?;
     let mut clients = Vec::with_capacity(args.clients);
     for _ in 0..args.clients {
-        clients.push(Client::connect(config.clone()).await.with_context(|| format!("cannot connect to {server}"))?);
+        clients.push(Target::connect(&config).await?);
     }
     Ok(clients)
 }

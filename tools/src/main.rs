@@ -21,6 +21,7 @@ mod inspect;
 mod repair;
 mod replay;
 mod state;
+mod target;
 mod verify;
 
 use std::path::PathBuf;

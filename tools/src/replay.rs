@@ -12,28 +12,24 @@
 mod resp;
 pub mod trace;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
-use cryptomem_client::value_crypto::{Keyring, ValueKey};
-use cryptomem_client::{Client, ClientConfig, Credentials, PipelineReply};
+use cryptomem_client::{Client, ClientConfig, PipelineReply};
 use serde::Serialize;
 
+use crate::target::Target;
 use resp::Redis;
 use trace::{Shape, Spec};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Credentials file of the cryptomem server to replay against.
-    #[arg(long, default_value = "data/credentials.toml")]
-    credentials: PathBuf,
-    /// cryptomem server address, overriding the credentials file.
-    #[arg(long)]
-    server: Option<String>,
+    /// The cryptomem server to replay against.
+    #[command(flatten)]
+    target: Target,
     /// Replay against Redis at this address (plain TCP) instead of cryptomem.
     #[arg(long)]
     redis: Option<String>,
@@ -169,22 +165,21 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     Ok(if outcome.errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-async fn connect(args: &Args) -> anyhow::Result<Conn> {
-    if let Some(addr) = &args.redis {
-        return Ok(Conn::Redis(Redis::connect(addr).await.with_context(|| format!("cannot connect to {addr}"))?));
+async fn connect(args: &Args, config: Option<&ClientConfig>) -> anyhow::Result<Conn> {
+    match (&args.redis, config) {
+        (Some(addr), _) => {
+            Ok(Conn::Redis(Redis::connect(addr).await.with_context(|| format!("cannot connect to {addr}"))?))
+        }
+        (None, Some(config)) => Ok(Conn::Cryptomem(Target::connect(config).await?)),
+        (None, None) => anyhow::bail!("no server to replay against"),
     }
-    let creds = Credentials::load(&args.credentials)?;
-    let server = args.server.clone().unwrap_or(creds.server.clone());
-    let key = ValueKey::from_bytes(*b"cryptomem-bench-fixed-value-key!");
-    let config =
-        ClientConfig::new(server.clone(), creds.server_public_key, creds.token).with_keyring(Keyring::new(key));
-    Ok(Conn::Cryptomem(Client::connect(config).await.with_context(|| format!("cannot connect to {server}"))?))
 }
 
 async fn replay(args: &Args, trace: Arc<Vec<u32>>) -> anyhow::Result<Outcome> {
+    let config = if args.redis.is_none() { Some(args.target.config(true)?) } else { None };
     let mut conns = Vec::with_capacity(args.clients);
     for _ in 0..args.clients {
-        conns.push(connect(args).await?);
+        conns.push(connect(args, config.as_ref()).await?);
     }
     let next = Arc::new(AtomicU64::new(0));
     let value = Arc::new(vec![b'x'; args.data_size]);

@@ -368,8 +368,8 @@ mod eviction {
         (0..n).filter(|i| s.expiry(format!("new{i}").as_bytes(), T0).is_some()).count()
     }
 
-    #[test]
-    fn tinylfu_keeps_hot_keys_through_a_scan() {
+    /// 300 keys at the limit under `allkeys-tinylfu`; k0..k149 read 5 times each at T0.
+    fn tinylfu_with_hot_keys() -> Store {
         let policy = EvictionPolicy::AllKeysTinyLfu;
         let s = filled(300, policy, false);
         s.configure_memory(s.memory().used(), policy);
@@ -378,6 +378,12 @@ mod eviction {
                 s.get(format!("k{i}").as_bytes(), T0);
             }
         }
+        s
+    }
+
+    #[test]
+    fn tinylfu_keeps_hot_keys_through_a_scan() {
+        let s = tinylfu_with_hot_keys();
         // A scan: each new key is looked up once, misses, and is written.
         for i in 0..600 {
             let key = format!("scan{i}");
@@ -406,14 +412,7 @@ mod eviction {
     /// the frequent keys outlast keys read once but later.
     #[test]
     fn tinylfu_evicts_the_least_requested_first() {
-        let policy = EvictionPolicy::AllKeysTinyLfu;
-        let s = filled(300, policy, false);
-        s.configure_memory(s.memory().used(), policy);
-        for _ in 0..5 {
-            for i in 0..150 {
-                s.get(format!("k{i}").as_bytes(), T0);
-            }
-        }
+        let s = tinylfu_with_hot_keys();
         for i in 150..300 {
             s.get(format!("k{i}").as_bytes(), T0 + 10 * SEC);
         }
