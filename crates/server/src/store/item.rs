@@ -129,6 +129,11 @@ impl Item {
     pub fn is_live(&self, now_ms: u64) -> bool {
         self.expires_at_ms().is_none_or(|at| at > now_ms)
     }
+
+    /// Whether both are the same stored item (not merely the same key).
+    pub fn same(&self, other: &Self) -> bool {
+        std::ptr::eq(&*self.0, &*other.0)
+    }
 }
 
 impl std::fmt::Debug for Item {

@@ -34,11 +34,19 @@ pub(super) struct Writer {
     memory: Arc<Memory>,
     /// Sequence number of the last journaled change applied here.
     pub(super) last_seq: u64,
+    /// The best candidates drawn here and not yet evicted (the shard's own
+    /// eviction pool). Only items still stored: removing or replacing an
+    /// item drops it from here, so the pool never keeps memory alive.
+    pool: Vec<(u64, Item)>,
 }
+
+/// Candidates a shard's pool keeps between evictions.
+const SHARD_POOL: usize = 8;
 
 impl Shard {
     pub(super) fn new(hasher: RandomState, memory: Arc<Memory>) -> Self {
-        let writer = Writer { map: ShardMap::default(), hasher, expiry: BTreeSet::new(), memory, last_seq: 0 };
+        let writer =
+            Writer { map: ShardMap::default(), hasher, expiry: BTreeSet::new(), memory, last_seq: 0, pool: Vec::new() };
         Self {
             current: ArcSwap::from_pointee(ShardMap::default()),
             writer: Mutex::new(writer),
@@ -131,6 +139,7 @@ impl Writer {
     }
 
     fn forget(&mut self, old: &Item) {
+        self.unpool(old);
         if let Some(at) = old.expires_at_ms()
             && self.expiry.remove(&(at, old.clone()))
         {
@@ -149,6 +158,84 @@ impl Writer {
     /// Some stored item.
     pub(super) fn any(&self) -> Option<&Item> {
         self.map.iter().next()
+    }
+
+    /// Keys here a policy may evict: those with a TTL if `volatile`, else all.
+    pub(super) fn evictable(&self, volatile: bool) -> usize {
+        if volatile { self.expiry.len() } else { self.map.len() }
+    }
+
+    fn unpool(&mut self, old: &Item) {
+        if !self.pool.is_empty() {
+            self.pool.retain(|(_, p)| !p.same(old));
+        }
+    }
+
+    /// The best victim by `score` (higher goes first) among this shard's
+    /// pool of earlier candidates and `samples` new draws, in runs of up to
+    /// `run` neighbours (see [`super::Trie::sample`]), or among all its keys
+    /// if there are no more; only keys with a TTL if `volatile`. The best of
+    /// the rest stay in the pool.
+    ///
+    /// Pooled candidates keep the score they were drawn with, as in Redis's
+    /// pool (scoring them again would cost a cache miss each); only the one
+    /// chosen is scored again, and if it was used since it goes back with
+    /// its new score and the next best is tried.
+    pub(super) fn best_sampled(
+        &mut self,
+        samples: usize,
+        run: usize,
+        volatile: bool,
+        score: impl Fn(&Item) -> u64,
+    ) -> Option<Item> {
+        let mut pool = std::mem::take(&mut self.pool);
+        pool.retain(|(_, i)| !volatile || i.expires_at_ms().is_some());
+        let mut consider = |item: &Item| {
+            let s = score(item);
+            let full = pool.len() > SHARD_POOL;
+            if full && pool.iter().all(|(p, _)| *p >= s) || pool.iter().any(|(_, p)| p.same(item)) {
+                return;
+            }
+            if full && let Some(worst) = pool.iter().enumerate().min_by_key(|(_, (p, _))| *p).map(|(i, _)| i) {
+                pool.swap_remove(worst);
+            }
+            pool.push((s, item.clone()));
+        };
+        if self.evictable(volatile) <= samples {
+            // Cheaper than draws that would repeat keys, and exact.
+            if volatile {
+                self.expiry.iter().for_each(|(_, item)| consider(item));
+            } else {
+                self.map.iter().for_each(&mut consider);
+            }
+        } else {
+            let mut drawn = 0;
+            // Bounded: the keys with a TTL may be few among the rest.
+            for _ in 0..samples * 4 {
+                if drawn >= samples {
+                    break;
+                }
+                self.map.sample(fastrand::u64(..), (samples - drawn).min(run), |item| {
+                    if !volatile || item.expires_at_ms().is_some() {
+                        drawn += 1;
+                        consider(item);
+                    }
+                });
+            }
+        }
+        let mut best = None;
+        for _ in 0..=SHARD_POOL {
+            let Some(at) = pool.iter().enumerate().max_by_key(|(_, (p, _))| *p).map(|(i, _)| i) else { break };
+            let (was, item) = pool.swap_remove(at);
+            let now = score(&item);
+            if now >= was {
+                best = Some(item);
+                break;
+            }
+            pool.push((now, item));
+        }
+        self.pool = pool;
+        best
     }
 
     /// The key in this shard expiring soonest.
@@ -173,6 +260,7 @@ impl Writer {
             if self.map.get(hash, key.key()).is_some_and(|item| item.expires_at_ms() == Some(at))
                 && let Some(old) = self.map.remove(hash, key.key())
             {
+                self.unpool(&old);
                 // Out of the index already: only the count and the bytes.
                 self.memory.volatile.fetch_sub(1, Ordering::Relaxed);
                 let freed = footprint(&old);
