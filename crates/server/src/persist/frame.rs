@@ -417,4 +417,34 @@ mod tests {
         }
         assert!(check_log_header(&[0; 12]).is_err(), "zeros are not a header");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+        ))]
+
+        /// Arbitrary and damaged payloads decode to something or fail; a
+        /// length near `u64::MAX` fails on the limit instead of allocating.
+        #[test]
+        fn payloads_decode_or_fail_cleanly(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            at in proptest::prelude::any::<usize>(),
+            x in 1u8..,
+        ) {
+            let _ = decode::<LogRecord>(&data);
+            let _ = decode::<SnapshotEntry>(&data);
+            let mut huge = vec![0u8; 8];
+            huge.extend_from_slice(&[0, 0, 0, 0]);
+            huge.extend_from_slice(&[0x7F; 8]);
+            huge.extend_from_slice(&data);
+            proptest::prop_assert!(decode::<LogRecord>(&huge).is_err());
+            let record = LogRecord { seq: 3, op: LogOp::Set { key: b"key".to_vec(), value: data.clone(), expires_at_ms: Some(5) } };
+            let mut valid = bincode::encode_to_vec(&record, config()).unwrap();
+            let n = valid.len();
+            valid[at % n] ^= x;
+            let _ = decode::<LogRecord>(&valid);
+            valid.truncate(at % n);
+            proptest::prop_assert!(decode::<LogRecord>(&valid).is_err(), "a cut payload decoded");
+        }
+    }
 }
