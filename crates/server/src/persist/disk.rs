@@ -152,4 +152,67 @@ pub mod faults {
             self.0.truncate(len)
         }
     }
+
+    /// Real files that remember how much of each segment was fsynced, so a
+    /// test can cut the power: [`PowerCutDisk::durable`] says, at the
+    /// moment of the cut, what a power loss keeps for certain (each
+    /// segment's bytes up to its last successful fsync; the segments whose
+    /// directory entry was synced, which is every segment created, since
+    /// creation syncs the directory). The test then rewrites the files to
+    /// that plus whatever torn tail it wants to try. Its fsyncs only record
+    /// the length (the page cache is the test's "disk").
+    #[derive(Debug, Clone, Default)]
+    pub struct PowerCutDisk(Arc<std::sync::Mutex<Vec<Tracked>>>);
+
+    /// A segment and its fsynced length.
+    type Tracked = (std::path::PathBuf, Arc<AtomicU64>);
+
+    struct TrackedFile {
+        file: File,
+        written: u64,
+        synced: Arc<AtomicU64>,
+    }
+
+    impl PowerCutDisk {
+        /// Every segment created so far with its fsynced length, now.
+        pub fn durable(&self) -> Vec<(std::path::PathBuf, u64)> {
+            let files = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            files.iter().map(|(path, synced)| (path.clone(), synced.load(Ordering::SeqCst))).collect()
+        }
+    }
+
+    impl LogDisk for PowerCutDisk {
+        fn create_segment(&self, dir: &Path, first_seq: u64) -> io::Result<Box<dyn SegmentFile>> {
+            let path = dir.join(segment_name(first_seq));
+            let mut file = OpenOptions::new().create(true).write(true).truncate(true).open(&path)?;
+            let header = segment_header(first_seq);
+            file.write_all(&header)?;
+            let len = header.len() as u64;
+            let synced = Arc::new(AtomicU64::new(len));
+            let mut files = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            files.retain(|(p, _)| *p != path);
+            files.push((path, Arc::clone(&synced)));
+            Ok(Box::new(TrackedFile { file, written: len, synced }))
+        }
+    }
+
+    impl SegmentFile for TrackedFile {
+        fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+            self.file.write_all(bytes)?;
+            self.written += bytes.len() as u64;
+            Ok(())
+        }
+
+        fn sync_data(&mut self) -> io::Result<()> {
+            self.synced.store(self.written, Ordering::SeqCst);
+            Ok(())
+        }
+
+        fn truncate(&mut self, len: u64) -> io::Result<()> {
+            self.file.truncate(len)?;
+            self.written = len;
+            self.synced.fetch_min(len, Ordering::SeqCst);
+            Ok(())
+        }
+    }
 }
