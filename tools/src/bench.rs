@@ -49,6 +49,9 @@ pub struct Args {
     /// Send values unsealed, to measure the server alone.
     #[arg(long)]
     no_value_crypto: bool,
+    /// Give every SET this TTL (e.g. 30s), so keys expire under the load.
+    #[arg(long)]
+    ttl: Option<String>,
     /// Client threads; 1 (as redis-benchmark) runs every connection on one
     /// thread, which leaves the most CPU to a server on the same machine.
     #[arg(long, default_value_t = 1)]
@@ -96,6 +99,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     anyhow::ensure!(args.clients > 0 && args.pipeline > 0 && args.keyspace > 0, "-c, -P and -r must be at least 1");
     let duration = args.duration.as_deref().map(parse_duration).transpose().map_err(anyhow::Error::msg)?;
+    let ttl = args.ttl.as_deref().map(parse_duration).transpose().map_err(anyhow::Error::msg)?;
     anyhow::ensure!(args.threads > 0, "--threads must be at least 1");
     let runtime = if args.threads == 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()?
@@ -106,7 +110,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let clients = connect_all(args).await?;
         let mut outcomes = Vec::new();
         for test in tests {
-            outcomes.push(run_test(args, &clients, test, duration).await);
+            outcomes.push(run_test(args, &clients, test, duration, ttl).await);
         }
         anyhow::Ok(outcomes)
     })?;
@@ -143,7 +147,13 @@ async fn connect_all(args: &Args) -> anyhow::Result<Vec<Client>> {
     Ok(clients)
 }
 
-async fn run_test(args: &Args, clients: &[Client], test: Test, duration: Option<Duration>) -> Outcome {
+async fn run_test(
+    args: &Args,
+    clients: &[Client],
+    test: Test,
+    duration: Option<Duration>,
+    ttl: Option<Duration>,
+) -> Outcome {
     let issued = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = duration.map(|d| started + d);
@@ -157,6 +167,7 @@ async fn run_test(args: &Args, clients: &[Client], test: Test, duration: Option<
             limit: if test == Test::Fill { args.keyspace } else { args.requests },
             keyspace: args.keyspace,
             crypto: !args.no_value_crypto,
+            set: SetOptions { ttl, ..SetOptions::default() },
             deadline,
         };
         let seed = 0x9E37_79B9_7F4A_7C15u64 ^ ((ci as u64 + 1) << 20);
@@ -207,6 +218,7 @@ struct Load {
     limit: u64,
     keyspace: u64,
     crypto: bool,
+    set: SetOptions,
     deadline: Option<Instant>,
 }
 
@@ -234,8 +246,8 @@ impl Load {
                 for _ in 0..batch {
                     let write = self.next_key(&mut rng, &mut sequence, &mut key);
                     let queued = match (write, self.crypto) {
-                        (true, true) => p.set(&key, value).map(drop),
-                        (true, false) => p.set_raw_with(&key, value.to_vec(), SetOptions::default()).map(drop),
+                        (true, true) => p.set_with(&key, value, self.set).map(drop),
+                        (true, false) => p.set_raw_with(&key, value.to_vec(), self.set).map(drop),
                         (false, true) => p.get(&key).map(drop),
                         (false, false) => p.get_raw(&key).map(drop),
                     };
@@ -273,8 +285,8 @@ impl Load {
 
     async fn one(&self, client: &Client, write: bool, key: &str, value: &[u8]) -> bool {
         match (write, self.crypto) {
-            (true, true) => client.set(key, value).await.is_ok(),
-            (true, false) => client.set_raw_with(key, value.to_vec(), SetOptions::default()).await.is_ok(),
+            (true, true) => client.set_with(key, value, self.set).await.is_ok(),
+            (true, false) => client.set_raw_with(key, value.to_vec(), self.set).await.is_ok(),
             (false, true) => client.get(key).await.is_ok(),
             (false, false) => client.get_raw(key).await.is_ok(),
         }
