@@ -12,7 +12,7 @@
 //!
 //! Like Redis, victims are chosen by sampling, in one of two places:
 //!
-//! - **In the shard being written**, when it holds at least `2 *
+//! - **In the shard being written**, when it holds at least `4 *
 //!   samples` keys the policy may evict: [`SAMPLES`] keys drawn from that
 //!   shard join the shard's own pool of 8 earlier candidates, the best
 //!   goes, and the eviction is part of the same shard write (one lock, one
@@ -34,9 +34,9 @@
 //! 10% with 41% per draw round; the pools raise that, since good candidates
 //! found earlier are kept. The first way made SET at a 32 MiB limit about 1.3x
 //! faster (`allkeys-lru` from 0.69x to 0.94x of the same load without a
-//! limit) for at most 0.5 points of hit ratio on the `eviction` suite's
-//! traces; below `2 * samples` keys per shard it cost up to 1.5 points, hence
-//! the second way there.
+//! limit) for at most 0.3 points of hit ratio on the `eviction` suite's
+//! traces; from 10 to 20 keys per shard it cost up to 2 points, hence the
+//! second way there.
 //!
 //! `allkeys-tinylfu` (Einziger, Friedman, Manes: "TinyLFU: A Highly Efficient
 //! Cache Admission Policy", 2017) counts reads (GET and MGET lookups, hits
