@@ -9,6 +9,7 @@ use cryptomem_server::persist::{PersistConfig, PersistError, Persistence};
 use cryptomem_server::persist::{TailMode, list, recover};
 use cryptomem_server::store::SetCondition;
 use cryptomem_server::store::{Clock, Store};
+use cryptomem_testkit::log_record_offsets;
 
 fn config() -> PersistConfig {
     PersistConfig { fsync: FsyncPolicy::Always, snapshot_after_writes: 0, ..PersistConfig::default() }
@@ -192,7 +193,7 @@ async fn no_flip_before_the_last_record_is_silently_dropped() {
     let original = std::fs::read(&seg).unwrap();
     let (_, report) = reload(dir.path()).unwrap();
     assert_eq!(report.segments[0].records, 20);
-    let starts = record_offsets(&original);
+    let starts = log_record_offsets(&original);
     let last = *starts.last().unwrap();
     for at in 16..last {
         for bit in [0x01u8, 0x10, 0x80] {
@@ -209,18 +210,6 @@ async fn no_flip_before_the_last_record_is_silently_dropped() {
     bytes[last as usize + 1] ^= 0x10;
     std::fs::write(&seg, &bytes).unwrap();
     assert_eq!(reload(dir.path()).unwrap().0.len(), 19);
-}
-
-/// Start offsets of the records of an undamaged version 2 segment.
-fn record_offsets(segment: &[u8]) -> Vec<u64> {
-    let mut offsets = Vec::new();
-    let mut at = 16;
-    while at < segment.len() {
-        offsets.push(at as u64);
-        let len = u32::from_be_bytes(segment[at..at + 4].try_into().unwrap()) as usize;
-        at += 12 + len;
-    }
-    offsets
 }
 
 #[tokio::test]

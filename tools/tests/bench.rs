@@ -79,6 +79,20 @@ async fn bench_runs_for_a_second_and_reports_rates_and_latencies() {
     assert_eq!(json[0]["test"], "FILL", "{json}");
     assert_eq!(json[0]["requests"], 500, "{json}");
     assert_eq!(json[0]["errors"], 0, "{json}");
+    // --ttl: every key written carries it.
+    let args = ["bench", "-c", "2", "-P", "4", "-r", "50", "-t", "fill", "--ttl", "1h", "--json", "--credentials"];
+    let mut args: Vec<String> = args.iter().map(|s| (*s).to_string()).collect();
+    args.push(creds.display().to_string());
+    let json: serde_json::Value = serde_json::from_str(&tool(args).await).unwrap();
+    assert_eq!(json[0]["errors"], 0, "{json}");
+    let config = cryptomem_client::ClientConfig::from_credentials(Credentials::load(&creds).unwrap());
+    let client = cryptomem_client::Client::connect(config).await.unwrap();
+    for n in [0, 49] {
+        match client.ttl(format!("bench:key:{n}")).await.unwrap() {
+            cryptomem_client::KeyTtl::ExpiresIn(left) => assert!(left.as_secs() > 3500, "{left:?}"),
+            other => panic!("bench:key:{n}: {other:?}"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,7 @@ use std::time::Duration;
 use cryptomem_server::persist::{FsyncPolicy, PersistConfig, PersistError, Persistence, RecoveryReport};
 use cryptomem_server::persist::{SnapshotReader, TailMode, list, recover, scan};
 use cryptomem_server::store::{Clock, PersistOutcome, SetCondition, Store};
+use cryptomem_testkit::log_record_offsets;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cryptomem-tool");
 
@@ -134,7 +135,8 @@ async fn every_bit_flipped_is_refused_or_harmless() {
     assert!(verify_in_process(dir.path()) && verify_binary(dir.path()), "the undamaged dir verifies");
     // What a torn last record leaves: the newest segment's last record gone.
     let newest = files.last().unwrap();
-    let last_record_at = report.segments.last().unwrap().len - last_record_len(originals.last().unwrap());
+    let last_record_at = *log_record_offsets(originals.last().unwrap()).last().unwrap();
+    assert_eq!(report.segments.last().unwrap().len, originals.last().unwrap().len() as u64);
     std::fs::write(newest, &originals.last().unwrap()[..usize::try_from(last_record_at).unwrap()]).unwrap();
     let (without_last, _) = reload(dir.path()).unwrap();
     assert_ne!(without_last, stored);
@@ -188,17 +190,4 @@ async fn every_bit_flipped_is_refused_or_harmless() {
     eprintln!("{total} flips over {} bytes in {} files: {seen:?}", total / 8, files.len());
     assert_eq!(seen.refused + seen.served_exactly + seen.torn_tail_dropped, total as u64);
     assert!(seen.refused > 0 && seen.binary_checked > 0);
-}
-
-/// Length of the last record of an undamaged version 2 segment (16-byte
-/// header, then records of a 12-byte frame and `len` bytes).
-fn last_record_len(segment: &[u8]) -> u64 {
-    let mut at = 16;
-    let mut last = 0;
-    while at < segment.len() {
-        let len = u32::from_be_bytes(segment[at..at + 4].try_into().unwrap()) as usize;
-        last = 12 + len;
-        at += last;
-    }
-    last as u64
 }

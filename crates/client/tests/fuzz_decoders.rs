@@ -9,50 +9,15 @@
 
 use proptest::prelude::*;
 
+use cryptomem_testkit::{cases, mutate, mutations};
+
 use cryptomem_client::Credentials;
 use cryptomem_client::value_crypto::{Keyring, ValueKey, generate_salt, parse_salt_file, salt_file_text};
 use cryptomem_wire::secure::noise::random_secret;
 use cryptomem_wire::{Token, TokenInfo};
 
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
-    ProptestConfig { cases, ..ProptestConfig::default() }
-}
-
-#[derive(Debug, Clone)]
-enum Mutation {
-    Flip(usize, u8),
-    Cut(usize),
-    Insert(usize, Vec<u8>),
-}
-
-fn mutations() -> impl Strategy<Value = Vec<Mutation>> {
-    let one = prop_oneof![
-        (any::<usize>(), 1u8..).prop_map(|(at, x)| Mutation::Flip(at, x)),
-        any::<usize>().prop_map(Mutation::Cut),
-        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..8)).prop_map(|(at, b)| Mutation::Insert(at, b)),
-    ];
-    proptest::collection::vec(one, 1..4)
-}
-
-fn mutate(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
-    for m in mutations {
-        let n = bytes.len().max(1);
-        match m {
-            Mutation::Flip(at, x) if !bytes.is_empty() => bytes[at % n] ^= x,
-            Mutation::Cut(at) => bytes.truncate(at % n),
-            Mutation::Insert(at, b) => {
-                let at = at % (bytes.len() + 1);
-                bytes.splice(at..at, b.iter().copied());
-            }
-            _ => {}
-        }
-    }
-    bytes
-}
-
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(cases())]
 
     #[test]
     fn sealed_values_open_only_unchanged(

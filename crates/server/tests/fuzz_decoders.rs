@@ -13,15 +13,12 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
+use cryptomem_testkit::{cases, mutate, mutations};
+
 use cryptomem_server::auth::{Role, TokenRecord, TokenTable};
 use cryptomem_server::persist::{Found, LogRecord, SnapshotEntry, SnapshotReader, TailMode, list, scan};
 use cryptomem_server::persist::{FsyncPolicy, PersistConfig, Persistence};
 use cryptomem_server::store::{Clock, PersistOutcome, SetCondition, Store};
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
-    ProptestConfig { cases, ..ProptestConfig::default() }
-}
 
 /// A valid data dir's files, written once: (snapshot bytes, segment bytes,
 /// the records the segment holds).
@@ -83,42 +80,6 @@ fn fixture() -> &'static Fixture {
     })
 }
 
-#[derive(Debug, Clone)]
-enum Mutation {
-    Flip(usize, u8),
-    Cut(usize),
-    Insert(usize, Vec<u8>),
-    Overwrite(usize, u8),
-}
-
-fn mutations() -> impl Strategy<Value = Vec<Mutation>> {
-    let one = prop_oneof![
-        (any::<usize>(), 1u8..).prop_map(|(at, x)| Mutation::Flip(at, x)),
-        any::<usize>().prop_map(Mutation::Cut),
-        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..8)).prop_map(|(at, b)| Mutation::Insert(at, b)),
-        (any::<usize>(), prop_oneof![Just(0u8), Just(0xFF), any::<u8>()])
-            .prop_map(|(at, b)| Mutation::Overwrite(at, b)),
-    ];
-    proptest::collection::vec(one, 1..4)
-}
-
-fn mutate(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
-    for m in mutations {
-        let n = bytes.len().max(1);
-        match m {
-            Mutation::Flip(at, x) if !bytes.is_empty() => bytes[at % n] ^= x,
-            Mutation::Overwrite(at, b) if !bytes.is_empty() => bytes[at % n] = *b,
-            Mutation::Cut(at) => bytes.truncate(at % n),
-            Mutation::Insert(at, b) => {
-                let at = at % (bytes.len() + 1);
-                bytes.splice(at..at, b.iter().copied());
-            }
-            _ => {}
-        }
-    }
-    bytes
-}
-
 /// Reads every entry of a snapshot file; the entries, or the error.
 fn read_snapshot(path: &Path) -> Result<Vec<SnapshotEntry>, String> {
     let mut reader = SnapshotReader::open(path).map_err(|e| e.to_string())?;
@@ -143,7 +104,7 @@ fn a_token_table() -> TokenTable {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(cases())]
 
     #[test]
     fn damaged_snapshots_fail_cleanly(m in mutations(), junk in proptest::collection::vec(any::<u8>(), 0..200)) {

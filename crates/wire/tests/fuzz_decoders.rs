@@ -1,8 +1,8 @@
 //! Every decoder of bytes from the network, fed arbitrary bytes and mutated
 //! valid inputs: an error (or a clean "need more bytes"), never a panic.
 //! Requests, responses and MGET bodies are covered the same way in
-//! `protocol/tests.rs`; this file adds the handshake (both sides), records,
-//! tokens, server keys and mutated valid requests.
+//! `protocol/tests.rs`, records in `secure/record.rs`; this file adds the
+//! handshake (both sides), tokens, server keys and mutated valid requests.
 //!
 //! 2,000 cases per property by default; `PROPTEST_CASES=1000000 cargo test
 //! --release -p cryptomem-wire --test fuzz_decoders` is the long run.
@@ -10,53 +10,12 @@
 use bytes::BytesMut;
 use proptest::prelude::*;
 
+use cryptomem_testkit::{cases, mutate, mutations};
 use cryptomem_wire::Token;
 use cryptomem_wire::protocol::{Limits, Request, decode_request, encode_request};
 use cryptomem_wire::secure::handshake::{MAX_HANDSHAKE_MESSAGE, PREAMBLE};
-use cryptomem_wire::secure::noise::{self, Initiator, responder_read_message};
-use cryptomem_wire::secure::{RecordOpener, RecordSealer, client_handshake, parse_public_key, server_handshake};
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
-    ProptestConfig { cases, ..ProptestConfig::default() }
-}
-
-/// Ways a valid input gets damaged: flipped bytes, cuts, insertions.
-#[derive(Debug, Clone)]
-enum Mutation {
-    Flip(usize, u8),
-    Cut(usize),
-    Insert(usize, Vec<u8>),
-    Overwrite(usize, u8),
-}
-
-fn mutations() -> impl Strategy<Value = Vec<Mutation>> {
-    let one = prop_oneof![
-        (any::<usize>(), 1u8..).prop_map(|(at, x)| Mutation::Flip(at, x)),
-        any::<usize>().prop_map(Mutation::Cut),
-        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..8)).prop_map(|(at, b)| Mutation::Insert(at, b)),
-        (any::<usize>(), prop_oneof![Just(0u8), Just(0xFF), any::<u8>()])
-            .prop_map(|(at, b)| Mutation::Overwrite(at, b)),
-    ];
-    proptest::collection::vec(one, 1..4)
-}
-
-fn mutate(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
-    for m in mutations {
-        let n = bytes.len().max(1);
-        match m {
-            Mutation::Flip(at, x) if !bytes.is_empty() => bytes[at % n] ^= x,
-            Mutation::Overwrite(at, b) if !bytes.is_empty() => bytes[at % n] = *b,
-            Mutation::Cut(at) => bytes.truncate(at % n),
-            Mutation::Insert(at, b) => {
-                let at = at % (bytes.len() + 1);
-                bytes.splice(at..at, b.iter().copied());
-            }
-            _ => {}
-        }
-    }
-    bytes
-}
+use cryptomem_wire::secure::noise::{self, Initiator};
+use cryptomem_wire::secure::{client_handshake, parse_public_key, server_handshake};
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
@@ -80,16 +39,6 @@ fn client_opening(server: &x25519_dalek::StaticSecret) -> Vec<u8> {
     out
 }
 
-fn record_pair() -> (RecordSealer, RecordOpener) {
-    let server = noise::random_secret().unwrap();
-    let public = x25519_dalek::PublicKey::from(&server);
-    let (m1, awaiting) = Initiator::new(public, b"p", noise::random_secret().unwrap()).write_message(&[]).unwrap();
-    let (_, ready) = responder_read_message(&server, b"p", &m1).unwrap();
-    let (m2, server_keys) = ready.write_message(&[], noise::random_secret().unwrap()).unwrap();
-    let (_, client_keys) = awaiting.read_message(&m2).unwrap();
-    (RecordSealer::new(client_keys.send), RecordOpener::new(server_keys.recv))
-}
-
 /// A valid request per command, for mutation.
 fn request_bytes(which: u8, key: &[u8], value: &[u8]) -> Vec<u8> {
     let key = bytes::Bytes::copy_from_slice(key);
@@ -107,7 +56,7 @@ fn request_bytes(which: u8, key: &[u8], value: &[u8]) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(cases())]
 
     #[test]
     fn the_server_handshake_refuses_arbitrary_openings(data in proptest::collection::vec(any::<u8>(), 0..200)) {
@@ -140,34 +89,6 @@ proptest! {
         reply.extend_from_slice(&body);
         let mut stream = tokio::io::join(&reply[..], tokio::io::sink());
         prop_assert!(block_on(client_handshake(&mut stream, &key)).is_err());
-    }
-
-    #[test]
-    fn records_refuse_arbitrary_and_mutated_bytes(
-        plain in proptest::collection::vec(any::<u8>(), 0..300),
-        m in mutations(),
-        junk in proptest::collection::vec(any::<u8>(), 0..300),
-    ) {
-        let (mut sealer, mut opener) = record_pair();
-        let mut wire = Vec::new();
-        sealer.seal(&plain, &mut wire).unwrap();
-        let damaged = mutate(wire.clone(), &m);
-        let mut input = BytesMut::from(&damaged[..]);
-        let mut out = BytesMut::new();
-        match opener.open(&mut input, &mut out) {
-            // Opened: only the undamaged record (possibly with bytes after it).
-            Ok(n) if n > 0 => {
-                prop_assert!(damaged.starts_with(&wire));
-                prop_assert_eq!(&out[..], &plain[..]);
-            }
-            Ok(_) => prop_assert!(out.is_empty()),
-            Err(_) => prop_assert!(out.is_empty(), "no plaintext from a failed record"),
-        }
-        let (_, mut opener) = record_pair();
-        let mut input = BytesMut::from(&junk[..]);
-        let mut out = BytesMut::new();
-        let opened = opener.open(&mut input, &mut out);
-        prop_assert!(!matches!(opened, Ok(n) if n > 0), "junk opened as a record");
     }
 
     #[test]

@@ -419,9 +419,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
-            std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
-        ))]
+        #![proptest_config(cryptomem_testkit::cases())]
 
         /// Arbitrary and damaged payloads decode to something or fail; a
         /// length near `u64::MAX` fails on the limit instead of allocating.

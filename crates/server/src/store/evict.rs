@@ -34,7 +34,7 @@
 //! 10% with 41% per draw round; the pools raise that, since good candidates
 //! found earlier are kept. The first way made SET at a 32 MiB limit about 1.3x
 //! faster (`allkeys-lru` from 0.69x to 0.94x of the same load without a
-//! limit) for at most 0.3 points of hit ratio on the `eviction` suite's
+//! limit) for at most 0.5 points of hit ratio on the `eviction` suite's
 //! traces; from 10 to 20 keys per shard it cost up to 2 points, hence the
 //! second way there.
 //!
@@ -143,6 +143,13 @@ impl EvictionPolicy {
         matches!(self, Self::VolatileLru | Self::VolatileLfu | Self::VolatileRandom | Self::VolatileTtl)
     }
 
+    /// Whether the best victim among one shard's keys is as good as among
+    /// draws across shards. Not for `volatile-ttl`: the soonest to expire in
+    /// one shard can be a late one in the store.
+    pub(super) fn ranks_within_a_shard(self) -> bool {
+        !matches!(self, Self::NoEviction | Self::VolatileTtl)
+    }
+
     /// How good a victim an item with this access word and expiry is, at
     /// tick `now`: higher goes first.
     pub(super) fn score(self, access: u32, expires_at_ms: Option<u64>, now_tick: u32) -> u64 {
@@ -207,15 +214,21 @@ const MIN_SKETCH_KEYS: u64 = 4096;
 
 /// Counts of requests per key hash, approximately: a count-min sketch of
 /// 4-bit counters (16 to an atomic word), four counters per key, all in one
-/// 64-byte block, with four counters per expected key, halved every `10 * keys` increments so it
-/// follows a changing workload (the paper's sample size).
+/// cache-line-aligned block of 8 words, with four counters per expected
+/// key, halved every `10 * keys` increments so it follows a changing
+/// workload (the paper's sample size).
 pub struct FrequencySketch {
-    words: Box<[AtomicU64]>,
+    blocks: Box<[Block]>,
     /// Counters - 1 (a power of two).
     mask: u64,
     additions: AtomicU64,
     reset_at: u64,
 }
+
+/// 8 words on one 64-byte cache line: a key's four counters cost one miss.
+#[repr(align(64))]
+#[derive(Default)]
+struct Block([AtomicU64; 8]);
 
 impl FrequencySketch {
     /// Counters for about `keys` resident keys (four each, a power of two).
@@ -233,7 +246,7 @@ impl FrequencySketch {
         let counters = Self::counters_for(keys);
         let keys = keys.clamp(MIN_SKETCH_KEYS, 1 << 28);
         Self {
-            words: (0..counters / 16).map(|_| AtomicU64::new(0)).collect(),
+            blocks: (0..counters / 128).map(|_| Block::default()).collect(),
             mask: counters - 1,
             additions: AtomicU64::new(0),
             reset_at: keys * 10,
@@ -242,25 +255,25 @@ impl FrequencySketch {
 
     /// Bytes it holds.
     pub fn bytes(&self) -> u64 {
-        self.words.len() as u64 * 8
+        self.blocks.len() as u64 * 64
     }
 
     /// The (word, shift) of the key's four counters.
-    fn slots(&self, hash: u64) -> impl Iterator<Item = (usize, u32)> + '_ {
-        // All four in one 64-byte block of 8 words (one cache miss, not
-        // four, as Caffeine's sketch does): the block from the high bits,
-        // then for counter i word 2i or 2i + 1 and a nibble in it from byte i.
+    fn slots(&self, hash: u64) -> impl Iterator<Item = (&AtomicU64, u32)> + '_ {
+        // All four in one block (one cache miss, not four, as Caffeine's
+        // sketch does): the block from the high bits, then for counter i
+        // word 2i or 2i + 1 and a nibble in it from byte i.
         let h = hash.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         // Masked to the table size, which is a usize.
         #[allow(clippy::cast_possible_truncation)]
-        let block = ((h >> 32) & (self.mask / 128)) as usize * 8;
+        let block = &self.blocks[((h >> 32) & (self.mask / 128)) as usize].0;
         (0..4u32).map(move |i| {
             let byte = h >> (i * 8);
             #[allow(clippy::cast_possible_truncation)]
-            let word = block + 2 * i as usize + ((byte >> 4) & 1) as usize;
+            let word = 2 * i as usize + ((byte >> 4) & 1) as usize;
             #[allow(clippy::cast_possible_truncation)]
             let shift = (byte & 0xF) as u32 * 4;
-            (word, shift)
+            (&block[word], shift)
         })
     }
 
@@ -271,8 +284,7 @@ impl FrequencySketch {
     pub fn increment(&self, hash: u64) {
         let min = self.estimate(hash);
         if min < 15 {
-            for (word, shift) in self.slots(hash) {
-                let w = &self.words[word];
+            for (w, shift) in self.slots(hash) {
                 let v = w.load(Relaxed);
                 if (v >> shift) & 0xF == u64::from(min) {
                     w.store(v + (1 << shift), Relaxed);
@@ -288,12 +300,18 @@ impl FrequencySketch {
     pub fn estimate(&self, hash: u64) -> u8 {
         // A nibble.
         #[allow(clippy::cast_possible_truncation)]
-        let min = self.slots(hash).map(|(word, shift)| ((self.words[word].load(Relaxed) >> shift) & 0xF) as u8).min();
+        let min = self.slots(hash).map(|(w, shift)| ((w.load(Relaxed) >> shift) & 0xF) as u8).min();
         min.unwrap_or(0)
     }
 
+    /// TinyLFU's admission rule: a new key (`candidate`) replaces `victim`
+    /// only if it is requested at least as often.
+    pub fn admits(&self, candidate: u64, victim: u64) -> bool {
+        self.estimate(candidate) >= self.estimate(victim)
+    }
+
     fn halve(&self) {
-        for w in &*self.words {
+        for w in self.blocks.iter().flat_map(|b| &b.0) {
             w.store((w.load(Relaxed) >> 1) & 0x7777_7777_7777_7777, Relaxed);
         }
         self.additions.store(0, Relaxed);
@@ -463,6 +481,16 @@ mod tests {
         assert!((20..=80).contains(&c), "10k hits give a counter of about 50, not {c}");
         let three_minutes = u32::try_from(180_000 / ACCESS_TICK_MS).unwrap() + 1;
         assert_eq!(u32::from(decayed(a, three_minutes)), c - 3);
+    }
+
+    #[test]
+    fn a_keys_counters_share_one_cache_line() {
+        let s = FrequencySketch::new(MIN_SKETCH_KEYS);
+        assert_eq!(s.blocks.as_ptr() as usize % 64, 0, "blocks start on a line");
+        for hash in [0, 1, u64::MAX, 0x1234_5678_9ABC_DEF0] {
+            let lines: Vec<usize> = s.slots(hash).map(|(w, _)| std::ptr::from_ref(w) as usize / 64).collect();
+            assert!(lines.iter().all(|l| *l == lines[0]), "{hash:#x}: {lines:?}");
+        }
     }
 
     #[test]

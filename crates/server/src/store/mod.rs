@@ -330,51 +330,59 @@ impl Store {
         let expires_at_ms = ttl.map(|t| deadline(now_ms, t));
         let (shard, hash) = self.locate(key);
         let limit = self.memory.limit();
-        let mut reservation = None;
-        if limit > 0 {
-            let need = memory::footprint_of(key.len(), value.len(), ttl.is_some());
-            if need.saturating_add(self.memory.external()) > limit {
-                // Evicting every key would not make room: refuse before evicting any.
-                let policy = self.memory.policy();
-                return Err(StoreError::OutOfMemory { used: self.memory.used() + need, limit, policy });
-            }
-            reservation = Some(Reservation::new(&self.memory, need));
-        }
-        let evict_here = reservation.is_some() && self.memory.used() > limit;
+        let _reservation = self.reserve(limit, memory::footprint_of(key.len(), value.len(), ttl.is_some()))?;
+        let evict_here = limit > 0 && self.memory.used() > limit;
         // Built before the lock: the copy and allocation need not hold writers up.
         let item = Item::with_access(key, value, expires_at_ms, fresh(access_tick(now_ms)));
-        let done = shard.write(|w| {
+        let change = Change::Set { key, value, expires_at_ms };
+        let item = match shard.write(|w| {
             if !allowed(w, hash, key, condition, now_ms) {
-                return (Ok(Some(Written::unchanged(false))), false);
+                return (Ok(Ok(Written::unchanged(false))), false);
             }
             let mut evicted = false;
             if evict_here {
                 match self.evict_in_shard(w, hash, key, condition, now_ms, limit, &mut evicted) {
                     Ok(InShard::Room) => {}
-                    Ok(InShard::Refused) => return (Ok(Some(Written::unchanged(true))), evicted),
-                    Ok(InShard::NoVictim) => return (Ok(None), evicted),
+                    Ok(InShard::Refused) => return (Ok(Ok(Written::unchanged(true))), evicted),
+                    // Handed back unused, for the way across shards.
+                    Ok(InShard::NoVictim) => return (Ok(Err(item)), evicted),
                     Err(e) => return (Err(e), evicted),
                 }
             }
-            let (result, changed) = self.put_recorded(w, hash, Change::Set { key, value, expires_at_ms }, item);
-            (result.map(Some), changed || evicted)
-        })?;
-        if let Some(written) = done {
-            return Ok(written);
-        }
-        // This shard had nothing the policy may evict: draw from all of them.
-        drop(reservation);
-        let _reservation = match self.admit(shard, hash, key, value.len(), ttl.is_some(), condition, now_ms)? {
-            Admission::Admitted(reservation) => reservation,
-            Admission::Refused => return Ok(Written::unchanged(true)),
+            let (result, changed) = self.put_recorded(w, hash, change, item);
+            (result.map(Ok), changed || evicted)
+        })? {
+            Ok(written) => return Ok(written),
+            Err(item) => item,
         };
-        let item = Item::with_access(key, value, expires_at_ms, fresh(access_tick(now_ms)));
+        // This shard is too small a sample: draw from all of them.
+        let new_key = || condition != SetCondition::IfPresent && shard.get(hash, key, now_ms).is_none();
+        if !self.make_room_admitting(limit, hash, new_key, now_ms)? {
+            return Ok(Written::unchanged(true));
+        }
         shard.write(|w| {
             if !allowed(w, hash, key, condition, now_ms) {
                 return (Ok(Written::unchanged(false)), false);
             }
-            self.put_recorded(w, hash, Change::Set { key, value, expires_at_ms }, item)
+            self.put_recorded(w, hash, change, item)
         })
+    }
+
+    /// Reserves a write's `need` bytes against `limit` (none without a
+    /// limit), so concurrent writers cannot pass the limit together.
+    ///
+    /// # Errors
+    /// `OutOfMemory` for a write that would not fit even if every key were
+    /// evicted: refused before any is.
+    fn reserve(&self, limit: u64, need: u64) -> Result<Option<Reservation<'_>>, StoreError> {
+        if limit == 0 {
+            return Ok(None);
+        }
+        if need.saturating_add(self.memory.external()) > limit {
+            let policy = self.memory.policy();
+            return Err(StoreError::OutOfMemory { used: self.memory.used() + need, limit, policy });
+        }
+        Ok(Some(Reservation::new(&self.memory, need)))
     }
 
     /// Journals `change` (a `Set` of `item`) and stores `item`.
@@ -411,20 +419,17 @@ impl Store {
         evicted: &mut bool,
     ) -> Result<InShard, StoreError> {
         let policy = self.memory.policy();
-        match policy {
-            EvictionPolicy::NoEviction => {
-                return Err(StoreError::OutOfMemory { used: self.memory.used(), limit, policy });
-            }
-            // The soonest to expire in one shard can be a late one in the
-            // store: this ranking needs draws across shards.
-            EvictionPolicy::VolatileTtl => return Ok(InShard::NoVictim),
-            _ => {}
+        if policy == EvictionPolicy::NoEviction {
+            return Err(StoreError::OutOfMemory { used: self.memory.used(), limit, policy });
+        }
+        if !policy.ranks_within_a_shard() {
+            return Ok(InShard::NoVictim);
         }
         let sketch = self.sketch.load();
         let sketch = sketch.as_deref().filter(|_| policy == EvictionPolicy::AllKeysTinyLfu);
-        // Admission is checked only for a key not stored yet, and only once.
-        let mut admission =
-            sketch.filter(|_| condition != SetCondition::IfPresent && w.live(hash, key, now_ms).is_none());
+        // Looked up only when admission can refuse.
+        let mut new_key =
+            sketch.is_some() && condition != SetCondition::IfPresent && w.live(hash, key, now_ms).is_none();
         let tick = access_tick(now_ms);
         // A shard with fewer keys than four times the draws is too small a
         // sample (at twice, `allkeys-lru` lost 2 points of hit ratio on the
@@ -440,9 +445,8 @@ impl Store {
             });
             let Some(victim) = victim else { return Ok(InShard::NoVictim) };
             let victim_hash = self.hasher.hash_one(victim.key());
-            if let Some(s) = admission.take()
-                && s.estimate(hash) < s.estimate(victim_hash)
-            {
+            // Admission is checked once, for a key not stored yet.
+            if std::mem::take(&mut new_key) && sketch.is_some_and(|s| !s.admits(hash, victim_hash)) {
                 self.memory.evicted.fetch_add(1, Relaxed);
                 return Ok(InShard::Refused);
             }
@@ -618,48 +622,32 @@ impl Store {
         self.shards.iter().map(Shard::load).collect()
     }
 
-    /// Makes room for a write of this size under the memory limit, evicting
-    /// as the policy says. `Refused` when `allkeys-tinylfu` keeps a new key
-    /// out because it is requested less often than the key it would replace
-    /// (the write is answered as done and counts as an eviction).
-    #[allow(clippy::too_many_arguments)]
-    fn admit(
+    /// Evicts across shards until the reserved write fits under `limit`.
+    /// False when `allkeys-tinylfu` keeps the new key (`hash`) out because it
+    /// is requested less often than the key it would replace; the write is
+    /// then answered as done and counts as an eviction.
+    fn make_room_admitting(
         &self,
-        shard: &Shard,
+        limit: u64,
         hash: u64,
-        key: &[u8],
-        value_len: usize,
-        has_ttl: bool,
-        condition: SetCondition,
+        new_key: impl FnOnce() -> bool,
         now_ms: u64,
-    ) -> Result<Admission<'_>, StoreError> {
-        let limit = self.memory.limit();
-        if limit == 0 {
-            return Ok(Admission::Admitted(None));
+    ) -> Result<bool, StoreError> {
+        if limit == 0 || self.memory.used() <= limit {
+            return Ok(true);
         }
-        let sketch = self.sketch.load_full();
-        let need = memory::footprint_of(key.len(), value_len, has_ttl);
-        if need.saturating_add(self.memory.external()) > limit {
-            // Evicting every key would not make room: refuse before evicting any.
-            let policy = self.memory.policy();
-            return Err(StoreError::OutOfMemory { used: self.memory.used() + need, limit, policy });
-        }
-        let reservation = Reservation::new(&self.memory, need);
-        if self.memory.used() <= limit {
-            return Ok(Admission::Admitted(Some(reservation)));
-        }
-        // Admission is checked only for a key not stored yet, and only once.
-        let mut admission =
-            sketch.filter(|_| condition != SetCondition::IfPresent && shard.get(hash, key, now_ms).is_none());
-        let admitted = self.make_room(limit, now_ms, |victim| match admission.take() {
-            None => true,
-            Some(s) => s.estimate(hash) >= s.estimate(self.hasher.hash_one(&victim.key)),
+        let sketch = self.sketch.load();
+        let sketch = sketch.as_deref().filter(|_| self.memory.policy() == EvictionPolicy::AllKeysTinyLfu);
+        // Looked up only when admission can refuse.
+        let mut new_key = sketch.is_some() && new_key();
+        let admitted = self.make_room(limit, now_ms, |victim| {
+            // Admission is checked once, for a key not stored yet.
+            !std::mem::take(&mut new_key) || sketch.is_none_or(|s| s.admits(hash, self.hasher.hash_one(&victim.key)))
         })?;
-        if admitted {
-            return Ok(Admission::Admitted(Some(reservation)));
+        if !admitted {
+            self.memory.evicted.fetch_add(1, Relaxed);
         }
-        self.memory.evicted.fetch_add(1, Relaxed);
-        Ok(Admission::Refused)
+        Ok(admitted)
     }
 
     /// Evicts until what counts against `limit` fits under it. `admit` sees
@@ -823,14 +811,6 @@ enum InShard {
     Refused,
     /// The shard holds too few keys the policy may evict to choose well.
     NoVictim,
-}
-
-/// What [`Store::admit`] decided.
-enum Admission<'a> {
-    /// Write, holding this much of the limit meanwhile.
-    Admitted(Option<Reservation<'a>>),
-    /// Answer as written, store nothing.
-    Refused,
 }
 
 /// A write's footprint, counted against the limit from its check until it

@@ -173,9 +173,10 @@ impl Writer {
 
     /// The best victim by `score` (higher goes first) among this shard's
     /// pool of earlier candidates and `samples` new draws, in runs of up to
-    /// `run` neighbours (see [`super::Trie::sample`]), or among all its keys
-    /// if there are no more; only keys with a TTL if `volatile`. The best of
-    /// the rest stay in the pool.
+    /// `run` neighbours (see [`super::Trie::sample`]); only keys with a TTL
+    /// if `volatile`. The best [`SHARD_POOL`] of the rest stay in the pool.
+    /// Callers draw only from shards with several times `samples` keys the
+    /// policy may evict, so draws rarely repeat a key.
     ///
     /// Pooled candidates keep the score they were drawn with, as in Redis's
     /// pool (scoring them again would cost a cache miss each); only the one
@@ -192,36 +193,31 @@ impl Writer {
         pool.retain(|(_, i)| !volatile || i.expires_at_ms().is_some());
         let mut consider = |item: &Item| {
             let s = score(item);
-            let full = pool.len() > SHARD_POOL;
-            if full && pool.iter().all(|(p, _)| *p >= s) || pool.iter().any(|(_, p)| p.same(item)) {
+            if pool.iter().any(|(_, p)| p.same(item)) {
                 return;
             }
-            if full && let Some(worst) = pool.iter().enumerate().min_by_key(|(_, (p, _))| *p).map(|(i, _)| i) {
-                pool.swap_remove(worst);
+            // Full: one more than kept, since the best is about to leave.
+            if pool.len() > SHARD_POOL {
+                let worst = pool.iter().enumerate().min_by_key(|(_, (p, _))| *p).map(|(i, (p, _))| (i, *p));
+                match worst {
+                    Some((i, p)) if p < s => _ = pool.swap_remove(i),
+                    _ => return,
+                }
             }
             pool.push((s, item.clone()));
         };
-        if self.evictable(volatile) <= samples {
-            // Cheaper than draws that would repeat keys, and exact.
-            if volatile {
-                self.expiry.iter().for_each(|(_, item)| consider(item));
-            } else {
-                self.map.iter().for_each(&mut consider);
+        let mut drawn = 0;
+        // Bounded: the keys with a TTL may be few among the rest.
+        for _ in 0..samples * 4 {
+            if drawn >= samples {
+                break;
             }
-        } else {
-            let mut drawn = 0;
-            // Bounded: the keys with a TTL may be few among the rest.
-            for _ in 0..samples * 4 {
-                if drawn >= samples {
-                    break;
+            self.map.sample(fastrand::u64(..), (samples - drawn).min(run), |item| {
+                if !volatile || item.expires_at_ms().is_some() {
+                    drawn += 1;
+                    consider(item);
                 }
-                self.map.sample(fastrand::u64(..), (samples - drawn).min(run), |item| {
-                    if !volatile || item.expires_at_ms().is_some() {
-                        drawn += 1;
-                        consider(item);
-                    }
-                });
-            }
+            });
         }
         let mut best = None;
         for _ in 0..=SHARD_POOL {

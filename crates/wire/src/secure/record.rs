@@ -176,4 +176,35 @@ mod tests {
             assert_eq!(input.len(), cut, "an incomplete record is left in place");
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(cryptomem_testkit::cases())]
+
+        /// Damaged records never open and release no plaintext; only the
+        /// undamaged record (with bytes after it) opens; junk never opens.
+        #[test]
+        fn records_refuse_arbitrary_and_mutated_bytes(
+            plain in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            m in cryptomem_testkit::mutations(),
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let (mut sealer, mut opener) = pair();
+            let mut wire = Vec::new();
+            sealer.seal(&plain, &mut wire).unwrap();
+            let damaged = cryptomem_testkit::mutate(wire.clone(), &m);
+            let mut out = BytesMut::new();
+            match opener.open(&mut BytesMut::from(&damaged[..]), &mut out) {
+                Ok(n) if n > 0 => {
+                    proptest::prop_assert!(damaged.starts_with(&wire));
+                    proptest::prop_assert_eq!(&out[..], &plain[..]);
+                }
+                Ok(_) => proptest::prop_assert!(out.is_empty()),
+                Err(_) => proptest::prop_assert!(out.is_empty(), "no plaintext from a failed record"),
+            }
+            let (_, mut opener) = pair();
+            let mut out = BytesMut::new();
+            let opened = opener.open(&mut BytesMut::from(&junk[..]), &mut out);
+            proptest::prop_assert!(!matches!(opened, Ok(n) if n > 0), "junk opened as a record");
+        }
+    }
 }
