@@ -201,7 +201,7 @@ async fn a_log_that_cannot_create_its_segment_refuses_writes_but_serves_reads() 
 fn full_disk() -> (FaultyDisk, impl FnOnce(&mut cryptomem_server::server::ServerConfig)) {
     let disk = FaultyDisk::default();
     let config_disk = disk.clone();
-    (disk, move |cfg: &mut cryptomem_server::server::ServerConfig| cfg.log_disk = Arc::new(config_disk))
+    (disk, move |cfg: &mut cryptomem_server::server::ServerConfig| cfg.disk = Arc::new(config_disk))
 }
 
 /// Regression (issue 9, items 3 and 4): under `always` a failed log write

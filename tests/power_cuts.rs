@@ -1,27 +1,34 @@
-//! Simulated power cuts under the log. SIGKILL (tests/crash.rs) keeps the
-//! page cache; a power loss keeps only what was fsynced, and may leave the
-//! write in flight torn: some of its bytes, then zeros or garbage. The log
-//! writes through `PowerCutDisk`, which remembers each segment's fsynced
-//! length; at a random moment the test takes that as the cut, lets the
-//! server go on a little (what it writes after the cut never happened),
-//! then rewrites every segment to its fsynced part, a random share of the
-//! bytes written after it, and a random fill, and recovers.
+//! Simulated power cuts under the log and the snapshots. SIGKILL
+//! (tests/crash.rs) keeps the page cache; a power loss keeps only what was
+//! fsynced, may tear the write in flight (some of its bytes, then zeros or
+//! garbage), and may undo directory changes not yet fsynced. The engine
+//! writes through `PowerCutDisk`, which models all three
+//! (`persist::disk::power_cut`); the test picks one of the disk's
+//! operations at random, the disk takes its image just before it, the run
+//! goes on (what happens after the cut never happened), and then one
+//! possible post-power-loss directory is built from the image: for each
+//! name its durable or its current entry, each file's fsynced bytes plus a
+//! random share of its unsynced ones and a random fill.
+//!
+//! Runs take snapshots at random moments, so cuts land in log appends and
+//! fsyncs, segment creation, snapshot writes, renames, directory fsyncs
+//! and the removal of superseded files.
 //!
 //! Checked after each cut: recovery succeeds (a power cut's damage is a torn
-//! tail, never a refusal); the data is exactly the result of some prefix of
-//! the writes issued, in order; under `always` that prefix holds every write
-//! acknowledged before the cut (under `everysec` only the last second may be
-//! missing: here all of a round's writes are within it).
+//! tail or a missing unsynced file, never a refusal); the data is exactly
+//! the result of some prefix of the writes issued, in order; under `always`
+//! that prefix holds every write acknowledged before the cut (under
+//! `everysec` only the last second may be missing: here all of a round's
+//! writes are within it).
 //!
 //! 200 cuts in `cargo test`; `POWER_CUTS=10000 cargo test --release --test
-//! power_cuts -- --nocapture` is the long run. Snapshots are not written
-//! through this layer yet (see the README).
+//! power_cuts -- --nocapture` is the long run.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use cryptomem_server::persist::disk::faults::PowerCutDisk;
+use cryptomem_server::persist::disk::power_cut::{Image, PowerCutDisk};
 use cryptomem_server::persist::{FsyncPolicy, PersistConfig, Persistence, TailMode, recover};
 use cryptomem_server::store::{Clock, SetCondition, Store};
 
@@ -61,31 +68,33 @@ fn recovered(dir: &Path) -> State {
 #[derive(Debug, Default)]
 struct Tally {
     cuts: u64,
+    /// Cuts by the operation they came before.
+    before: BTreeMap<&'static str, u64>,
+    snapshots: u64,
     torn_kept_bytes: u64,
     garbage_fills: u64,
     zero_fills: u64,
+    /// Names whose unsynced directory change was undone.
+    entries_undone: u64,
     acked_checked: u64,
     lost_unacked: u64,
+    /// Disk operations over all runs.
+    ops: u64,
 }
 
 async fn one_cut(seed: u64, policy: FsyncPolicy, tally: &mut Tally) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let dir = tempfile::tempdir().unwrap();
-    let disk = PowerCutDisk::default();
+    // Aim at the operations a run typically has, so few cuts miss them all.
+    let typical = (tally.ops / tally.cuts.max(1)).max(20);
+    let disk = PowerCutDisk::cutting_before(rng.u64(1..=typical));
     let config = PersistConfig { fsync: policy, snapshot_after_writes: 0, ..PersistConfig::default() };
     let (p, _) =
         Persistence::open_on(Arc::new(disk.clone()), dir.path(), Store::new(4), Clock::System, config).unwrap();
     let store = Arc::clone(p.store());
     let now = Clock::System.now_ms();
     let mut issued: Vec<Op> = Vec::new();
-    let mut acked = 0;
-    let batches = rng.usize(1..12);
-    let cut_after = rng.usize(0..=batches);
-    let mut durable = None;
-    for batch in 0..batches {
-        if batch == cut_after {
-            durable = Some((disk.durable(), acked, issued.len()));
-        }
+    for _ in 0..rng.usize(1..12) {
         let mut last = 0;
         for _ in 0..rng.usize(1..20) {
             let key = format!("k{}", rng.u8(..24)).into_bytes();
@@ -104,42 +113,23 @@ async fn one_cut(seed: u64, policy: FsyncPolicy, tally: &mut Tally) {
         }
         if policy == FsyncPolicy::Always && last > 0 {
             p.log().wait_durable(last).await.unwrap();
+            disk.mark(issued.len() as u64);
         }
-        acked = issued.len();
+        if rng.u8(..3) == 0 {
+            p.snapshot().await.unwrap();
+            tally.snapshots += 1;
+        }
     }
-    let (durable, acked_at_cut, issued_at_cut) = durable.unwrap_or_else(|| (disk.durable(), acked, issued.len()));
-    // What the server does after the cut never reaches the disk, except as
-    // the unsynced bytes a torn write may keep.
     p.log().close();
     drop((p, store));
+    tally.ops += disk.ops();
+    let image = disk.image();
+    *tally.before.entry(image.before).or_default() += 1;
+    let acked_at_cut = usize::try_from(image.mark).unwrap();
 
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
-        let path = entry.unwrap().path();
-        if !durable.iter().any(|(p, _)| *p == path) {
-            std::fs::remove_file(&path).unwrap();
-        }
-    }
-    for (path, synced) in &durable {
-        let bytes = std::fs::read(path).unwrap();
-        let synced = usize::try_from(*synced).unwrap().min(bytes.len());
-        let unsynced = bytes.len() - synced;
-        let keep = if unsynced == 0 { 0 } else { rng.usize(0..=unsynced) };
-        let mut after = bytes[..synced + keep].to_vec();
-        tally.torn_kept_bytes += keep as u64;
-        if unsynced > 0 {
-            let fill = rng.usize(0..64);
-            if rng.bool() {
-                after.extend(std::iter::repeat_n(0, fill));
-                tally.zero_fills += 1;
-            } else {
-                after.extend((0..fill).map(|_| rng.u8(..)));
-                tally.garbage_fills += 1;
-            }
-        }
-        std::fs::write(path, &after).unwrap();
-    }
-
-    let got = recovered(dir.path());
+    let after = tempfile::tempdir().unwrap();
+    power_loss(&image, after.path(), &mut rng, tally);
+    let got = recovered(after.path());
     let mut state = State::new();
     let mut matched = None;
     for n in 0..=issued.len() {
@@ -151,15 +141,52 @@ async fn one_cut(seed: u64, policy: FsyncPolicy, tally: &mut Tally) {
         }
     }
     let Some(prefix) = matched else {
-        panic!("seed {seed} {policy:?}: recovered data is no prefix of the writes ({} keys)", got.len());
+        panic!(
+            "seed {seed} {policy:?}, cut before {}: recovered data is no prefix of the writes ({} keys)",
+            image.before,
+            got.len()
+        );
     };
     if policy == FsyncPolicy::Always {
         // Equal states can repeat; the longest matching prefix is the claim.
-        assert!(prefix >= acked_at_cut, "seed {seed}: {prefix} writes recovered, {acked_at_cut} acknowledged");
+        assert!(
+            prefix >= acked_at_cut,
+            "seed {seed}, cut before {}: {prefix} writes recovered, {acked_at_cut} acknowledged",
+            image.before
+        );
         tally.acked_checked += acked_at_cut as u64;
     }
-    tally.lost_unacked += issued_at_cut.saturating_sub(prefix.min(issued_at_cut)) as u64;
+    tally.lost_unacked += issued.len().saturating_sub(prefix) as u64;
     tally.cuts += 1;
+}
+
+/// Writes into `dir` one directory a power loss at `image` may leave.
+fn power_loss(image: &Image, dir: &Path, rng: &mut fastrand::Rng, tally: &mut Tally) {
+    for (name, (durable, current)) in &image.names {
+        let inode = if durable == current || rng.bool() {
+            *current
+        } else {
+            tally.entries_undone += 1;
+            *durable
+        };
+        let Some(inode) = inode else { continue };
+        let (synced, unsynced) = &image.inodes[&inode];
+        let keep = rng.usize(0..=unsynced.len());
+        let mut bytes = synced.clone();
+        bytes.extend_from_slice(&unsynced[..keep]);
+        tally.torn_kept_bytes += keep as u64;
+        if !unsynced.is_empty() {
+            let fill = rng.usize(0..64);
+            if rng.bool() {
+                bytes.extend(std::iter::repeat_n(0, fill));
+                tally.zero_fills += 1;
+            } else {
+                bytes.extend((0..fill).map(|_| rng.u8(..)));
+                tally.garbage_fills += 1;
+            }
+        }
+        std::fs::write(dir.join(name), &bytes).unwrap();
+    }
 }
 
 #[tokio::test]
@@ -170,7 +197,11 @@ async fn every_power_cut_recovers_every_acknowledged_write() {
         let policy = if seed % 2 == 0 { FsyncPolicy::Always } else { FsyncPolicy::EverySec };
         one_cut(seed, policy, &mut tally).await;
     }
-    eprintln!("{tally:?}");
+    eprintln!("{tally:#?}");
     assert_eq!(tally.cuts, cuts);
     assert!(tally.garbage_fills > 0 && tally.zero_fills > 0 && tally.torn_kept_bytes > 0, "{tally:?}");
+    assert!(tally.entries_undone > 0, "{tally:?}");
+    for op in ["segment append", "segment sync", "snapshot sync", "rename", "remove"] {
+        assert!(tally.before.contains_key(op), "no cut before a {op}: {tally:#?}");
+    }
 }

@@ -245,6 +245,32 @@ async fn a_garbled_last_record_and_a_zero_filled_tail_count_as_torn() {
     assert_eq!(reload(dir.path()).unwrap().0.len(), 20);
 }
 
+/// A power cut between creating the newest segment and syncing its header
+/// can leave the name with zeros or garbage where the header should be.
+#[tokio::test]
+async fn a_newest_segment_with_a_garbled_header_and_no_records_is_torn() {
+    for fill in [vec![0u8; 16], vec![0u8; 4096], b"CMLG\0\0\0\x02garbage!".to_vec()] {
+        let dir = tempfile::tempdir().unwrap();
+        build(dir.path(), false).await;
+        let newest = dir.path().join(segment_name(21));
+        std::fs::write(&newest, &fill).unwrap();
+        let (store, report) = reload(dir.path()).unwrap();
+        assert_eq!(store.len(), 20);
+        assert_eq!(report.segments.last().unwrap().torn_at, Some(0));
+        assert!(!newest.exists(), "removed as a segment torn while being created");
+    }
+}
+
+/// The same header damage with a record after it is not a power cut's.
+#[tokio::test]
+async fn a_garbled_header_before_intact_records_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), false).await;
+    let seg = only_segment(dir.path());
+    flip(&seg, 9);
+    assert_corrupted(reload(dir.path()), &seg, "header says first seq");
+}
+
 #[tokio::test]
 async fn report_mode_leaves_a_torn_tail_alone() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use cryptomem_server::persist::disk::OsDisk;
 use cryptomem_server::persist::write_snapshot;
 use cryptomem_server::persist::{Superseded, remove_superseded};
 use cryptomem_server::persist::{TailMode, list, recover, remove_leftovers};
@@ -25,9 +26,10 @@ pub fn run(data: &Path) -> anyhow::Result<ExitCode> {
     let cut_seq = report.next_seq - 1;
     let cut = store.cut(|| cut_seq);
     eprintln!("writing a snapshot of {} keys at seq {cut_seq} ...", store.len());
-    let (path, header) = write_snapshot(data, &cut, now, |n| eprintln!("  {n} keys written"))?;
+    let (path, header) = write_snapshot(&OsDisk, data, &cut, now, |n| eprintln!("  {n} keys written"))?;
     // Every record is at or below the cut now, so every segment and older snapshot goes.
-    remove_superseded(data, cut_seq, Superseded::AllSegments).context("removing the files the snapshot replaces")?;
+    remove_superseded(&OsDisk, data, cut_seq, Superseded::AllSegments)
+        .context("removing the files the snapshot replaces")?;
     let leftovers = remove_leftovers(data, &before)?;
     if !before.leftovers.is_empty() {
         println!("removed {} temp file(s) of interrupted snapshots, {leftovers} bytes", before.leftovers.len());

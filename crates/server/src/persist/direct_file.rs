@@ -71,6 +71,11 @@ impl DirectFile {
         Self { path: path.to_path_buf(), file, direct, stage, off, pos: 0, head: Vec::new(), keep }
     }
 
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Appends `data`, whose length must be a multiple of [`ALIGN`].
     ///
     /// # Errors

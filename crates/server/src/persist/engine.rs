@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::PersistError;
-use super::disk::{LogDisk, OsDisk};
+use super::disk::{Disk, OsDisk};
 use super::log::{FsyncPolicy, Log};
 use super::recovery::{RecoveryReport, TailMode, list, recover, remove_leftovers};
 use super::snapshot::{SnapshotHeader, write_snapshot};
@@ -72,6 +72,7 @@ struct Stats {
 
 /// Persistence for one data dir. Share it behind an `Arc`.
 pub struct Persistence {
+    disk: Arc<dyn Disk>,
     dir: PathBuf,
     store: Arc<Store>,
     log: Arc<Log>,
@@ -109,7 +110,7 @@ impl Persistence {
     /// # Errors
     /// As [`Persistence::open`].
     pub fn open_on(
-        disk: Arc<dyn LogDisk>,
+        disk: Arc<dyn Disk>,
         dir: &Path,
         store: Store,
         clock: Clock,
@@ -120,7 +121,7 @@ impl Persistence {
         let since_cut = (report.replayed, report.replayed_bytes);
         // Every start begins a new segment, so a full disk is found here.
         let segment = dir.join(super::log::segment_name(report.next_seq));
-        let log = Log::open_on(disk, dir, report.next_seq, since_cut, config.fsync)
+        let log = Log::open_on(Arc::clone(&disk), dir, report.next_seq, since_cut, config.fsync)
             .map_err(|source| PersistError::Io { file: segment, source })?;
         let log = Arc::new(log);
         let store = Arc::new(store.with_journal(Arc::clone(&log) as Arc<dyn crate::store::Journal>));
@@ -134,6 +135,7 @@ impl Persistence {
             ..Stats::default()
         };
         let engine = Self {
+            disk,
             dir: dir.to_path_buf(),
             store,
             log,
@@ -175,13 +177,15 @@ impl Persistence {
         let started = Instant::now();
         let cut = self.store.cut(|| self.log.cut());
         let dir = self.dir.clone();
+        let disk = Arc::clone(&self.disk);
         let now = self.clock.now_ms();
         // Writing and the deletions after it (unlinking a large file takes
         // the kernel a while) stay off the threads serving requests.
         let written = super::background::run("cryptomem-snapshot", move || {
-            let written = write_snapshot(&dir, &cut, now, |n| info!(entries = n, "snapshot in progress"))?;
+            let written =
+                write_snapshot(disk.as_ref(), &dir, &cut, now, |n| info!(entries = n, "snapshot in progress"))?;
             drop(cut);
-            if let Err(e) = remove_superseded(&dir, written.1.cut_seq, Superseded::ClosedSegments) {
+            if let Err(e) = remove_superseded(disk.as_ref(), &dir, written.1.cut_seq, Superseded::ClosedSegments) {
                 warn!(error = %e, "could not remove files the new snapshot supersedes; they will be retried next time");
             }
             Ok(written)
@@ -343,7 +347,7 @@ pub enum Superseded {
 ///
 /// # Errors
 /// I/O errors; a partial removal is safe to retry.
-pub fn remove_superseded(dir: &Path, cut_seq: u64, which: Superseded) -> Result<(), PersistError> {
+pub fn remove_superseded(disk: &dyn Disk, dir: &Path, cut_seq: u64, which: Superseded) -> Result<(), PersistError> {
     let listing = list(dir)?;
     let io = |file: &Path| {
         let file = file.to_path_buf();
@@ -351,7 +355,7 @@ pub fn remove_superseded(dir: &Path, cut_seq: u64, which: Superseded) -> Result<
     };
     for (seq, path) in &listing.snapshots {
         if *seq < cut_seq {
-            std::fs::remove_file(path).map_err(io(path))?;
+            disk.remove(path).map_err(io(path))?;
         }
     }
     for (i, (_, path)) in listing.segments.iter().enumerate() {
@@ -360,10 +364,10 @@ pub fn remove_superseded(dir: &Path, cut_seq: u64, which: Superseded) -> Result<
             None => which == Superseded::AllSegments,
         };
         if covered {
-            std::fs::remove_file(path).map_err(io(path))?;
+            disk.remove(path).map_err(io(path))?;
         }
     }
-    cryptomem_util::files::sync_dir(dir).map_err(io(dir))
+    disk.sync_dir(dir).map_err(io(dir))
 }
 
 #[cfg(test)]

@@ -82,7 +82,7 @@ use bincode::Encode;
 use tokio::sync::{Notify, watch};
 use tracing::warn;
 
-use super::disk::{LogDisk, OsDisk};
+use super::disk::{Disk, OsDisk};
 use super::frame::{LogOpRef, append_log_frame};
 use crate::store::{Change, Journal, StoreError};
 
@@ -260,7 +260,7 @@ pub(super) struct Shared {
     pub(super) status: watch::Sender<LogStatus>,
     pub(super) policy: FsyncPolicy,
     pub(super) dir: PathBuf,
-    pub(super) disk: Arc<dyn LogDisk>,
+    pub(super) disk: Arc<dyn Disk>,
     pub(super) backlog: Backlog,
 }
 
@@ -316,12 +316,12 @@ impl Log {
         Self::open_on(Arc::new(OsDisk), dir, next_seq, since_cut, policy)
     }
 
-    /// [`Log::open`] on another [`LogDisk`] (fault-injection tests).
+    /// [`Log::open`] on another [`Disk`] (fault-injection tests).
     ///
     /// # Errors
     /// I/O errors creating the segment.
     pub fn open_on(
-        disk: Arc<dyn LogDisk>,
+        disk: Arc<dyn Disk>,
         dir: &Path,
         next_seq: u64,
         since_cut: (u64, u64),

@@ -298,20 +298,29 @@ fn read_segment(
         return Err(corrupt(0, "segment is shorter than its header".into()));
     }
     r.read_exact(&mut header).map_err(io_err)?;
-    if header[..4] != SEGMENT_MAGIC {
-        return Err(corrupt(0, "bad magic: not a cryptomem log segment".into()));
-    }
-    let short = || corrupt(0, "segment header is too short".into());
-    let version = be_u32(&header, 4).ok_or_else(short)?;
-    let format = match version {
-        1 => RecordFormat::V1,
-        SEGMENT_VERSION => RecordFormat::V2,
-        _ => return Err(corrupt(4, format!("format version {version}; this build reads 1 and {SEGMENT_VERSION}"))),
+    let format = match check_segment_header(&header, first_seq) {
+        Ok(format) => format,
+        // The header is synced before the first record is written, so a
+        // power cut while creating the newest segment can garble it (the
+        // name's directory entry made it, the data did not) but cannot
+        // leave records after it.
+        Err(_)
+            if is_last
+                && len <= TORN_CREATION_MAX
+                && find_intact_record(
+                    path,
+                    SEGMENT_HEADER_LEN as u64,
+                    len,
+                    RecordFormat::V2,
+                    first_seq.saturating_sub(1),
+                )?
+                .is_none() =>
+        {
+            summary.torn_at = Some(0);
+            return finish_torn(path, summary, 0, tail);
+        }
+        Err((offset, reason)) => return Err(corrupt(offset, reason)),
     };
-    let header_seq = be_u64(&header, 8).ok_or_else(short)?;
-    if header_seq != first_seq {
-        return Err(corrupt(8, format!("header says first seq {header_seq}, the file name {first_seq}")));
-    }
 
     let mut offset = SEGMENT_HEADER_LEN as u64;
     let mut head = [0u8; LOG_FRAME_HEADER_LEN];
@@ -445,6 +454,30 @@ fn crc_of_range(file: &File, mut at: u64, mut len: usize) -> io::Result<u32> {
         len -= take;
     }
     Ok(hasher.finalize())
+}
+
+/// Longest newest segment whose damaged header is taken for a power cut
+/// while it was being created: the header plus what a filesystem may leave
+/// after it (one block of zeros or garbage).
+const TORN_CREATION_MAX: u64 = 4096;
+
+/// The segment header's record format, or the offset and reason it is wrong.
+fn check_segment_header(header: &[u8; SEGMENT_HEADER_LEN], first_seq: u64) -> Result<RecordFormat, (u64, String)> {
+    if header[..4] != SEGMENT_MAGIC {
+        return Err((0, "bad magic: not a cryptomem log segment".into()));
+    }
+    let short = || (0, "segment header is too short".to_string());
+    let version = be_u32(header, 4).ok_or_else(short)?;
+    let format = match version {
+        1 => RecordFormat::V1,
+        SEGMENT_VERSION => RecordFormat::V2,
+        _ => return Err((4, format!("format version {version}; this build reads 1 and {SEGMENT_VERSION}"))),
+    };
+    let header_seq = be_u64(header, 8).ok_or_else(short)?;
+    if header_seq != first_seq {
+        return Err((8, format!("header says first seq {header_seq}, the file name {first_seq}")));
+    }
+    Ok(format)
 }
 
 fn torn_or_corrupt(

@@ -34,12 +34,12 @@ use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use super::PersistError;
-use super::direct_file::{ALIGN, DirectFile};
+use super::direct_file::ALIGN;
+use super::disk::{Disk, SnapshotFile};
 use super::frame::{
     FRAME_HEADER_LEN, FrameHeader, SnapshotEntry, SnapshotEntryRef, append_frame, be_u32, be_u64, decode,
 };
 use crate::store::Cut;
-use cryptomem_util::files::{PRIVATE_MODE, set_mode, sync_dir};
 
 /// Header magic.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"CMSN";
@@ -103,27 +103,46 @@ impl SnapshotHeader {
     }
 }
 
-/// Writes a snapshot of `cut` into `dir`, skipping entries expired at
-/// `now_ms`, calling `progress` with the entry count every 100,000 entries.
-/// Returns the final path and header.
+/// Writes a snapshot of `cut` into `dir` through `disk`, skipping entries
+/// expired at `now_ms`, calling `progress` with the entry count every
+/// 100,000 entries. Returns the final path and header.
 ///
 /// # Errors
 /// [`PersistError::Io`]; the temp file is removed.
 pub fn write_snapshot(
+    disk: &dyn Disk,
     dir: &Path,
     cut: &Cut,
     now_ms: u64,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> Result<(PathBuf, SnapshotHeader), PersistError> {
     let path = dir.join(snapshot_name(cut.seq));
     let io_err = |source| PersistError::Io { file: path.clone(), source };
-    let tmp = tempfile::Builder::new().prefix(SNAPSHOT_TEMP_PREFIX).rand_bytes(6).tempfile_in(dir).map_err(io_err)?;
-    set_mode(tmp.path(), PRIVATE_MODE).map_err(io_err)?;
-    let mut header =
+    let header =
         SnapshotHeader { created_unix_ms: now_ms, cut_seq: cut.seq, entries: 0, shard_seqs: cut.shard_seqs.clone() };
+    let file = disk.create_snapshot_temp(dir, header.encode().len()).map_err(io_err)?;
+    let tmp = file.path().to_path_buf();
+    let written = write_body(file, header, cut, now_ms, progress)
+        .and_then(|header| disk.rename(&tmp, &path).map(|()| header))
+        .and_then(|header| disk.sync_dir(dir).map(|()| header));
+    match written {
+        Ok(header) => Ok((path, header)),
+        Err(e) => {
+            let _ = disk.remove(&tmp);
+            Err(io_err(e))
+        }
+    }
+}
+
+/// Writes the header, the entries and the trailer into `file` and syncs it.
+fn write_body(
+    mut file: Box<dyn SnapshotFile>,
+    mut header: SnapshotHeader,
+    cut: &Cut,
+    now_ms: u64,
+    mut progress: impl FnMut(u64),
+) -> io::Result<SnapshotHeader> {
     let header_len = header.encode().len();
-    // Past the page cache where the filesystem allows (see `direct_file`).
-    let mut file = DirectFile::open(tmp.path(), header_len).map_err(io_err)?;
     // Frames are encoded straight into this buffer, written out in 1 MiB pieces.
     let mut out: Vec<u8> = Vec::with_capacity(WRITE_CHUNK + (64 << 10));
     out.extend_from_slice(&header.encode());
@@ -143,11 +162,11 @@ pub fn write_snapshot(
             }
             let start = out.len();
             let entry = SnapshotEntryRef { key: item.key(), value: item.value(), expires_at_ms: item.expires_at_ms() };
-            append_frame(&mut out, &entry).map_err(|e| io_err(io::Error::other(e)))?;
+            append_frame(&mut out, &entry).map_err(io::Error::other)?;
             body_crc.update(&out[start..]);
             if out.len() >= WRITE_CHUNK {
                 let whole = out.len() / ALIGN * ALIGN;
-                file.append(&out[..whole]).map_err(io_err)?;
+                file.append(&out[..whole])?;
                 out.drain(..whole);
             }
             header.entries += 1;
@@ -163,10 +182,8 @@ pub fn write_snapshot(
     // is rewritten in place. `finish` also syncs the file.
     let encoded = header.encode();
     debug_assert_eq!(encoded.len(), header_len);
-    file.finish(&out, &encoded).map_err(io_err)?;
-    tmp.persist(&path).map_err(|e| io_err(e.error))?;
-    sync_dir(dir).map_err(io_err)?;
-    Ok((path, header))
+    file.finish(&out, &encoded)?;
+    Ok(header)
 }
 
 /// Bytes gathered before each write to the file.

@@ -43,7 +43,7 @@ use serde::Deserialize;
 
 use crate::auth::{AuthConfig, HashParams, ThrottleConfig};
 use crate::persist::PersistConfig;
-use crate::persist::disk::{LogDisk, OsDisk};
+use crate::persist::disk::{Disk, OsDisk};
 use crate::protocol::{HARD_MAX_VALUE_LEN, Limits};
 use crate::store::{Clock, DEFAULT_SHARDS, EvictionPolicy};
 use crate::units::{parse_duration, parse_size};
@@ -403,7 +403,7 @@ impl Settings {
             shutdown_grace: Duration::from_secs(5),
             persist,
             memory: memory_limit,
-            log_disk: Arc::new(OsDisk),
+            disk: Arc::new(OsDisk),
         })
     }
 }
@@ -453,9 +453,9 @@ pub struct ServerConfig {
     pub persist: PersistConfig,
     /// The memory limit and what goes when it is reached.
     pub memory: MemoryLimit,
-    /// Where the log's files are written: the real disk, or a fault-injecting
-    /// one in tests.
-    pub log_disk: Arc<dyn LogDisk>,
+    /// Where the log and snapshots are written: the real disk, or a
+    /// fault-injecting one in tests.
+    pub disk: Arc<dyn Disk>,
 }
 
 impl Default for ServerConfig {

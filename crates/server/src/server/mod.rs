@@ -110,13 +110,8 @@ impl Server {
         let store = Store::new(config.shards);
         store.configure_memory(config.memory.bytes, config.memory.policy);
         store.memory().set_samples(config.memory.samples);
-        let (persistence, report) = Persistence::open_on(
-            Arc::clone(&config.log_disk),
-            data.root(),
-            store,
-            config.clock.clone(),
-            config.persist,
-        )?;
+        let (persistence, report) =
+            Persistence::open_on(Arc::clone(&config.disk), data.root(), store, config.clock.clone(), config.persist)?;
         let store = Arc::clone(persistence.store());
         info!(
             keys = store.len(),
