@@ -17,6 +17,7 @@
 mod bench;
 mod bench_auth;
 mod compact;
+mod hostile;
 mod inspect;
 mod repair;
 mod replay;
@@ -69,6 +70,8 @@ enum Command {
     Replay(replay::Args),
     /// Measure connect + handshake + AUTH + PING + close per second against a running server.
     BenchAuth(bench_auth::Args),
+    /// Attack a server on this machine with hostile connections while an honest client works; report RSS and outcomes.
+    Hostile(hostile::Args),
     /// Cut a damaged log at its last good record, keeping the cut bytes as a backup (server stopped).
     Repair {
         /// The data directory.
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::BenchAuth(args) => bench_auth::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Replay(args) => replay::run(&args),
+        Command::Hostile(args) => hostile::run(&args),
     };
     match result {
         Ok(code) => code,
