@@ -16,6 +16,13 @@ use cryptomem_client::value_crypto::{Keyring, ValueKey, generate_salt, parse_sal
 use cryptomem_wire::secure::noise::random_secret;
 use cryptomem_wire::{Token, TokenInfo};
 
+/// Every allocation in this binary counts against a 64 MiB cap on live
+/// bytes (all properties together): a decoder that sized a buffer from a
+/// length in its input, beyond the limits it was given, would hit the cap
+/// and abort the run instead of passing by luck on a big machine.
+#[global_allocator]
+static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, 64 << 20);
+
 proptest! {
     #![proptest_config(cases())]
 

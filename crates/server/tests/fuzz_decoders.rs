@@ -20,6 +20,13 @@ use cryptomem_server::persist::{Found, LogRecord, SnapshotEntry, SnapshotReader,
 use cryptomem_server::persist::{FsyncPolicy, PersistConfig, Persistence};
 use cryptomem_server::store::{Clock, PersistOutcome, SetCondition, Store};
 
+/// Every allocation in this binary counts against a 64 MiB cap on live
+/// bytes (all properties together): a decoder that sized a buffer from a
+/// length in its input, beyond the limits it was given, would hit the cap
+/// and abort the run instead of passing by luck on a big machine.
+#[global_allocator]
+static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, 64 << 20);
+
 /// A valid data dir's files, written once: (snapshot bytes, segment bytes,
 /// the records the segment holds).
 struct Fixture {

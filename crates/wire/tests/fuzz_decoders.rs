@@ -17,6 +17,13 @@ use cryptomem_wire::secure::handshake::{MAX_HANDSHAKE_MESSAGE, PREAMBLE};
 use cryptomem_wire::secure::noise::{self, Initiator};
 use cryptomem_wire::secure::{client_handshake, parse_public_key, server_handshake};
 
+/// Every allocation in this binary counts against a 64 MiB cap on live
+/// bytes (all properties together): a decoder that sized a buffer from a
+/// length in its input, beyond the limits it was given, would hit the cap
+/// and abort the run instead of passing by luck on a big machine.
+#[global_allocator]
+static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, 64 << 20);
+
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
 }
