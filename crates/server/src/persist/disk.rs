@@ -34,7 +34,7 @@ pub trait Disk: Send + Sync + std::fmt::Debug {
     fn create_segment(&self, dir: &Path, first_seq: u64) -> io::Result<Box<dyn SegmentFile>>;
 
     /// Creates a new, empty, private temp file in `dir` named
-    /// [`SNAPSHOT_TEMP_PREFIX`] plus six letters and digits, for a snapshot
+    /// `.tmp-snapshot-` plus six letters and digits, for a snapshot
     /// whose first `keep_head` bytes are patched at the end.
     ///
     /// # Errors
@@ -96,11 +96,11 @@ pub trait SegmentFile: Send {
     fn truncate(&mut self, len: u64) -> io::Result<()>;
 }
 
-/// A snapshot temp file, written from the start ([`DirectFile`]'s contract).
+/// A snapshot temp file, written from the start (the contract of `direct_file`'s `DirectFile`).
 pub trait SnapshotFile: Send {
     /// Where it is.
     fn path(&self) -> &Path;
-    /// Appends `data`, a multiple of [`super::direct_file::ALIGN`] bytes.
+    /// Appends `data`, a multiple of 4096 bytes (`O_DIRECT` alignment).
     ///
     /// # Errors
     /// Any I/O error.
