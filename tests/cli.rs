@@ -162,6 +162,10 @@ fn serve_keygen_and_every_command() {
     assert!(missing.stdout.is_empty());
     assert_eq!(cli.ok(&["del", "empty"]), "(integer) 1\n");
     assert_eq!(cli.ok(&["dbsize"]), "(integer) 3\n");
+    let mut listed: Vec<String> = cli.ok(&["scan", "--count", "2"]).lines().map(String::from).collect();
+    listed.sort();
+    assert_eq!(listed, ["a", "b", "greeting"]);
+    assert_eq!(cli.ok(&["scan", "--prefix", "gr"]), "greeting\n");
     assert_eq!(cli.ok(&["del", "a", "b", "zz"]), "(integer) 2\n");
     assert_eq!(cli.ok(&["set", "short", "v", "--ttl", "50ms"]), "OK\n");
     std::thread::sleep(Duration::from_millis(100));

@@ -32,6 +32,7 @@ pub enum Op {
     Persist(String),
     Mget(Vec<String>),
     Mset(Vec<String>, Option<String>),
+    Scan(String, u32),
     Dbsize,
     Info,
     Save,
@@ -162,6 +163,12 @@ pub async fn run(opts: &ClientOpts, op: Op) -> anyhow::Result<ExitCode> {
             let pairs: Vec<(String, String)> = flat.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
             client.mset(&pairs, ttl_arg(ttl.as_deref())?).await?;
             out.line("OK");
+        }
+        Op::Scan(prefix, count) => {
+            let mut scan = client.scan(prefix).page_size(count);
+            while let Some(key) = scan.next().await? {
+                out.value(&key)?;
+            }
         }
         Op::Dbsize => out.int(i64::try_from(client.dbsize().await?).unwrap_or(i64::MAX)),
         Op::Info => print!("{}", client.info().await?),

@@ -71,6 +71,8 @@ enum Command {
     Mget(KeysArg),
     /// Store several values: KEY VALUE [KEY VALUE ...].
     Mset(MsetArgs),
+    /// List keys (one per line) as they are when the listing starts.
+    Scan(ScanArgs),
     /// Print the number of keys.
     Dbsize(NoArgs),
     /// Print server information.
@@ -111,6 +113,18 @@ enum ConfigAction {
 struct NoArgs {
     #[command(flatten)]
     opts: ClientOpts,
+}
+
+#[derive(Debug, clap::Args)]
+struct ScanArgs {
+    #[command(flatten)]
+    opts: ClientOpts,
+    /// Only keys starting with this.
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// Keys asked for per round trip.
+    #[arg(long, default_value_t = 1000)]
+    count: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -205,6 +219,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Persist(k) => (k.opts, Op::Persist(k.key)),
         Command::Mget(k) => (k.opts, Op::Mget(k.keys)),
         Command::Mset(m) => (m.opts, Op::Mset(m.pairs, m.ttl)),
+        Command::Scan(a) => (a.opts, Op::Scan(a.prefix, a.count)),
         Command::Dbsize(c) => (c.opts, Op::Dbsize),
         Command::Info(c) => (c.opts, Op::Info),
         Command::Save(c) => (c.opts, Op::Save),

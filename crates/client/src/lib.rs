@@ -35,6 +35,7 @@ mod connection;
 pub mod credentials;
 mod error;
 mod pipeline;
+mod scan;
 pub mod value_crypto;
 
 use std::path::Path;
@@ -50,6 +51,7 @@ use connection::{ConnectParams, Connection, Pending, Reply};
 pub use credentials::{Credentials, CredentialsError};
 pub use error::{Error, Result};
 pub use pipeline::{Pipeline, PipelineReply};
+pub use scan::{DEFAULT_PAGE_SIZE, Scan};
 
 use crate::value_crypto::Keyring;
 use cryptomem_wire::TokenListing;
@@ -430,6 +432,12 @@ impl Client {
             .map(|(k, v)| Ok((Bytes::copy_from_slice(k.as_ref()), Bytes::from(keyring.seal(k.as_ref(), v.as_ref())?))))
             .collect::<Result<Vec<_>>>()?;
         self.request(&Request::MSet { pairs, ttl }).await.map(drop)
+    }
+
+    /// Lists the keys starting with `prefix` (empty: every key the token may
+    /// see) from a point-in-time view; see [`Scan`] for the guarantee.
+    pub fn scan(&self, prefix: impl AsRef<[u8]>) -> Scan {
+        Scan::new(self.clone(), Bytes::copy_from_slice(prefix.as_ref()))
     }
 
     /// Number of keys on the server.

@@ -3,12 +3,13 @@
 //! | command | read | write | admin |
 //! |---|---|---|---|
 //! | PING, AUTH | yes | yes | yes |
-//! | GET, EXISTS, TTL, MGET, DBSIZE, INFO | yes | yes | yes |
+//! | GET, EXISTS, TTL, MGET, DBSIZE, INFO, SCAN | yes | yes | yes |
 //! | SET, SETNX, SETXX, DELETE, EXPIRE, PERSIST, MSET | no | yes | yes |
 //! | SAVE, TOKEN ADD / LIST / REVOKE | no | no | yes |
 //!
 //! A token with prefixes may only name keys that start with one of them: the
-//! key of a single-key command and every key of MGET and MSET.
+//! key of a single-key command and every key of MGET and MSET. SCAN lists
+//! only keys under them.
 
 use std::sync::Arc;
 

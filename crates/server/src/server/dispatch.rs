@@ -92,6 +92,7 @@ fn run(shared: &Shared, request: Request, out: &mut Vec<u8>, seq: &mut u64) -> R
             let mut info =
                 shared.stats.render(store, shared.config.max_connections, shared.request_buffers.held(), log_buffer);
             info.push_str(&auth_info(shared));
+            info.push_str(&format!("\n# Scans\nscan_cursors_open:{}\n", shared.scans.open_count()));
             info.push_str(&shared.persistence.info());
             Response::ok(info)
         }
@@ -101,7 +102,8 @@ fn run(shared: &Shared, request: Request, out: &mut Vec<u8>, seq: &mut u64) -> R
         | Request::TokenList
         | Request::TokenRevoke { .. }
         | Request::ConfigGet { .. }
-        | Request::ConfigSet { .. } => session_only(),
+        | Request::ConfigSet { .. }
+        | Request::Scan { .. } => session_only(),
     };
     Ok(Some(response))
 }

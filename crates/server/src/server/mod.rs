@@ -22,6 +22,7 @@ mod config_command;
 mod data_dir;
 mod dispatch;
 mod request_buffers;
+mod scans;
 mod session;
 mod stats;
 
@@ -85,6 +86,7 @@ pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     pub(crate) stats: Stats,
     pub(crate) request_buffers: Arc<request_buffers::RequestBuffers>,
+    pub(crate) scans: scans::Scans,
 }
 
 /// A bound, not yet running, server.
@@ -136,6 +138,7 @@ impl Server {
             persistence,
             auth,
             request_buffers: request_buffers::RequestBuffers::new(config.request_buffer_limit),
+            scans: scans::Scans::default(),
             config,
             stats: Stats::default(),
         };
@@ -306,6 +309,7 @@ async fn janitor(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
         let shared = Arc::clone(&shared);
         async move {
             shared.store.memory().set_external(memory_outside_keys(&shared));
+            shared.scans.drop_idle();
             loop {
                 let (removed, more) = shared.store.reclaim_expired(shared.config.clock.now_ms(), JANITOR_BUDGET);
                 shared.stats.expired_keys.fetch_add(removed as u64, std::sync::atomic::Ordering::Relaxed);

@@ -359,6 +359,14 @@ impl Session {
                 Err(e) => Response::error("ERR", &e.to_string()),
             },
             Request::ConfigSet { name, value } => self.config_set(&name, &value).await,
+            Request::Scan { cursor, count, prefix } => match &self.principal {
+                Some(who) => {
+                    let now = self.shared.config.clock.now_ms();
+                    let max_bytes = self.shared.config.limits.max_value_len;
+                    self.shared.scans.page(&self.shared.store, who, cursor, count, prefix, now, max_bytes)
+                }
+                None => Response::error("NOAUTH", "authentication required"),
+            },
             _ => Response::error("ERR", "not an administrative command"),
         }
     }

@@ -27,6 +27,7 @@
 mod evict;
 mod item;
 mod memory;
+mod scan;
 mod shard;
 mod trie;
 
@@ -39,6 +40,7 @@ pub use cryptomem_util::clock::{Clock, deadline, duration_ms_ceil};
 pub use evict::{EvictionPolicy, FrequencySketch, Memory, UnknownPolicy};
 pub use item::Item;
 pub use memory::{alloc_size, footprint};
+pub use scan::{KeyScan, Page, PageLimits};
 use shard::Shard;
 pub use trie::Trie;
 
@@ -600,6 +602,12 @@ impl Store {
         let shard_seqs = guards.iter().map(|g| g.last_seq).collect();
         drop(guards);
         Cut { maps, shard_seqs, seq }
+    }
+
+    /// A listing of the keys as they are now, walked page by page
+    /// ([`KeyScan`]): later writes do not change what it returns.
+    pub fn scan(&self) -> KeyScan {
+        KeyScan::new(self.shards.iter().map(Shard::load).collect())
     }
 
     /// The expiry of a live key: `None` if missing, `Some(None)` if it never expires.

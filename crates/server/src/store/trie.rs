@@ -237,6 +237,13 @@ impl Trie {
         }
     }
 
+    /// Every item, in the same order as [`Trie::iter`], from an iterator that
+    /// owns what it walks (branches are reference-counted), so it can be kept
+    /// between calls while this trie's shard moves on: a SCAN cursor.
+    pub fn owned_iter(&self) -> OwnedIter {
+        OwnedIter { stack: self.root.iter().map(|r| (r.clone(), 0)).collect(), collision: None }
+    }
+
     /// Every item, in no particular order.
     pub fn iter(&self) -> Iter<'_> {
         Iter { stack: self.root.iter().map(|r| r.slice.iter()).collect(), collision: [].iter() }
@@ -360,6 +367,43 @@ impl<'a> Iterator for Iter<'a> {
                 Some(Slot::Branch(child)) => self.stack.push(child.slice.iter()),
                 Some(Slot::Collision(items)) => self.collision = items.iter(),
                 Some(Slot::Vacant) => {}
+            }
+        }
+    }
+}
+
+/// See [`Trie::owned_iter`]. Holding it keeps the nodes it has yet to visit
+/// alive, as a snapshot does.
+#[derive(Clone, Default)]
+pub struct OwnedIter {
+    /// Branches being walked, each with the next slot to visit.
+    stack: Vec<(Branch, usize)>,
+    collision: Option<(Arc<Vec<Item>>, usize)>,
+}
+
+impl Iterator for OwnedIter {
+    type Item = Item;
+
+    fn next(&mut self) -> Option<Item> {
+        loop {
+            if let Some((items, at)) = &mut self.collision {
+                if let Some(item) = items.get(*at) {
+                    *at += 1;
+                    return Some(item.clone());
+                }
+                self.collision = None;
+            }
+            let (branch, at) = self.stack.last_mut()?;
+            let Some(slot) = branch.slice.get(*at).cloned() else {
+                self.stack.pop();
+                continue;
+            };
+            *at += 1;
+            match slot {
+                Slot::Item(item) => return Some(item),
+                Slot::Branch(child) => self.stack.push((child, 0)),
+                Slot::Collision(items) => self.collision = Some((items, 0)),
+                Slot::Vacant => {}
             }
         }
     }
@@ -495,7 +539,10 @@ mod tests {
             for (k, v) in &model {
                 prop_assert_eq!(t.get(hash(k), k).map(|i| i.value()[0]), Some(*v));
             }
-            let mut seen: Vec<Vec<u8>> = t.iter().map(|i| i.key().to_vec()).collect();
+            let in_order: Vec<Vec<u8>> = t.iter().map(|i| i.key().to_vec()).collect();
+            let owned: Vec<Vec<u8>> = t.owned_iter().map(|i| i.key().to_vec()).collect();
+            prop_assert_eq!(&owned, &in_order, "the owned iterator walks the same order");
+            let mut seen = in_order;
             seen.sort();
             let mut expected: Vec<Vec<u8>> = model.keys().cloned().collect();
             expected.sort();

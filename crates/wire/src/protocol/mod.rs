@@ -45,6 +45,7 @@
 //! | `TOOBIG` | an MGET whose found values together exceed the value limit (the reply would be too large; nothing else is wrong with the stream) | stays open |
 //! | `TIMEOUT` | a request did not arrive in full within `--request-timeout` of its first byte | closes |
 //! | `PROTO` | bad magic, or a record that failed authentication (the error follows the answers to every request before it) | closes |
+//! | `NOCURSOR` | a SCAN cursor that is unknown, already used, finished, unused for 60 s, or another token's | stays open; start again from cursor 0 |
 //! | `IOERR` | the server cannot persist writes: every write is refused while reads keep working (see the README's "A full or failing disk") | stays open |
 //!
 //! Responses come back in request order, so clients may pipeline: send many
@@ -78,6 +79,7 @@
 //! | 19 | TOKEN REVOKE | token id | - | - | empty | no such token |
 //! | 20 | CONFIG GET | setting name (`maxmemory`, `maxmemory-policy`, `maxmemory-samples`) | - | - | its value, UTF-8 (`maxmemory` in bytes) | - (an unknown name is `ERR`) |
 //! | 21 | CONFIG SET | setting name, as for CONFIG GET | new value, UTF-8 (`512MiB`, `allkeys-lru`, `5`) | - | empty | - (a bad name or value is `ERR`) |
+//! | 22 | SCAN | prefix (may be empty: every key) | 12 bytes: `cursor: u64`, `count: u32` (1..=max batch) | - | `next_cursor: u64`, then a key list (count may be 0) | - |
 //!
 //! A token spec is `label_len: u16`, the label (UTF-8), then `count: u32`
 //! (0..=64) and `count` times (`len: u16`, prefix bytes, UTF-8). SAVE, CONFIG and
@@ -94,6 +96,32 @@
 //! so it differs from a present empty value only by its status. Counts are
 //! 1..=[`Limits::max_batch_keys`]; every key in a list obeys
 //! the key limits. Nothing may follow the last entry of a list.
+//!
+//! # SCAN
+//!
+//! `cursor` 0 starts a scan: the server takes a point-in-time view of the
+//! keyspace (the shards' persistent maps, shared with the live ones, so
+//! taking it copies nothing) and answers the first page with a cursor.
+//! Sending a page's `next_cursor` back (with the same prefix) gets the next
+//! page, and a new `next_cursor`; each cursor is good for one request.
+//! `next_cursor` 0 means the scan is complete. Every key live in the view when its page is built is
+//! returned exactly once over the whole scan, whatever is written
+//! meanwhile: keys added after the start are never returned, keys deleted
+//! after the start still are (they were there), none twice. Keys expired by
+//! the time their page is built are skipped. Only keys starting with the
+//! prefix, and inside the token's prefixes, are returned.
+//!
+//! A page holds at most `count` keys and its key list at most the value
+//! limit in bytes; the server examines at most `10 * count` keys (at least
+//! 1,000) per page, so a page may hold fewer than `count` keys, or none,
+//! with a non-zero `next_cursor`. A cursor is bound to the token that
+//! started the scan. It costs the server the map nodes that writes replace
+//! while it is open (nothing while the keyspace does not change, at most a
+//! second copy of the keyspace's maps); at most 1,024 are open at once
+//! (`BUSY` beyond), and one unused for 60 s is dropped. A cursor that is
+//! unknown, already used, finished, dropped or another token's gets
+//! `NOCURSOR` (the connection stays usable): start again from 0. The same
+//! cursor with another prefix gets `ERR`.
 //!
 //! TTLs arrive relative (nanoseconds) and are stored as absolute Unix
 //! milliseconds, rounded up, so a TTL never expires early.
@@ -131,7 +159,7 @@ pub use request::{Decoded, Request, SetCondition, decode_request, encode_request
 #[cfg(test)]
 mod table_tests {
     #[test]
-    fn codes_run_1_to_19_in_order_with_unique_names() {
+    fn codes_run_1_to_22_in_order_with_unique_names() {
         for (i, c) in super::commands::ALL.iter().enumerate() {
             assert_eq!(usize::from(c.code), i + 1, "{}", c.name);
             assert_eq!(super::commands::ALL.iter().filter(|o| o.name == c.name).count(), 1);
@@ -196,7 +224,7 @@ pub struct Command {
     pub runs: Runs,
 }
 
-/// The command table, in code order (codes 1..=19).
+/// The command table, in code order (codes 1..=22).
 pub mod commands {
     use super::{Access, Command, Runs};
 
@@ -261,8 +289,11 @@ pub mod commands {
     pub const CONFIG_SET: Command =
         Command { code: 21, name: "CONFIG SET", writes: false, access: Access::Admin, runs: Runs::Session };
 
+    /// SCAN cursor count (prefix): a page of a point-in-time key listing.
+    pub const SCAN: Command =
+        Command { code: 22, name: "SCAN", writes: false, access: Access::Read, runs: Runs::Session };
     /// Every command, in code order.
-    pub const ALL: [Command; 21] = [
+    pub const ALL: [Command; 22] = [
         SET,
         GET,
         DELETE,
@@ -284,6 +315,7 @@ pub mod commands {
         TOKEN_REVOKE,
         CONFIG_GET,
         CONFIG_SET,
+        SCAN,
     ];
 }
 
@@ -333,6 +365,8 @@ pub mod command {
     pub const CONFIG_GET: u8 = commands::CONFIG_GET.code;
     /// CONFIG SET.
     pub const CONFIG_SET: u8 = commands::CONFIG_SET.code;
+    /// SCAN.
+    pub const SCAN: u8 = commands::SCAN.code;
 }
 
 /// Size limits a decoder enforces before allocating anything.

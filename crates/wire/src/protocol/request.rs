@@ -122,6 +122,15 @@ pub enum Request {
         /// Its new value, as the flag takes it.
         value: String,
     },
+    /// SCAN: a page of keys from a point-in-time view.
+    Scan {
+        /// 0 to start; else the `next_cursor` of the previous page.
+        cursor: u64,
+        /// Most keys in the page.
+        count: u32,
+        /// Only keys starting with this (empty: every key).
+        prefix: Bytes,
+    },
 }
 
 impl fmt::Debug for Request {
@@ -148,6 +157,7 @@ impl fmt::Debug for Request {
             Self::TokenRevoke { id } => write!(f, "TokenRevoke({id})"),
             Self::ConfigGet { name } => write!(f, "ConfigGet({name})"),
             Self::ConfigSet { name, value } => write!(f, "ConfigSet({name} = {value})"),
+            Self::Scan { cursor, count, prefix } => write!(f, "Scan({cursor}, {count}, {prefix:?})"),
         }
     }
 }
@@ -187,6 +197,7 @@ impl Request {
             Self::TokenRevoke { .. } => commands::TOKEN_REVOKE,
             Self::ConfigGet { .. } => commands::CONFIG_GET,
             Self::ConfigSet { .. } => commands::CONFIG_SET,
+            Self::Scan { .. } => commands::SCAN,
         }
     }
 }
@@ -329,6 +340,22 @@ fn parse_command(code: u8, key: Bytes, value: Bytes, ttl: i64, limits: &Limits) 
                 return Err("CONFIG SET values are at most 256 bytes".into());
             }
             Request::ConfigSet { name: setting_name(&fields.key)?, value: value.to_string() }
+        }
+        command::SCAN => {
+            fields.no_ttl()?;
+            if fields.key.len() > fields.limits.max_key_len {
+                return Err(format!("SCAN prefix of {} bytes exceeds the key limit", fields.key.len()));
+            }
+            let mut value = fields.value.clone();
+            if value.len() != 12 {
+                return Err("SCAN needs a 12-byte value: cursor u64, count u32".into());
+            }
+            let cursor = value.get_u64();
+            let count = value.get_u32();
+            if count == 0 || count as usize > fields.limits.max_batch_keys {
+                return Err(format!("SCAN count {count} is outside 1..={}", fields.limits.max_batch_keys));
+            }
+            Request::Scan { cursor, count, prefix: fields.key.clone() }
         }
         other => return Err(format!("unknown command code {other}")),
     })
@@ -511,6 +538,12 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) -> Result<(), FrameE
         Request::TokenRevoke { id } => write_frame(out, code, id.as_bytes(), none, 0),
         Request::ConfigGet { name } => write_frame(out, code, name.as_bytes(), none, 0),
         Request::ConfigSet { name, value } => write_frame(out, code, name.as_bytes(), value.as_bytes(), 0),
+        Request::Scan { cursor, count, prefix } => {
+            let mut value = [0u8; 12];
+            value[..8].copy_from_slice(&cursor.to_be_bytes());
+            value[8..].copy_from_slice(&count.to_be_bytes());
+            write_frame(out, code, prefix, &value, 0)
+        }
     }
 }
 

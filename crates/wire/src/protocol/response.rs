@@ -94,6 +94,52 @@ impl Response {
         Self::ok(body)
     }
 
+    /// A SCAN page: `next_cursor`, then a key list whose count may be 0.
+    pub fn scan<K: AsRef<[u8]>>(next_cursor: u64, keys: &[K]) -> Self {
+        let len = 12 + keys.iter().map(|k| 2 + k.as_ref().len()).sum::<usize>();
+        let mut body = Vec::with_capacity(len);
+        body.extend_from_slice(&next_cursor.to_be_bytes());
+        body.extend_from_slice(&(keys.len() as u32).to_be_bytes());
+        for key in keys {
+            let key = key.as_ref();
+            // Stored keys passed the key limit, at most 65,535 bytes.
+            body.extend_from_slice(&(key.len() as u16).to_be_bytes());
+            body.extend_from_slice(key);
+        }
+        Self::ok(body)
+    }
+
+    /// Decodes a SCAN page body: the next cursor (0 = done) and the keys.
+    ///
+    /// # Errors
+    /// [`MalformedReply`] naming the first malformed part.
+    pub fn parse_scan(&self) -> Result<(u64, Vec<Bytes>), MalformedReply> {
+        let mut body = self.body.clone();
+        if body.remaining() < 12 {
+            return Err(MalformedReply::Scan("is shorter than its cursor and count"));
+        }
+        let cursor = body.get_u64();
+        let count = body.get_u32() as usize;
+        if count.saturating_mul(2) > body.remaining() {
+            return Err(MalformedReply::Scan("count does not fit its body"));
+        }
+        let mut keys = Vec::with_capacity(count);
+        for _ in 0..count {
+            if body.remaining() < 2 {
+                return Err(MalformedReply::Scan("key length runs past the end"));
+            }
+            let len = usize::from(body.get_u16());
+            if body.remaining() < len {
+                return Err(MalformedReply::Scan("key runs past the end"));
+            }
+            keys.push(body.split_to(len));
+        }
+        if body.has_remaining() {
+            return Err(MalformedReply::Scan("has trailing bytes"));
+        }
+        Ok((cursor, keys))
+    }
+
     /// Decodes an MGET item list body.
     ///
     /// # Errors
@@ -192,4 +238,7 @@ pub enum MalformedReply {
     /// An MGET item list that does not parse.
     #[error("MGET reply {0}")]
     MGet(&'static str),
+    /// A SCAN page that does not parse.
+    #[error("SCAN reply {0}")]
+    Scan(&'static str),
 }
