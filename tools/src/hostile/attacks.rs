@@ -141,7 +141,11 @@ fn reason_name(reason: RejectReason) -> &'static str {
 /// What the server answers to an unfinished or garbled opening: a
 /// rejection (`0 0 reason`), a plain close, or nothing until `end`.
 async fn opening_reply(stream: &mut TcpStream, end: Instant) -> String {
-    let mut got = Vec::new();
+    opening_reply_after(stream, Vec::new(), end).await
+}
+
+/// [`opening_reply`] when `got` was already read.
+async fn opening_reply_after(stream: &mut TcpStream, mut got: Vec<u8>, end: Instant) -> String {
     let mut buf = [0u8; 256];
     loop {
         match tokio::time::timeout_at(end.into(), stream.read(&mut buf)).await {
@@ -178,6 +182,7 @@ async fn slow_opening(mut stream: TcpStream, ctx: &Ctx) -> String {
     let mut opening = PREAMBLE.to_vec();
     opening.extend_from_slice(&48u16.to_be_bytes());
     opening.extend((0..48).map(|_| fastrand::u8(..)));
+    let mut buf = [0u8; 256];
     for byte in opening {
         if Instant::now() + Duration::from_secs(1) >= ctx.end {
             return "open at the end".into();
@@ -185,7 +190,14 @@ async fn slow_opening(mut stream: TcpStream, ctx: &Ctx) -> String {
         if stream.write_all(&[byte]).await.is_err() {
             return "closed by server".into();
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Between bytes, notice at once if the server hangs up or rejects.
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            read = stream.read(&mut buf) => return match read {
+                Ok(0) | Err(_) => "closed by server".into(),
+                Ok(n) => opening_reply_after(&mut stream, buf[..n].to_vec(), ctx.end).await,
+            },
+        }
     }
     opening_reply(&mut stream, ctx.end).await
 }
