@@ -166,6 +166,14 @@ fn serve_keygen_and_every_command() {
     listed.sort();
     assert_eq!(listed, ["a", "b", "greeting"]);
     assert_eq!(cli.ok(&["scan", "--prefix", "gr"]), "greeting\n");
+    // Compare-and-set from the shell.
+    let created: u64 = cli.ok(&["set", "cas", "one", "--if-version", "0", "--raw"]).trim().parse().unwrap();
+    let refused = cli.run(&["set", "cas", "two", "--if-version", "0"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("version conflict"), "{refused:?}");
+    assert_eq!(cli.ok(&["getv", "cas", "--raw"]), format!("{created}\none\n"));
+    assert_eq!(cli.ok(&["getv", "cas"]), format!("(version {created}) one\n"));
+    assert_eq!(cli.ok(&["del", "cas", "--if-version", &created.to_string()]), "(integer) 1\n");
     assert_eq!(cli.ok(&["del", "a", "b", "zz"]), "(integer) 2\n");
     assert_eq!(cli.ok(&["set", "short", "v", "--ttl", "50ms"]), "OK\n");
     std::thread::sleep(Duration::from_millis(100));

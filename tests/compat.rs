@@ -49,6 +49,12 @@ async fn a_0_1_0_data_dir_with_format_1_log_segments_recovers_and_keeps_working(
     assert_eq!(report.replayed, 14, "10 SETs, DEL, EXPIRE, SET, PERSIST");
     assert!(report.segments.iter().all(|s| s.torn_at.is_none()));
     check_0_1_0_keyspace(&store, &keyring);
+    // Snapshot format 1 has no versions: its keys take its cut, 11; keys the
+    // log changed since take their record's sequence number.
+    let now = Clock::System.now_ms();
+    assert_eq!(store.get(b"k0", now).unwrap().version(), 11);
+    assert!(store.get(b"k5", now).unwrap().version() > 11);
+    assert!(store.get(b"k11", now).unwrap().version() > 11, "EXPIRE is a change");
 
     // New records go to a format 2 segment after the format 1 one; both are read.
     let sealed = keyring.seal(b"new", b"after the upgrade").unwrap();

@@ -24,8 +24,9 @@ const TOKEN_ENV: &str = "CRYPTOMEM_TOKEN";
 pub enum Op {
     Ping,
     Get(String),
-    Set { key: String, value: String, ttl: Option<String>, nx: bool, xx: bool },
-    Del(Vec<String>),
+    Getv(String),
+    Set { key: String, value: String, ttl: Option<String>, nx: bool, xx: bool, if_version: Option<u64> },
+    Del(Vec<String>, Option<u64>),
     Exists(String),
     Ttl(String),
     Expire(String, String),
@@ -42,7 +43,7 @@ pub enum Op {
 
 impl Op {
     fn needs_value_key(&self) -> bool {
-        matches!(self, Self::Get(_) | Self::Set { .. } | Self::Mget(_) | Self::Mset(..))
+        matches!(self, Self::Get(_) | Self::Getv(_) | Self::Set { .. } | Self::Mget(_) | Self::Mset(..))
     }
 }
 
@@ -107,7 +108,19 @@ pub async fn run(opts: &ClientOpts, op: Op) -> anyhow::Result<ExitCode> {
             None if out.raw => return Ok(ExitCode::from(MISSING_KEY_STATUS)),
             None => out.nil(),
         },
-        Op::Set { key, value, ttl, nx, xx } => {
+        Op::Getv(key) => match client.get_versioned(&key).await? {
+            Some((version, v)) => {
+                if out.raw {
+                    println!("{version}");
+                } else {
+                    print!("(version {version}) ");
+                }
+                out.value(&v)?;
+            }
+            None if out.raw => return Ok(ExitCode::from(MISSING_KEY_STATUS)),
+            None => out.nil(),
+        },
+        Op::Set { key, value, ttl, nx, xx, if_version } => {
             let value = if value == "-" {
                 let mut buf = Vec::new();
                 std::io::stdin().read_to_end(&mut buf).context("reading the value from standard input")?;
@@ -122,9 +135,20 @@ pub async fn run(opts: &ClientOpts, op: Op) -> anyhow::Result<ExitCode> {
             if xx {
                 options = options.only_if_present();
             }
-            if client.set_with(&key, value, options).await? { out.line("OK") } else { out.nil() }
+            if let Some(version) = if_version {
+                let new = client.set_if_version(&key, value, version, options).await?;
+                out.int(i64::try_from(new).unwrap_or(i64::MAX));
+            } else if client.set_with(&key, value, options).await? {
+                out.line("OK");
+            } else {
+                out.nil();
+            }
         }
-        Op::Del(keys) => {
+        Op::Del(keys, Some(version)) => {
+            let [key] = keys.as_slice() else { bail!("del --if-version takes exactly one key") };
+            out.int(i64::from(client.delete_if_version(key, version).await?));
+        }
+        Op::Del(keys, None) => {
             let mut deleted = 0;
             for key in keys {
                 deleted += i64::from(client.delete(&key).await?);

@@ -55,10 +55,12 @@ enum Command {
     Ping(NoArgs),
     /// Print a key's value.
     Get(KeyArg),
+    /// Print a key's version (its last change's sequence number) and value.
+    Getv(KeyArg),
     /// Store a value.
     Set(SetArgs),
     /// Delete keys; prints how many existed.
-    Del(KeysArg),
+    Del(DelArgs),
     /// Print 1 if the key exists, else 0.
     Exists(KeyArg),
     /// Print a key's time to live.
@@ -161,6 +163,21 @@ struct SetArgs {
     /// Only set if the key exists.
     #[arg(long)]
     xx: bool,
+    /// Only set if the key's version is this (0: only if absent); prints the new version.
+    #[arg(long, conflicts_with_all = ["nx", "xx"])]
+    if_version: Option<u64>,
+}
+
+#[derive(Debug, clap::Args)]
+struct DelArgs {
+    #[command(flatten)]
+    opts: ClientOpts,
+    /// The keys.
+    #[arg(required = true)]
+    keys: Vec<String>,
+    /// Only delete if the key's version is this (one key only).
+    #[arg(long)]
+    if_version: Option<u64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -211,8 +228,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Token(a) => return tokens::run(a).await,
         Command::Ping(c) => (c.opts, Op::Ping),
         Command::Get(k) => (k.opts, Op::Get(k.key)),
-        Command::Set(s) => (s.opts, Op::Set { key: s.key, value: s.value, ttl: s.ttl, nx: s.nx, xx: s.xx }),
-        Command::Del(k) => (k.opts, Op::Del(k.keys)),
+        Command::Getv(k) => (k.opts, Op::Getv(k.key)),
+        Command::Set(s) => {
+            let op = Op::Set { key: s.key, value: s.value, ttl: s.ttl, nx: s.nx, xx: s.xx, if_version: s.if_version };
+            (s.opts, op)
+        }
+        Command::Del(k) => (k.opts, Op::Del(k.keys, k.if_version)),
         Command::Exists(k) => (k.opts, Op::Exists(k.key)),
         Command::Ttl(k) => (k.opts, Op::Ttl(k.key)),
         Command::Expire(e) => (e.opts, Op::Expire(e.key, e.ttl)),

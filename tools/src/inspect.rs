@@ -74,6 +74,7 @@ struct KeyInfo {
     value_bytes: usize,
     expires_at_unix_ms: Option<u64>,
     expired: bool,
+    version: u64,
 }
 
 pub fn run(data: &Path, json: bool, with_keys: bool) -> anyhow::Result<ExitCode> {
@@ -106,10 +107,10 @@ pub fn run(data: &Path, json: bool, with_keys: bool) -> anyhow::Result<ExitCode>
     match state::load(data) {
         Ok(st) => {
             let now = now_ms();
-            let expired = st.keys.values().filter(|(_, at)| at.is_some_and(|at| at <= now)).count() as u64;
+            let expired = st.keys.values().filter(|k| k.expires_at_ms.is_some_and(|at| at <= now)).count() as u64;
             report.keys = Some(st.keys.len() as u64 - expired);
             report.expired_keys = Some(expired);
-            report.value_bytes = Some(st.keys.values().map(|(len, _)| *len as u64).sum());
+            report.value_bytes = Some(st.keys.values().map(|k| k.value_len as u64).sum());
             report.segments = st
                 .report
                 .segments
@@ -127,11 +128,12 @@ pub fn run(data: &Path, json: bool, with_keys: bool) -> anyhow::Result<ExitCode>
                 let mut keys: Vec<KeyInfo> = st
                     .keys
                     .iter()
-                    .map(|(k, (len, at))| KeyInfo {
+                    .map(|(k, s)| KeyInfo {
                         key: String::from_utf8(k.clone()).unwrap_or_else(|_| k.escape_ascii().to_string()),
-                        value_bytes: *len,
-                        expires_at_unix_ms: *at,
-                        expired: at.is_some_and(|at| at <= now),
+                        value_bytes: s.value_len,
+                        expires_at_unix_ms: s.expires_at_ms,
+                        expired: s.expires_at_ms.is_some_and(|at| at <= now),
+                        version: s.version,
                     })
                     .collect();
                 keys.sort_by(|a, b| a.key.cmp(&b.key));
@@ -284,7 +286,7 @@ fn print_text(r: &Report) {
                 Some(at) => format!("  expires {at}"),
                 None => String::new(),
             };
-            println!("  {}  {} bytes{ttl}", k.key, k.value_bytes);
+            println!("  {}  {} bytes  version {}{ttl}", k.key, k.value_bytes, k.version);
         }
     }
 }

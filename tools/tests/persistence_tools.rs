@@ -115,6 +115,7 @@ async fn inspect_reports_files_counts_and_keys_without_values() {
     assert!(text.contains("log      log-"), "{text}");
     assert!(text.contains("keys:              89 live"), "{text}");
     assert!(text.contains("  b29  "), "{text}");
+    assert!(text.lines().filter(|l| l.contains(" bytes  version ")).count() >= 89, "versions listed: {text}");
     assert!(!text.contains("secret value"), "values are never decrypted or shown");
 
     let out = tool(&["inspect", "--json"], &dir);
@@ -122,6 +123,11 @@ async fn inspect_reports_files_counts_and_keys_without_values() {
     assert_eq!(json["keys"], 89);
     assert!(json["snapshots"].as_array().unwrap().len() == 1);
     assert!(json.get("key_list").is_none());
+    let out = tool(&["inspect", "--json", "--keys"], &dir);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let versions: Vec<u64> =
+        json["key_list"].as_array().unwrap().iter().map(|k| k["version"].as_u64().unwrap()).collect();
+    assert!(versions.iter().all(|v| *v > 0), "every key has its last change's sequence number");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,6 +53,15 @@ pub enum Error {
     /// The credentials file is unusable.
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
+    /// SETV / DELETEV: the key's version was not the one given; nothing was written.
+    #[error("version conflict: {0}")]
+    Conflict(String),
+    /// [`crate::Client::update`] met a conflict on every attempt.
+    #[error("update gave up after {attempts} attempts: the key kept changing")]
+    Contended {
+        /// Attempts made.
+        attempts: u32,
+    },
     /// An argument the protocol cannot carry (a key over 65,535 bytes, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -37,6 +37,7 @@ mod error;
 mod pipeline;
 mod scan;
 pub mod value_crypto;
+mod versions;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -52,6 +53,7 @@ pub use credentials::{Credentials, CredentialsError};
 pub use error::{Error, Result};
 pub use pipeline::{Pipeline, PipelineReply};
 pub use scan::{DEFAULT_PAGE_SIZE, Scan};
+pub use versions::UPDATE_ATTEMPTS;
 
 use crate::value_crypto::Keyring;
 use cryptomem_wire::TokenListing;

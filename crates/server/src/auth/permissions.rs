@@ -3,8 +3,8 @@
 //! | command | read | write | admin |
 //! |---|---|---|---|
 //! | PING, AUTH | yes | yes | yes |
-//! | GET, EXISTS, TTL, MGET, DBSIZE, INFO, SCAN | yes | yes | yes |
-//! | SET, SETNX, SETXX, DELETE, EXPIRE, PERSIST, MSET | no | yes | yes |
+//! | GET, GETV, EXISTS, TTL, MGET, DBSIZE, INFO, SCAN | yes | yes | yes |
+//! | SET, SETNX, SETXX, SETV, DELETE, DELETEV, EXPIRE, PERSIST, MSET | no | yes | yes |
 //! | SAVE, TOKEN ADD / LIST / REVOKE | no | no | yes |
 //!
 //! A token with prefixes may only name keys that start with one of them: the
@@ -75,7 +75,10 @@ impl Principal {
             | Request::Exists { key }
             | Request::Expire { key, .. }
             | Request::Persist { key }
-            | Request::Ttl { key } => vec![key],
+            | Request::Ttl { key }
+            | Request::GetVersioned { key }
+            | Request::SetIfVersion { key, .. }
+            | Request::DeleteIfVersion { key, .. } => vec![key],
             Request::MGet { keys } => keys.iter().map(AsRef::as_ref).collect(),
             Request::MSet { pairs, .. } => pairs.iter().map(|(k, _)| k.as_ref()).collect(),
             _ => Vec::new(),

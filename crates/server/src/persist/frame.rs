@@ -145,10 +145,24 @@ impl Encode for LogOpRef<'_> {
     }
 }
 
-/// A snapshot entry's payload: key, value, expiry (u8-length-free: both are
-/// byte strings as above, expiry an `Option<u64>`).
+/// A snapshot entry's payload (snapshot format 2): key, value, expiry, then
+/// the key's version, a varint u64 (the sequence number of its last change).
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct SnapshotEntry {
+    /// Key bytes.
+    pub key: Vec<u8>,
+    /// Value bytes.
+    pub value: Vec<u8>,
+    /// Absolute expiry in Unix ms.
+    pub expires_at_ms: Option<u64>,
+    /// The key's version.
+    pub version: u64,
+}
+
+/// A snapshot entry's payload in snapshot format 1 (before versions): key,
+/// value (byte strings as above), expiry (an `Option<u64>`).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct SnapshotEntryV1 {
     /// Key bytes.
     pub key: Vec<u8>,
     /// Value bytes.
@@ -166,6 +180,8 @@ pub struct SnapshotEntryRef<'a> {
     pub value: &'a [u8],
     /// Absolute expiry in Unix ms.
     pub expires_at_ms: Option<u64>,
+    /// The key's version.
+    pub version: u64,
 }
 
 /// A payload that cannot be framed or read back.
@@ -378,8 +394,11 @@ mod tests {
     #[test]
     fn every_truncation_and_bit_flip_is_detected() {
         let mut f = Vec::new();
-        append_frame(&mut f, &SnapshotEntry { key: b"key".to_vec(), value: vec![1, 2, 3], expires_at_ms: None })
-            .unwrap();
+        append_frame(
+            &mut f,
+            &SnapshotEntry { key: b"key".to_vec(), value: vec![1, 2, 3], expires_at_ms: None, version: 7 },
+        )
+        .unwrap();
         for cut in 0..f.len() {
             assert_eq!(read_frame(&f[..cut]), FrameRead::Truncated, "cut {cut}");
         }

@@ -41,7 +41,7 @@ mod snapshot;
 use std::path::PathBuf;
 
 pub use engine::{PersistConfig, Persistence, Superseded, remove_superseded};
-pub use frame::{LogOp, LogRecord, SnapshotEntry};
+pub use frame::{LogOp, LogRecord, SnapshotEntry, SnapshotEntryV1};
 pub use log::{FsyncPolicy, LogError, UnknownFsyncPolicy, segment_name};
 pub use recovery::{Found, Listing, RecoveryReport, SegmentSummary, TailMode, list, recover, remove_leftovers, scan};
 pub use snapshot::{SnapshotHeader, SnapshotReader, snapshot_name, write_snapshot};

@@ -167,8 +167,8 @@ pub struct RecoveryReport {
 /// [`PersistError::Corrupted`] naming file and offset, or I/O errors.
 pub fn recover(dir: &Path, store: &Store, now_ms: u64, tail: TailMode) -> Result<RecoveryReport, PersistError> {
     let apply = |item: Found| match item {
-        Found::Entry(e) => store.load(&e.key, &e.value, e.expires_at_ms, now_ms),
-        Found::Record(record) => store.apply_replayed(record.op.as_change(), now_ms),
+        Found::Entry(e) => store.load(&e.key, &e.value, e.expires_at_ms, e.version, now_ms),
+        Found::Record(record) => store.apply_replayed(record.op.as_change(), record.seq, now_ms),
     };
     let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(MAX_APPLIERS);
     let report = if workers == 1 {

@@ -7,7 +7,7 @@
 //! | offset | size | field                                                   |
 //! |-------:|-----:|---------------------------------------------------------|
 //! | 0      | 4    | magic `"CMSN"`                                           |
-//! | 4      | 4    | format version, big-endian u32, 1                       |
+//! | 4      | 4    | format version, big-endian u32: 2 (1 is still read)    |
 //! | 8      | 8    | creation time, Unix ms                                  |
 //! | 16     | 8    | `cut_seq`: every change up to it is included, none after |
 //! | 24     | 8    | number of entries                                       |
@@ -16,7 +16,11 @@
 //! | 36+8n  | 4    | CRC-32 of bytes 0..36+8n                                 |
 //!
 //! Body: one [`super::frame`] frame per entry, holding a [`SnapshotEntry`]
-//! (key, value exactly as stored, expiry).
+//! (key, value exactly as stored, expiry, version). Format 1 entries
+//! ([`super::frame::SnapshotEntryV1`], written before keys had versions) lack
+//! the version; they are read with the snapshot's `cut_seq` as every key's
+//! version, which is above nothing a client can hold and below every later
+//! change.
 //!
 //! Trailer, 16 bytes:
 //!
@@ -37,7 +41,8 @@ use super::PersistError;
 use super::direct_file::ALIGN;
 use super::disk::{Disk, SnapshotFile};
 use super::frame::{
-    FRAME_HEADER_LEN, FrameHeader, SnapshotEntry, SnapshotEntryRef, append_frame, be_u32, be_u64, decode,
+    FRAME_HEADER_LEN, FrameHeader, SnapshotEntry, SnapshotEntryRef, SnapshotEntryV1, append_frame, be_u32, be_u64,
+    decode,
 };
 use crate::store::Cut;
 
@@ -46,7 +51,7 @@ pub const SNAPSHOT_MAGIC: [u8; 4] = *b"CMSN";
 /// Trailer magic.
 pub const TRAILER_MAGIC: [u8; 4] = *b"CMSE";
 /// Format version.
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 2;
 const FIXED_HEADER_LEN: usize = 36;
 const TRAILER_LEN: usize = 16;
 /// Most shards a header may list.
@@ -161,7 +166,12 @@ fn write_body(
                 continue;
             }
             let start = out.len();
-            let entry = SnapshotEntryRef { key: item.key(), value: item.value(), expires_at_ms: item.expires_at_ms() };
+            let entry = SnapshotEntryRef {
+                key: item.key(),
+                value: item.value(),
+                expires_at_ms: item.expires_at_ms(),
+                version: item.version(),
+            };
             append_frame(&mut out, &entry).map_err(io::Error::other)?;
             body_crc.update(&out[start..]);
             if out.len() >= WRITE_CHUNK {
@@ -212,6 +222,8 @@ pub struct SnapshotReader {
     len: u64,
     offset: u64,
     header: SnapshotHeader,
+    /// The file's format version (1 or 2).
+    format: u32,
     seen: u64,
     body_crc: crc32fast::Hasher,
 }
@@ -242,8 +254,8 @@ impl SnapshotReader {
         let field64 = |at: usize| be_u64(&fixed, at).ok_or_else(|| corrupt(at as u64, "header is too short".into()));
         let field32 = |at: usize| be_u32(&fixed, at).ok_or_else(|| corrupt(at as u64, "header is too short".into()));
         let version = field32(4)?;
-        if version != SNAPSHOT_VERSION {
-            return Err(corrupt(4, format!("format version {version}; this build reads {SNAPSHOT_VERSION}")));
+        if version != 1 && version != SNAPSHOT_VERSION {
+            return Err(corrupt(4, format!("format version {version}; this build reads 1 and {SNAPSHOT_VERSION}")));
         }
         let shards = field32(32)? as usize;
         if shards > MAX_SHARDS {
@@ -262,7 +274,16 @@ impl SnapshotReader {
         let header =
             SnapshotHeader { created_unix_ms: field64(8)?, cut_seq: field64(16)?, entries: field64(24)?, shard_seqs };
         let offset = (FIXED_HEADER_LEN + rest.len()) as u64;
-        Ok(Self { path: path.to_path_buf(), file, len, offset, header, seen: 0, body_crc: crc32fast::Hasher::new() })
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            len,
+            offset,
+            header,
+            format: version,
+            seen: 0,
+            body_crc: crc32fast::Hasher::new(),
+        })
     }
 
     /// The checked header.
@@ -302,7 +323,13 @@ impl SnapshotReader {
         if !frame.matches(&payload) {
             return Err(self.corrupt(at, "entry CRC mismatch"));
         }
-        let entry: SnapshotEntry = decode(&payload).map_err(|e| self.corrupt(at, format!("undecodable entry: {e}")))?;
+        let undecodable = |e| self.corrupt(at, format!("undecodable entry: {e}"));
+        let entry = if self.format == 1 {
+            let SnapshotEntryV1 { key, value, expires_at_ms } = decode(&payload).map_err(undecodable)?;
+            SnapshotEntry { key, value, expires_at_ms, version: self.header.cut_seq }
+        } else {
+            decode(&payload).map_err(undecodable)?
+        };
         self.body_crc.update(&head);
         self.body_crc.update(&payload);
         self.offset += (FRAME_HEADER_LEN + len) as u64;

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use crate::protocol::{Request, Response, Status, encode_response, encode_response_header};
-use crate::store::{Item, PersistOutcome, StoreError, Written};
+use crate::store::{Item, PersistOutcome, StoreError, VersionedDelete, Written};
 
 use super::Shared;
 
@@ -47,6 +47,31 @@ fn run(shared: &Shared, request: Request, out: &mut Vec<u8>, seq: &mut u64) -> R
             found(journaled(store.set(&key, &value, ttl, set_condition(condition), now)?, seq))
         }
         Request::Delete { key } => found(journaled(store.delete(&key, now)?, seq)),
+        Request::GetVersioned { key } => match store.get(&key, now) {
+            Some(item) => {
+                let mut body = Vec::with_capacity(8 + item.value().len());
+                body.extend_from_slice(&item.version().to_be_bytes());
+                body.extend_from_slice(item.value());
+                Response::ok(body)
+            }
+            None => Response::not_found(),
+        },
+        Request::SetIfVersion { key, value, ttl, version } => {
+            let condition = crate::store::SetCondition::IfVersion(version);
+            let written = store.set(&key, &value, ttl, condition, now)?;
+            let new_version = written.seq;
+            if journaled(written, seq) {
+                Response::ok(Bytes::copy_from_slice(&new_version.to_be_bytes()))
+            } else {
+                conflict(version)
+            }
+        }
+        Request::DeleteIfVersion { key, version } => match journaled(store.delete_if_version(&key, version, now)?, seq)
+        {
+            VersionedDelete::Deleted => Response::ok_empty(),
+            VersionedDelete::Missing => Response::not_found(),
+            VersionedDelete::Conflict => conflict(version),
+        },
         Request::Exists { key } => found(store.exists(&key, now)),
         Request::Expire { key, ttl } => found(journaled(store.expire(&key, ttl, now)?, seq)),
         Request::Persist { key } => match journaled(store.persist(&key, now)?, seq) {
@@ -122,6 +147,12 @@ fn auth_info(shared: &Shared) -> String {
         a.stats.cache_hits.load(Relaxed),
         a.stats.argon2_runs.load(Relaxed),
     )
+}
+
+fn conflict(expected: u64) -> Response {
+    let what =
+        if expected == 0 { "the key exists".to_string() } else { format!("the key's version is not {expected}") };
+    Response::error("CONFLICT", &format!("{what}; nothing written"))
 }
 
 fn found(yes: bool) -> Response {

@@ -1,11 +1,15 @@
 //! One stored key: the key, its value and its expiry in a single allocation.
 //!
 //! A map slot holds an [`Item`], a thin (8-byte) pointer to a reference
-//! counted block `[count | expiry | key length | access | byte length | key |
-//! value]`: 32 bytes ahead of the key, the same as before the access word
-//! (it took the padding an `expires` flag left; "never" is `u64::MAX`).
+//! counted block `[count | expiry | version | key length | access | byte
+//! length | key | value]`: 40 bytes ahead of the key (the access word took
+//! the padding an `expires` flag left; "never" is `u64::MAX`).
 //!
-//! The access word is the only mutable part: readers update it with one
+//! The version is the sequence number of the key's last logged change, the
+//! compare-and-set check (`GETV`, `SETV`, `DELETEV`). It is written once, by
+//! the writer that stores the item, before the item is published.
+//!
+//! The access word is the only part that changes once published: readers update it with one
 //! relaxed atomic store, so tracking recency and frequency for eviction never
 //! turns a read into a shard write. Its top 24 bits are the last access in
 //! [`ACCESS_TICK_MS`] ticks (wrapping after about 49 days, compared modulo
@@ -19,7 +23,7 @@
 
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use triomphe::ThinArc;
 
@@ -48,6 +52,8 @@ pub fn ticks_since(then: u32, now: u32) -> u32 {
 struct Header {
     /// Absolute expiry in Unix ms; [`NEVER`] for none.
     expires_at_ms: u64,
+    /// Sequence number of the key's last change (see the module doc).
+    version: AtomicU64,
     /// A `u32`, so no key is ever cut short.
     key_len: u32,
     /// Last access tick (high 24 bits) and access counter (low 8).
@@ -74,6 +80,7 @@ impl Item {
         let key = &key[..key_len as usize];
         let header = Header {
             expires_at_ms: expires_at_ms.map_or(NEVER, |at| at.min(NEVER - 1)),
+            version: AtomicU64::new(0),
             key_len,
             access: AtomicU32::new(access),
         };
@@ -84,6 +91,18 @@ impl Item {
     #[must_use]
     pub fn with_expiry(&self, expires_at_ms: Option<u64>) -> Self {
         Self::with_access(self.key(), self.value(), expires_at_ms, self.access())
+    }
+
+    /// The sequence number of the key's last change.
+    pub fn version(&self) -> u64 {
+        self.0.header.header.version.load(Ordering::Relaxed)
+    }
+
+    /// Sets the version; only before the item is published (see the module doc).
+    #[must_use]
+    pub fn versioned(self, version: u64) -> Self {
+        self.0.header.header.version.store(version, Ordering::Relaxed);
+        self
     }
 
     /// The access word: last access tick in the high 24 bits, the access
@@ -220,7 +239,7 @@ mod tests {
         assert_eq!(Item::new(&long_key, b"v", None).key().len(), 70_000, "keys longer than u16 stay whole");
         let empty = Item::new(b"k", b"", Some(0));
         assert_eq!((empty.value(), empty.expires_at_ms()), (&b""[..], Some(0)), "expiry 0 is not `none`");
-        assert_eq!(std::mem::size_of::<Header>(), 16, "the access word fits where the padding was");
+        assert_eq!(std::mem::size_of::<Header>(), 24, "the access word fits where the padding was");
     }
 
     #[test]

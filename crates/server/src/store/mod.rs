@@ -58,6 +58,19 @@ pub enum SetCondition {
     IfAbsent,
     /// Only if the key exists.
     IfPresent,
+    /// Only if the key's version is this one; 0 means "only if absent".
+    IfVersion(u64),
+}
+
+/// What [`Store::delete_if_version`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionedDelete {
+    /// The key had the version and is gone.
+    Deleted,
+    /// No such key, and none was expected (version 0).
+    Missing,
+    /// The key's version (0: absent) is not the one given.
+    Conflict,
 }
 
 /// A change to one key, as the store hands it to its [`Journal`] and takes
@@ -397,7 +410,7 @@ impl Store {
     ) -> (Result<Written<bool>, StoreError>, bool) {
         match self.record(w, change) {
             Ok(seq) => {
-                w.put(hash, item);
+                w.put(hash, item.versioned(seq));
                 (Ok(Written { outcome: true, seq }), true)
             }
             Err(e) => (Err(e), false),
@@ -496,6 +509,32 @@ impl Store {
         })
     }
 
+    /// Deletes a live key only if its version is `version` (see
+    /// [`VersionedDelete`]).
+    ///
+    /// # Errors
+    /// [`StoreError`] if the journal refuses the change.
+    pub fn delete_if_version(
+        &self,
+        key: &[u8],
+        version: u64,
+        now_ms: u64,
+    ) -> Result<Written<VersionedDelete>, StoreError> {
+        let (shard, hash) = self.locate(key);
+        shard.write(|w| match w.live(hash, key, now_ms).map(Item::version) {
+            Some(current) if current == version => {
+                let seq = match self.record(w, Change::Delete { key }) {
+                    Ok(seq) => seq,
+                    Err(e) => return (Err(e), false),
+                };
+                w.remove(hash, key);
+                (Ok(Written { outcome: VersionedDelete::Deleted, seq }), true)
+            }
+            None if version == 0 => (Ok(Written::unchanged(VersionedDelete::Missing)), false),
+            _ => (Ok(Written::unchanged(VersionedDelete::Conflict)), false),
+        })
+    }
+
     /// Whether a live key exists.
     pub fn exists(&self, key: &[u8], now_ms: u64) -> bool {
         self.peek(key, now_ms).is_some()
@@ -514,7 +553,7 @@ impl Store {
                     Ok(seq) => seq,
                     Err(e) => return (Err(e), false),
                 };
-                w.put(hash, item.with_expiry(Some(at)));
+                w.put(hash, item.with_expiry(Some(at)).versioned(seq));
                 (Ok(Written { outcome: true, seq }), true)
             }
             None => (Ok(Written::unchanged(false)), false),
@@ -535,19 +574,19 @@ impl Store {
                     Ok(seq) => seq,
                     Err(e) => return (Err(e), false),
                 };
-                w.put(hash, item.with_expiry(None));
+                w.put(hash, item.with_expiry(None).versioned(seq));
                 (Ok(Written { outcome: PersistOutcome::Removed, seq }), true)
             }
         })
     }
 
-    /// Applies a change read back from the journal, without journaling it.
-    /// Idempotent for the sequences recovery feeds it; a `Set` whose expiry
-    /// has passed removes the key. Recovery only: readers see nothing until
-    /// [`Store::publish_all`].
-    pub fn apply_replayed(&self, change: Change<'_>, now_ms: u64) {
+    /// Applies the change numbered `seq` read back from the journal, without
+    /// journaling it; the key's version becomes `seq`. Idempotent for the
+    /// sequences recovery feeds it; a `Set` whose expiry has passed removes
+    /// the key. Recovery only: readers see nothing until [`Store::publish_all`].
+    pub fn apply_replayed(&self, change: Change<'_>, seq: u64, now_ms: u64) {
         match change {
-            Change::Set { key, value, expires_at_ms } => self.load(key, value, expires_at_ms, now_ms),
+            Change::Set { key, value, expires_at_ms } => self.load(key, value, expires_at_ms, seq, now_ms),
             Change::Delete { key } => {
                 let (shard, hash) = self.locate(key);
                 shard.write_unpublished(|w| w.remove(hash, key));
@@ -555,7 +594,9 @@ impl Store {
             Change::Expire { key, expires_at_ms } => {
                 let (shard, hash) = self.locate(key);
                 shard.write_unpublished(|w| match w.live(hash, key, now_ms).cloned() {
-                    Some(item) if expires_at_ms > now_ms => w.put(hash, item.with_expiry(Some(expires_at_ms))),
+                    Some(item) if expires_at_ms > now_ms => {
+                        w.put(hash, item.with_expiry(Some(expires_at_ms)).versioned(seq));
+                    }
                     _ => {
                         w.remove(hash, key);
                     }
@@ -565,18 +606,18 @@ impl Store {
                 let (shard, hash) = self.locate(key);
                 shard.write_unpublished(|w| {
                     if let Some(item) = w.live(hash, key, now_ms).cloned() {
-                        w.put(hash, item.with_expiry(None));
+                        w.put(hash, item.with_expiry(None).versioned(seq));
                     }
                 });
             }
         }
     }
 
-    /// Inserts a key read from a snapshot or the journal, without journaling
-    /// it; an already expired one removes the key instead. Recovery only:
-    /// readers see nothing until [`Store::publish_all`].
-    pub fn load(&self, key: &[u8], value: &[u8], expires_at_ms: Option<u64>, now_ms: u64) {
-        let item = Item::new(key, value, expires_at_ms);
+    /// Inserts a key read from a snapshot or the journal, at `version`,
+    /// without journaling it; an already expired one removes the key instead.
+    /// Recovery only: readers see nothing until [`Store::publish_all`].
+    pub fn load(&self, key: &[u8], value: &[u8], expires_at_ms: Option<u64>, version: u64, now_ms: u64) {
+        let item = Item::new(key, value, expires_at_ms).versioned(version);
         let (shard, hash) = self.locate(key);
         shard.write_unpublished(|w| {
             if item.is_live(now_ms) {
@@ -808,6 +849,7 @@ fn allowed(w: &shard::Writer, hash: u64, key: &[u8], condition: SetCondition, no
         SetCondition::Always => true,
         SetCondition::IfAbsent => w.live(hash, key, now_ms).is_none(),
         SetCondition::IfPresent => w.live(hash, key, now_ms).is_some(),
+        SetCondition::IfVersion(v) => w.live(hash, key, now_ms).map_or(0, Item::version) == v,
     }
 }
 

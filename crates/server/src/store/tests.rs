@@ -179,7 +179,7 @@ proptest! {
                 Op::Set(k, v, t, c) => {
                     let cond = [SetCondition::Always, SetCondition::IfAbsent, SetCondition::IfPresent][c as usize];
                     let exists = model.contains_key(&k);
-                    let expect = match cond { SetCondition::Always => true, SetCondition::IfAbsent => !exists, SetCondition::IfPresent => exists };
+                    let expect = match cond { SetCondition::Always => true, SetCondition::IfAbsent => !exists, SetCondition::IfPresent => exists, SetCondition::IfVersion(_) => unreachable!() };
                     let ttl = t.map(|t| Duration::from_millis(u64::from(t)));
                     prop_assert_eq!(s.set(&[k], &[v], ttl, cond, now).unwrap().outcome, expect);
                     if expect { model.insert(k, (v, t.map(|t| now + u64::from(t)))); }

@@ -45,6 +45,7 @@
 //! | `TOOBIG` | an MGET whose found values together exceed the value limit (the reply would be too large; nothing else is wrong with the stream) | stays open |
 //! | `TIMEOUT` | a request did not arrive in full within `--request-timeout` of its first byte | closes |
 //! | `PROTO` | bad magic, or a record that failed authentication (the error follows the answers to every request before it) | closes |
+//! | `CONFLICT` | SETV or DELETEV with a version that is not the key's (nothing written) | stays open |
 //! | `NOCURSOR` | a SCAN cursor that is unknown, already used, finished, unused for 60 s, or another token's | stays open; start again from cursor 0 |
 //! | `IOERR` | the server cannot persist writes: every write is refused while reads keep working (see the README's "A full or failing disk") | stays open |
 //!
@@ -80,6 +81,9 @@
 //! | 20 | CONFIG GET | setting name (`maxmemory`, `maxmemory-policy`, `maxmemory-samples`) | - | - | its value, UTF-8 (`maxmemory` in bytes) | - (an unknown name is `ERR`) |
 //! | 21 | CONFIG SET | setting name, as for CONFIG GET | new value, UTF-8 (`512MiB`, `allkeys-lru`, `5`) | - | empty | - (a bad name or value is `ERR`) |
 //! | 22 | SCAN | prefix (may be empty: every key) | 12 bytes: `cursor: u64`, `count: u32` (1..=max batch) | - | `next_cursor: u64`, then a key list (count may be 0) | - |
+//! | 23 | GETV | key | - | - | `version: u64`, then the value | no such key |
+//! | 24 | SETV | key | `version: u64` (0: only if absent), then the value | >= 0 | `version: u64`, the key's new version | - (a different version is `CONFLICT`) |
+//! | 25 | DELETEV | key | `version: u64` | - | empty | no such key, and version 0 was given (a different version is `CONFLICT`) |
 //!
 //! A token spec is `label_len: u16`, the label (UTF-8), then `count: u32`
 //! (0..=64) and `count` times (`len: u16`, prefix bytes, UTF-8). SAVE, CONFIG and
@@ -96,6 +100,17 @@
 //! so it differs from a present empty value only by its status. Counts are
 //! 1..=[`Limits::max_batch_keys`]; every key in a list obeys
 //! the key limits. Nothing may follow the last entry of a list.
+//!
+//! # Versions
+//!
+//! Every stored key has a version: the sequence number of its last logged
+//! change (SET, EXPIRE, PERSIST, any of their variants), never 0, larger
+//! after every change, kept across restarts and snapshots. `GETV` reads it
+//! with the value; `SETV` and `DELETEV` act only if the key's version is
+//! still the one given (0: the key must be absent), else answer `CONFLICT`
+//! and change nothing. A client does read-modify-write with no lost update
+//! by `GETV`, computing, `SETV` with the version read, and starting over on
+//! `CONFLICT`. A key that expired counts as absent.
 //!
 //! # SCAN
 //!
@@ -159,7 +174,7 @@ pub use request::{Decoded, Request, SetCondition, decode_request, encode_request
 #[cfg(test)]
 mod table_tests {
     #[test]
-    fn codes_run_1_to_22_in_order_with_unique_names() {
+    fn codes_run_1_to_25_in_order_with_unique_names() {
         for (i, c) in super::commands::ALL.iter().enumerate() {
             assert_eq!(usize::from(c.code), i + 1, "{}", c.name);
             assert_eq!(super::commands::ALL.iter().filter(|o| o.name == c.name).count(), 1);
@@ -224,7 +239,7 @@ pub struct Command {
     pub runs: Runs,
 }
 
-/// The command table, in code order (codes 1..=22).
+/// The command table, in code order (codes 1..=25).
 pub mod commands {
     use super::{Access, Command, Runs};
 
@@ -292,8 +307,17 @@ pub mod commands {
     /// SCAN cursor count (prefix): a page of a point-in-time key listing.
     pub const SCAN: Command =
         Command { code: 22, name: "SCAN", writes: false, access: Access::Read, runs: Runs::Session };
+    /// GETV key: the value and its version.
+    pub const GETV: Command =
+        Command { code: 23, name: "GETV", writes: false, access: Access::Read, runs: Runs::Store };
+    /// SETV key version+value (ttl): SET only if the key's version is the one given.
+    pub const SETV: Command =
+        Command { code: 24, name: "SETV", writes: true, access: Access::Write, runs: Runs::Store };
+    /// DELETEV key version: DELETE only if the key's version is the one given.
+    pub const DELETEV: Command =
+        Command { code: 25, name: "DELETEV", writes: true, access: Access::Write, runs: Runs::Store };
     /// Every command, in code order.
-    pub const ALL: [Command; 22] = [
+    pub const ALL: [Command; 25] = [
         SET,
         GET,
         DELETE,
@@ -316,6 +340,9 @@ pub mod commands {
         CONFIG_GET,
         CONFIG_SET,
         SCAN,
+        GETV,
+        SETV,
+        DELETEV,
     ];
 }
 
@@ -367,6 +394,12 @@ pub mod command {
     pub const CONFIG_SET: u8 = commands::CONFIG_SET.code;
     /// SCAN.
     pub const SCAN: u8 = commands::SCAN.code;
+    /// GETV.
+    pub const GETV: u8 = commands::GETV.code;
+    /// SETV.
+    pub const SETV: u8 = commands::SETV.code;
+    /// DELETEV.
+    pub const DELETEV: u8 = commands::DELETEV.code;
 }
 
 /// Size limits a decoder enforces before allocating anything.

@@ -122,6 +122,29 @@ pub enum Request {
         /// Its new value, as the flag takes it.
         value: String,
     },
+    /// GETV: the value and its version.
+    GetVersioned {
+        /// Key.
+        key: Bytes,
+    },
+    /// SETV: SET only if the key's version is `version` (0: absent).
+    SetIfVersion {
+        /// Key.
+        key: Bytes,
+        /// Value (opaque ciphertext for the server).
+        value: Bytes,
+        /// Time to live; `None` keeps the key forever.
+        ttl: Option<Duration>,
+        /// The version the key must have.
+        version: u64,
+    },
+    /// DELETEV: DELETE only if the key's version is `version`.
+    DeleteIfVersion {
+        /// Key.
+        key: Bytes,
+        /// The version the key must have (0: absent, which deletes nothing).
+        version: u64,
+    },
     /// SCAN: a page of keys from a point-in-time view.
     Scan {
         /// 0 to start; else the `next_cursor` of the previous page.
@@ -158,6 +181,11 @@ impl fmt::Debug for Request {
             Self::ConfigGet { name } => write!(f, "ConfigGet({name})"),
             Self::ConfigSet { name, value } => write!(f, "ConfigSet({name} = {value})"),
             Self::Scan { cursor, count, prefix } => write!(f, "Scan({cursor}, {count}, {prefix:?})"),
+            Self::GetVersioned { key } => write!(f, "GetVersioned({key:?})"),
+            Self::SetIfVersion { key, value, ttl, version } => {
+                write!(f, "SetIfVersion({key:?}, {} bytes, ttl {ttl:?}, version {version})", value.len())
+            }
+            Self::DeleteIfVersion { key, version } => write!(f, "DeleteIfVersion({key:?}, version {version})"),
         }
     }
 }
@@ -198,6 +226,9 @@ impl Request {
             Self::ConfigGet { .. } => commands::CONFIG_GET,
             Self::ConfigSet { .. } => commands::CONFIG_SET,
             Self::Scan { .. } => commands::SCAN,
+            Self::GetVersioned { .. } => commands::GETV,
+            Self::SetIfVersion { .. } => commands::SETV,
+            Self::DeleteIfVersion { .. } => commands::DELETEV,
         }
     }
 }
@@ -340,6 +371,23 @@ fn parse_command(code: u8, key: Bytes, value: Bytes, ttl: i64, limits: &Limits) 
                 return Err("CONFIG SET values are at most 256 bytes".into());
             }
             Request::ConfigSet { name: setting_name(&fields.key)?, value: value.to_string() }
+        }
+        command::GETV => Request::GetVersioned { key: fields.key_only()? },
+        command::SETV => {
+            let mut value = fields.value.clone();
+            if value.len() < 8 {
+                return Err("SETV needs the version (u64) ahead of the value".into());
+            }
+            let version = value.get_u64();
+            Request::SetIfVersion { ttl: fields.optional_ttl()?, key: fields.key()?, value, version }
+        }
+        command::DELETEV => {
+            fields.no_ttl()?;
+            let mut value = fields.value.clone();
+            if value.len() != 8 {
+                return Err("DELETEV needs the version, 8 bytes, as its value".into());
+            }
+            Request::DeleteIfVersion { key: fields.key()?, version: value.get_u64() }
         }
         command::SCAN => {
             fields.no_ttl()?;
@@ -538,6 +586,14 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) -> Result<(), FrameE
         Request::TokenRevoke { id } => write_frame(out, code, id.as_bytes(), none, 0),
         Request::ConfigGet { name } => write_frame(out, code, name.as_bytes(), none, 0),
         Request::ConfigSet { name, value } => write_frame(out, code, name.as_bytes(), value.as_bytes(), 0),
+        Request::GetVersioned { key } => write_frame(out, code, key, none, 0),
+        Request::SetIfVersion { key, value, ttl, version } => {
+            let mut body = Vec::with_capacity(8 + value.len());
+            body.extend_from_slice(&version.to_be_bytes());
+            body.extend_from_slice(value);
+            write_frame(out, code, key, &body, ttl_ns(*ttl))
+        }
+        Request::DeleteIfVersion { key, version } => write_frame(out, code, key, &version.to_be_bytes(), 0),
         Request::Scan { cursor, count, prefix } => {
             let mut value = [0u8; 12];
             value[..8].copy_from_slice(&cursor.to_be_bytes());

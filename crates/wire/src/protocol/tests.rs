@@ -49,7 +49,33 @@ fn request() -> impl Strategy<Value = Request> {
             "[a-z ]{0,20}"
         )
             .prop_map(|(role, prefixes, label)| Request::TokenAdd { role, prefixes, label }),
+        (any::<u64>(), 1u32..10_000, proptest::collection::vec(any::<u8>(), 0..8))
+            .prop_map(|(cursor, count, p)| Request::Scan { cursor, count, prefix: Bytes::from(p) }),
+        key().prop_map(|key| Request::GetVersioned { key }),
+        (key(), value(), ttl(), any::<u64>()).prop_map(|(key, value, ttl, version)| Request::SetIfVersion {
+            key,
+            value,
+            ttl,
+            version
+        }),
+        (key(), any::<u64>()).prop_map(|(key, version)| Request::DeleteIfVersion { key, version }),
     ]
+}
+
+#[test]
+fn a_scan_page_round_trips_and_bad_pages_are_malformed() {
+    let keys = [&b"a"[..], b"", b"\xffkey"];
+    let page = Response::scan(42, &keys);
+    let (cursor, got) = page.parse_scan().unwrap();
+    assert_eq!(cursor, 42);
+    assert_eq!(got, keys.iter().map(|k| Bytes::copy_from_slice(k)).collect::<Vec<_>>());
+    for cut in 0..page.body.len() {
+        let short = Response::ok(page.body.slice(..cut));
+        assert!(short.parse_scan().is_err(), "{cut} bytes");
+    }
+    let mut long = page.body.to_vec();
+    long.push(0);
+    assert!(Response::ok(long).parse_scan().is_err());
 }
 
 proptest! {
