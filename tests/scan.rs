@@ -114,3 +114,51 @@ async fn cursors_that_cannot_go_on_get_nocursor_and_bad_counts_err() {
     assert_eq!(common::info_field(&info, "scan_cursors_open"), "1", "{info}");
     c.ping().await.unwrap();
 }
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// What an open cursor holds while every key is rewritten: the worst case.
+/// A measurement, not a check: `cargo test --release --test scan --
+/// --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: about 30 s in release"]
+async fn memory_held_by_an_open_scan_while_the_keyspace_is_rewritten() {
+    let server = TestServer::start().await;
+    let c = server.client().await;
+    let keys = 1_000_000u32;
+    let fill = |tag: &'static str| {
+        let c = c.clone();
+        async move {
+            for chunk in (0..keys).collect::<Vec<_>>().chunks(1000) {
+                let pairs: Vec<(String, &[u8])> = chunk.iter().map(|i| (format!("m:{i:07}"), tag.as_bytes())).collect();
+                c.mset(&pairs, None).await.unwrap();
+            }
+        }
+    };
+    fill("first value, about a hundred bytes once sealed ........................").await;
+    let started = std::time::Instant::now();
+    let all = c.scan("").page_size(10_000).collect().await.unwrap();
+    eprintln!("SCAN of {} keys: {:?}", all.len(), started.elapsed());
+    let base = rss_mib();
+    let mut scan = c.scan("").page_size(10);
+    let _ = scan.next_page().await.unwrap();
+    fill("second value, about a hundred bytes once sealed .......................").await;
+    let held = rss_mib();
+    let rest = scan.collect().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    fill("third value, about a hundred bytes once sealed ........................").await;
+    let after = rss_mib();
+    eprintln!(
+        "RSS {base:.0} MiB before; {held:.0} MiB with a cursor open while all {keys} keys were rewritten; \
+         {after:.0} MiB after it finished ({} keys) and the keys were rewritten again",
+        rest.len() + 10
+    );
+}

@@ -4,8 +4,9 @@
 //! The view is every shard's persistent map as loaded when the scan starts;
 //! later writes make new maps and leave these alone, so the listing returns
 //! each key of the view exactly once however the keyspace changes. What it
-//! costs is what the maps share with nothing live any more: the nodes that
-//! writes replaced since the start.
+//! costs is what the view shares with nothing live any more: the items
+//! (key and value) and map nodes that writes replaced or deleted since the
+//! start, in the part not walked yet (walked shards are let go).
 
 use std::sync::Arc;
 

@@ -130,9 +130,10 @@
 //! limit in bytes; the server examines at most `10 * count` keys (at least
 //! 1,000) per page, so a page may hold fewer than `count` keys, or none,
 //! with a non-zero `next_cursor`. A cursor is bound to the token that
-//! started the scan. It costs the server the map nodes that writes replace
-//! while it is open (nothing while the keyspace does not change, at most a
-//! second copy of the keyspace's maps); at most 1,024 are open at once
+//! started the scan. It costs the server what writes replace or delete
+//! while it is open, old items and map nodes alike (nothing while the
+//! keyspace does not change, at most a second copy of the keyspace); at
+//! most 1,024 are open at once
 //! (`BUSY` beyond), and one unused for 60 s is dropped. A cursor that is
 //! unknown, already used, finished, dropped or another token's gets
 //! `NOCURSOR` (the connection stays usable): start again from 0. The same
