@@ -312,14 +312,18 @@ impl SnapshotReader {
         let at = self.offset;
         let mut head = [0u8; FRAME_HEADER_LEN];
         let path = self.path.clone();
-        read_exact_or(&mut self.file, &mut head, || corrupted(&path, at, "file ends inside an entry"))?;
+        read_exact_or(&mut self.file, &mut head, || {
+            corrupted(&path, at, "file ends inside an entry: the snapshot is truncated")
+        })?;
         let frame = FrameHeader::parse(&head).map_err(|reason| self.corrupt(at, format!("entry: {reason}")))?;
         let len = frame.len;
         if at + (FRAME_HEADER_LEN + len) as u64 > self.len {
             return Err(self.corrupt(at, "file ends inside an entry: the snapshot is truncated"));
         }
         let mut payload = vec![0u8; len];
-        read_exact_or(&mut self.file, &mut payload, || corrupted(&path, at, "file ends inside an entry"))?;
+        read_exact_or(&mut self.file, &mut payload, || {
+            corrupted(&path, at, "file ends inside an entry: the snapshot is truncated")
+        })?;
         if !frame.matches(&payload) {
             return Err(self.corrupt(at, "entry CRC mismatch"));
         }
