@@ -399,3 +399,71 @@ fn the_admin_token_is_shown_when_the_credentials_file_cannot_be_written() {
     assert!(stdout.contains("NOT written"), "{stdout}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot write"));
 }
+
+/// Hidden key names end to end against the binary at debug log level: every
+/// command works, prefix ACLs still apply, and no name reaches the data dir
+/// or the server's log.
+#[tokio::test]
+async fn hidden_key_names_never_reach_the_server_files_or_log() {
+    use cryptomem_client::value_crypto::{Keyring, ValueKey};
+    use cryptomem_client::{Client, ClientConfig, Credentials, Error, HiddenNames, Role, SetOptions};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = ServerProcess::start_logging(&data, "debug");
+    let credentials = data.join("credentials.toml");
+    wait_for(&credentials);
+    let value_key = ValueKey::generate().unwrap();
+    let config = ClientConfig::from_credentials(Credentials::load(&credentials).unwrap())
+        .with_keyring(Keyring::new(value_key.clone()))
+        .with_hidden_names(HiddenNames::new(&value_key, b':'));
+    let c = Client::connect(config.clone()).await.unwrap();
+    let name = |i: u32| format!("tenant:zebra-unicorn-{i}");
+
+    for i in 0..10 {
+        c.set(name(i), format!("value {i}")).await.unwrap();
+    }
+    assert_eq!(c.get(name(3)).await.unwrap().unwrap(), b"value 3");
+    c.mset(&[(name(10), "ten"), (name(11), "eleven")], None).await.unwrap();
+    assert_eq!(c.mget(&[name(10), name(99)]).await.unwrap(), vec![Some(b"ten".to_vec()), None]);
+    let mut p = c.pipeline();
+    p.set(name(12), b"twelve").unwrap().get(name(12)).unwrap();
+    let replies = p.execute().await.unwrap();
+    assert!(matches!(&replies[1], Ok(cryptomem_client::PipelineReply::Value(Some(v))) if v == b"twelve"));
+    let v = c.set_if_version(name(13), b"x", 0, SetOptions::default()).await.unwrap();
+    assert!(c.delete_if_version(name(13), v).await.unwrap());
+    c.update(name(14), |_| Some(b"updated".to_vec())).await.unwrap();
+    assert!(c.delete(name(0)).await.unwrap());
+    let listed = c.scan("tenant:").collect().await.unwrap();
+    assert_eq!(listed.len(), 13, "keys 1..=12 and 14");
+    assert!(listed.iter().all(|k| k.len() == "tenant:".len() + 32 && k.starts_with(b"tenant:")), "{listed:?}");
+    assert!(matches!(c.scan("tenant:zebra").next().await, Err(Error::InvalidArgument(_))));
+
+    // A token limited to `tenant:` still works, and still cannot leave it.
+    let token = c.token_add(Role::Read, vec!["tenant:".into()], "tenant").await.unwrap();
+    let limited = Client::connect(ClientConfig { token, ..config.clone() }).await.unwrap();
+    assert_eq!(limited.get(name(5)).await.unwrap().unwrap(), b"value 5");
+    let refused = limited.get("other:zebra-unicorn").await.unwrap_err();
+    assert!(matches!(&refused, Error::Server { code, .. } if code == "NOPERM"), "{refused}");
+    // The CLI hides names the same way: what one writes the other finds.
+    let key_file = tmp.path().join("value.key");
+    std::fs::write(&key_file, value_key.to_key_file().as_bytes()).unwrap();
+    let cli = Cli { credentials: credentials.clone(), key: key_file };
+    assert_eq!(cli.ok(&["get", "--hide-key-names", &name(5)]), "value 5\n");
+    assert_eq!(cli.ok(&["get", &name(5)]), "(nil)\n", "without the flag the name is another key");
+    assert_eq!(cli.ok(&["set", "--hide-key-names", &name(20), "from the cli"]), "OK\n");
+    assert_eq!(c.get(name(20)).await.unwrap().unwrap(), b"from the cli");
+    assert_eq!(cli.ok(&["scan", "--hide-key-names", "--prefix", "tenant:"]).lines().count(), 14);
+    c.save().await.unwrap();
+    drop((c, limited));
+
+    let out = server.terminate();
+    let log = [out.stdout, out.stderr].concat();
+    assert!(String::from_utf8_lossy(&log).contains("DEBUG"), "the log ran at debug level");
+    assert!(!log.windows(5).any(|w| w == b"zebra"), "a key name reached the server's log");
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(!bytes.windows(5).any(|w| w == b"zebra"), "a key name is in {}", path.display());
+    }
+}

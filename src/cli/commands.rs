@@ -86,8 +86,21 @@ fn ttl_arg(ttl: Option<&str>) -> anyhow::Result<Option<std::time::Duration>> {
 /// Connects with the options' credentials, and the value key if `values`.
 pub async fn connect(opts: &ClientOpts, values: bool) -> anyhow::Result<Client> {
     let mut config = client_config(opts)?;
-    if values {
-        config = config.with_keyring(load_keyring(opts)?);
+    if values || opts.hide_key_names {
+        let keyring = load_keyring(opts)?;
+        if opts.hide_key_names {
+            let separator = u8::try_from(opts.key_separator)
+                .ok()
+                .filter(u8::is_ascii)
+                .ok_or_else(|| anyhow::anyhow!("--key-separator must be one ASCII character"))?;
+            let names_key = match &opts.names_key_file {
+                Some(path) => cryptomem_client::value_crypto::ValueKey::load(path)
+                    .with_context(|| format!("names key {}", path.display()))?,
+                None => keyring.current().clone(),
+            };
+            config = config.with_hidden_names(cryptomem_client::HiddenNames::new(&names_key, separator));
+        }
+        config = config.with_keyring(keyring);
     }
     let server = config.server.clone();
     Client::connect(config).await.with_context(|| format!("cannot reach cryptomem at {server}"))

@@ -40,6 +40,17 @@ pub struct ClientOpts {
     /// Salt file for a passphrase-derived value key; the passphrase comes from CRYPTOMEM_PASSPHRASE.
     #[arg(long, env = "CRYPTOMEM_SALT_FILE")]
     pub salt_file: Option<PathBuf>,
+    /// Send keyed hashes instead of key names: the server sees the part up to the first
+    /// --key-separator and a hash of the whole name (see the README's "Hidden key names").
+    #[arg(long, env = "CRYPTOMEM_HIDE_KEY_NAMES")]
+    pub hide_key_names: bool,
+    /// The separator ending the namespace hidden names keep in clear (one ASCII character).
+    #[arg(long, default_value_t = ':')]
+    pub key_separator: char,
+    /// Value key file hidden names are derived from [default: the value key]; keep it the same
+    /// across value key rotations, or the names change.
+    #[arg(long, env = "CRYPTOMEM_NAMES_KEY_FILE")]
+    pub names_key_file: Option<PathBuf>,
     /// Print values and numbers bare, for scripts.
     #[arg(long)]
     pub raw: bool,

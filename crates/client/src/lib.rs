@@ -34,6 +34,7 @@
 mod connection;
 pub mod credentials;
 mod error;
+pub mod hidden_names;
 mod pipeline;
 mod scan;
 pub mod value_crypto;
@@ -51,6 +52,7 @@ use x25519_dalek::PublicKey;
 use connection::{ConnectParams, Connection, Pending, Reply};
 pub use credentials::{Credentials, CredentialsError};
 pub use error::{Error, Result};
+pub use hidden_names::HiddenNames;
 pub use pipeline::{Pipeline, PipelineReply};
 pub use scan::{DEFAULT_PAGE_SIZE, Scan};
 pub use versions::UPDATE_ATTEMPTS;
@@ -79,6 +81,8 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Largest response body accepted (default 512 MiB + 1 MiB).
     pub max_response_len: usize,
+    /// Send keyed hashes instead of key names (see [`hidden_names`]); off by default.
+    pub hidden_names: Option<HiddenNames>,
 }
 
 impl ClientConfig {
@@ -92,6 +96,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_response_len: HARD_MAX_VALUE_LEN + (1 << 20),
+            hidden_names: None,
         }
     }
 
@@ -104,6 +109,13 @@ impl ClientConfig {
     #[must_use]
     pub fn with_keyring(mut self, keyring: Keyring) -> Self {
         self.keyring = Some(keyring);
+        self
+    }
+
+    /// Hides key names from the server (see [`hidden_names`]).
+    #[must_use]
+    pub fn with_hidden_names(mut self, names: HiddenNames) -> Self {
+        self.hidden_names = Some(names);
         self
     }
 }
@@ -268,6 +280,14 @@ impl Client {
         Err(Error::ConnectionLost("could not hand the request to a live connection".into()))
     }
 
+    /// The name the server sees for `key`.
+    pub(crate) fn wire_key(&self, key: &[u8]) -> Bytes {
+        match &self.inner.config.hidden_names {
+            Some(names) => names.wire_name(key),
+            None => Bytes::copy_from_slice(key),
+        }
+    }
+
     fn keyring(&self) -> Result<&Keyring> {
         self.inner.config.keyring.as_ref().ok_or(Error::NoValueKey)
     }
@@ -318,7 +338,7 @@ impl Client {
     /// # Errors
     /// Any [`Error`].
     pub async fn get_raw(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
-        let response = self.request(&Request::Get { key: Bytes::copy_from_slice(key.as_ref()) }).await?;
+        let response = self.request(&Request::Get { key: self.wire_key(key.as_ref()) }).await?;
         Ok((response.status == Status::Ok).then_some(response.body))
     }
 
@@ -333,7 +353,7 @@ impl Client {
         options: SetOptions,
     ) -> Result<bool> {
         let request = Request::Set {
-            key: Bytes::copy_from_slice(key.as_ref()),
+            key: self.wire_key(key.as_ref()),
             value: value.into(),
             ttl: options.ttl,
             condition: options.condition,
@@ -346,7 +366,7 @@ impl Client {
     /// # Errors
     /// Any [`Error`].
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool> {
-        self.found(Request::Delete { key: Bytes::copy_from_slice(key.as_ref()) }).await
+        self.found(Request::Delete { key: self.wire_key(key.as_ref()) }).await
     }
 
     /// Whether a key exists.
@@ -354,7 +374,7 @@ impl Client {
     /// # Errors
     /// Any [`Error`].
     pub async fn exists(&self, key: impl AsRef<[u8]>) -> Result<bool> {
-        self.found(Request::Exists { key: Bytes::copy_from_slice(key.as_ref()) }).await
+        self.found(Request::Exists { key: self.wire_key(key.as_ref()) }).await
     }
 
     /// Sets a TTL on an existing key; returns whether the key existed.
@@ -365,7 +385,7 @@ impl Client {
         if ttl.is_zero() {
             return Err(Error::InvalidArgument("EXPIRE needs a TTL above zero; use delete to remove a key".into()));
         }
-        self.found(Request::Expire { key: Bytes::copy_from_slice(key.as_ref()), ttl }).await
+        self.found(Request::Expire { key: self.wire_key(key.as_ref()), ttl }).await
     }
 
     /// Removes a key's TTL: `None` if the key is missing, else whether it had one.
@@ -373,7 +393,7 @@ impl Client {
     /// # Errors
     /// Any [`Error`].
     pub async fn persist(&self, key: impl AsRef<[u8]>) -> Result<Option<bool>> {
-        let r = self.request(&Request::Persist { key: Bytes::copy_from_slice(key.as_ref()) }).await?;
+        let r = self.request(&Request::Persist { key: self.wire_key(key.as_ref()) }).await?;
         Ok((r.status == Status::Ok).then(|| r.body.first() == Some(&1)))
     }
 
@@ -382,7 +402,7 @@ impl Client {
     /// # Errors
     /// [`Error::Protocol`] for a malformed reply; any other [`Error`].
     pub async fn ttl(&self, key: impl AsRef<[u8]>) -> Result<KeyTtl> {
-        let r = self.request(&Request::Ttl { key: Bytes::copy_from_slice(key.as_ref()) }).await?;
+        let r = self.request(&Request::Ttl { key: self.wire_key(key.as_ref()) }).await?;
         if r.status == Status::NotFound {
             return Ok(KeyTtl::Missing);
         }
@@ -413,7 +433,7 @@ impl Client {
     /// # Errors
     /// Any [`Error`].
     pub async fn mget_raw<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Bytes>>> {
-        let keys: Vec<Bytes> = keys.iter().map(|k| Bytes::copy_from_slice(k.as_ref())).collect();
+        let keys: Vec<Bytes> = keys.iter().map(|k| self.wire_key(k.as_ref())).collect();
         let count = keys.len();
         let r = self.request(&Request::MGet { keys }).await?;
         let items = r.parse_mget().map_err(|e| Error::Protocol(e.to_string()))?;
@@ -431,7 +451,7 @@ impl Client {
         let keyring = self.keyring()?;
         let pairs = pairs
             .iter()
-            .map(|(k, v)| Ok((Bytes::copy_from_slice(k.as_ref()), Bytes::from(keyring.seal(k.as_ref(), v.as_ref())?))))
+            .map(|(k, v)| Ok((self.wire_key(k.as_ref()), Bytes::from(keyring.seal(k.as_ref(), v.as_ref())?))))
             .collect::<Result<Vec<_>>>()?;
         self.request(&Request::MSet { pairs, ttl }).await.map(drop)
     }

@@ -115,7 +115,7 @@ impl<'a> Pipeline<'a> {
         options: SetOptions,
     ) -> Result<&mut Self> {
         let request = Request::Set {
-            key: Bytes::copy_from_slice(key.as_ref()),
+            key: self.client.wire_key(key.as_ref()),
             value: value.into(),
             ttl: options.ttl,
             condition: options.condition,
@@ -129,8 +129,9 @@ impl<'a> Pipeline<'a> {
     /// [`Error::NoValueKey`], or [`Error::InvalidArgument`] for a key too long.
     pub fn get(&mut self, key: impl AsRef<[u8]>) -> Result<&mut Self> {
         self.client.keyring()?;
-        let key = Bytes::copy_from_slice(key.as_ref());
-        self.push(&Request::Get { key: key.clone() }, Expect::Value(key))
+        // Sent as the server sees it; opened with the real name, which the seal binds.
+        let name = Bytes::copy_from_slice(key.as_ref());
+        self.push(&Request::Get { key: self.client.wire_key(&name) }, Expect::Value(name))
     }
 
     /// Queues a GET of the stored bytes, unopened.
@@ -138,7 +139,7 @@ impl<'a> Pipeline<'a> {
     /// # Errors
     /// [`Error::InvalidArgument`] for a key too long to encode.
     pub fn get_raw(&mut self, key: impl AsRef<[u8]>) -> Result<&mut Self> {
-        self.push(&Request::Get { key: Bytes::copy_from_slice(key.as_ref()) }, Expect::Raw)
+        self.push(&Request::Get { key: self.client.wire_key(key.as_ref()) }, Expect::Raw)
     }
 
     /// Queues a DELETE.
@@ -146,7 +147,7 @@ impl<'a> Pipeline<'a> {
     /// # Errors
     /// [`Error::InvalidArgument`] for a key too long to encode.
     pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<&mut Self> {
-        self.push(&Request::Delete { key: Bytes::copy_from_slice(key.as_ref()) }, Expect::Found)
+        self.push(&Request::Delete { key: self.client.wire_key(key.as_ref()) }, Expect::Found)
     }
 
     /// Queues an EXISTS.
@@ -154,7 +155,7 @@ impl<'a> Pipeline<'a> {
     /// # Errors
     /// [`Error::InvalidArgument`] for a key too long to encode.
     pub fn exists(&mut self, key: impl AsRef<[u8]>) -> Result<&mut Self> {
-        self.push(&Request::Exists { key: Bytes::copy_from_slice(key.as_ref()) }, Expect::Found)
+        self.push(&Request::Exists { key: self.client.wire_key(key.as_ref()) }, Expect::Found)
     }
 
     /// Sends every queued command in one write and waits for all responses.

@@ -14,7 +14,9 @@ pub const DEFAULT_PAGE_SIZE: u32 = 1000;
 /// asked for: every key of that moment exactly once (keys written since are
 /// not listed, keys deleted since still are), none twice. Made by
 /// [`Client::scan`]; nothing is sent until [`Scan::next`] or
-/// [`Scan::next_page`]. Key names are listed as the server stores them.
+/// [`Scan::next_page`]. Key names are listed as the server stores them:
+/// with [hidden names](crate::hidden_names), the namespace and a hash, and
+/// a prefix must then be empty or a whole namespace (ending in the separator).
 ///
 /// The server drops a cursor unused for 60 s: a scan paused that long fails
 /// with [`Error::Server`] code `NOCURSOR`, and must start again.
@@ -51,7 +53,11 @@ impl Scan {
             Some(c) => c,
             None => 0,
         };
-        let request = Request::Scan { cursor, count: self.page_size, prefix: self.prefix.clone() };
+        let prefix = match &self.client.inner.config.hidden_names {
+            Some(names) => names.wire_prefix(&self.prefix).map_err(|e| Error::InvalidArgument(e.into()))?,
+            None => self.prefix.clone(),
+        };
+        let request = Request::Scan { cursor, count: self.page_size, prefix };
         let reply = self.client.request(&request).await?;
         let (next, keys) = reply.parse_scan().map_err(|e| Error::Protocol(e.to_string()))?;
         self.cursor = Some(next);

@@ -127,6 +127,11 @@ impl ValueKey {
         Self { bytes: Zeroizing::new(bytes), id, cipher }
     }
 
+    /// The key bytes, for deriving other keys from it (hidden key names).
+    pub(crate) fn secret_bytes(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+
     /// A new random key.
     ///
     /// # Errors

@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use cryptomem_wire::protocol::{Request, Status};
 
 use crate::{Client, Error, Result, SetOptions};
@@ -23,7 +22,7 @@ impl Client {
     pub async fn get_versioned(&self, key: impl AsRef<[u8]>) -> Result<Option<(u64, Vec<u8>)>> {
         let key = key.as_ref();
         let keyring = self.keyring()?;
-        let response = self.request(&Request::GetVersioned { key: Bytes::copy_from_slice(key) }).await?;
+        let response = self.request(&Request::GetVersioned { key: self.wire_key(key) }).await?;
         if response.status != Status::Ok {
             return Ok(None);
         }
@@ -53,7 +52,7 @@ impl Client {
         let key = key.as_ref();
         let sealed = self.keyring()?.seal(key, value.as_ref())?;
         let request =
-            Request::SetIfVersion { key: Bytes::copy_from_slice(key), value: sealed.into(), ttl: options.ttl, version };
+            Request::SetIfVersion { key: self.wire_key(key), value: sealed.into(), ttl: options.ttl, version };
         let response = self.request(&request).await.map_err(conflict)?;
         let body: [u8; 8] =
             response.body.as_ref().try_into().map_err(|_| Error::Protocol("SETV reply is not 8 bytes".into()))?;
@@ -66,7 +65,7 @@ impl Client {
     /// # Errors
     /// [`Error::Conflict`] when the version differs; any other [`Error`].
     pub async fn delete_if_version(&self, key: impl AsRef<[u8]>, version: u64) -> Result<bool> {
-        let request = Request::DeleteIfVersion { key: Bytes::copy_from_slice(key.as_ref()), version };
+        let request = Request::DeleteIfVersion { key: self.wire_key(key.as_ref()), version };
         let response = self.request(&request).await.map_err(conflict)?;
         Ok(response.status == Status::Ok)
     }
