@@ -23,6 +23,7 @@ mod data_dir;
 mod dispatch;
 mod request_buffers;
 mod scans;
+mod service_manager;
 mod session;
 mod stats;
 
@@ -109,6 +110,7 @@ impl Server {
     /// (naming file and offset), [`ServerError::Bind`] if the address is taken.
     pub async fn bind(config: ServerConfig, data: DataDir) -> Result<Self, ServerError> {
         let started = std::time::Instant::now();
+        service_manager::status("loading the keyspace");
         let store = Store::new(config.shards);
         store.configure_memory(config.memory.bytes, config.memory.policy);
         store.memory().set_samples(config.memory.samples);
@@ -124,6 +126,7 @@ impl Server {
             fsync = %config.persist.fsync,
             "recovered the keyspace"
         );
+        service_manager::status(&format!("loaded {} keys in {} ms", store.len(), started.elapsed().as_millis()));
         fit_under_the_limit(&store, &config);
         let listener = TcpListener::bind(config.listen)
             .await
@@ -183,6 +186,7 @@ impl Server {
             max_connections = permits_total,
             "cryptomem is serving"
         );
+        service_manager::ready(&format!("serving {} keys", shared.store.len()));
 
         tokio::pin!(shutdown);
         let fatal = shared.persistence.fatal_failure();
