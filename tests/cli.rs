@@ -284,7 +284,7 @@ fn token_management_online_and_offline_and_no_secret_in_the_log() {
         .unwrap()
         .trim_end_matches('"')
         .to_string();
-    assert!(log.contains("token added") && log.contains("AUTH failed"), "the debug log has the events");
+    assert!(log.contains("token added") && log.contains("auth_failure"), "the debug log has the events");
     for secret in [online.rsplit('_').next().unwrap(), offline.rsplit('_').next().unwrap(), admin_secret.as_str()] {
         assert_eq!(secret.len(), 64);
         assert!(!log.contains(secret), "a token secret appeared in the log");
@@ -466,4 +466,69 @@ async fn hidden_key_names_never_reach_the_server_files_or_log() {
         let bytes = std::fs::read(&path).unwrap();
         assert!(!bytes.windows(5).any(|w| w == b"zebra"), "a key name is in {}", path.display());
     }
+}
+
+/// The auth-failure line is in the documented format, and the fail2ban
+/// filter shipped in `tools/service/` finds the address in it.
+#[tokio::test]
+async fn the_fail2ban_filter_matches_the_auth_failure_line() {
+    use cryptomem_client::{Client, ClientConfig, Credentials, Error, Token};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = ServerProcess::start(&data);
+    let credentials = data.join("credentials.toml");
+    wait_for(&credentials);
+    let mut config = ClientConfig::from_credentials(Credentials::load(&credentials).unwrap());
+    config.token = Token::generate().unwrap();
+    let secret = config.token.expose().to_string();
+    assert!(matches!(Client::connect(config).await.unwrap_err(), Error::Auth(_)));
+    let out = server.terminate();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    let line =
+        log.lines().find(|l| l.contains("auth_failure")).unwrap_or_else(|| panic!("no auth_failure line: {log}"));
+    assert!(!line.contains(&secret[4..]), "the token never reaches the log: {line}");
+
+    let filter =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/service/fail2ban-cryptomem.conf"))
+            .unwrap();
+    let failregex = filter.lines().find_map(|l| l.strip_prefix("failregex = ")).unwrap();
+    // fail2ban's <HOST> stands for an address; Python and Rust regex agree on the rest.
+    let re = regex::Regex::new(&failregex.replace("<HOST>", r"(?P<host>[0-9a-fA-F:.]+)")).unwrap();
+    let caught = re.captures(line).unwrap_or_else(|| panic!("the filter misses {line:?}"));
+    assert_eq!(&caught["host"], "127.0.0.1");
+    assert!(!re.is_match(&line.replace("invalid_token", "overloaded")), "overload is not the client's fault");
+}
+
+/// The credentials file follows the server to a new listen address, and a
+/// refused connection names the address tried and where it came from.
+#[test]
+fn the_credentials_file_follows_the_listen_address() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let credentials = data.join("credentials.toml");
+    let server = ServerProcess::start(&data);
+    wait_for(&credentials);
+    let first = cryptomem_client::Credentials::load(&credentials).unwrap();
+    let cli = Cli { credentials: credentials.clone(), key: tmp.path().join("value.key") };
+    assert_eq!(cli.ok(&["ping"]), "PONG\n");
+    server.terminate();
+    let refused = cli.fails(&["ping"]);
+    assert!(refused.contains(&first.server) && refused.contains("the address from"), "{refused}");
+
+    // Port 0 again: another port, which the file must now name.
+    let server = ServerProcess::start(&data);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let moved = loop {
+        let now = cryptomem_client::Credentials::load(&credentials).unwrap();
+        if now.server != first.server {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "the credentials file still names {}", first.server);
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(moved.token.expose().as_str(), first.token.expose().as_str(), "the token is kept");
+    assert_eq!(mode(&credentials), 0o600);
+    assert_eq!(cli.ok(&["ping"]), "PONG\n");
+    server.terminate();
 }

@@ -103,7 +103,13 @@ pub async fn connect(opts: &ClientOpts, values: bool) -> anyhow::Result<Client> 
         config = config.with_keyring(keyring);
     }
     let server = config.server.clone();
-    Client::connect(config).await.with_context(|| format!("cannot reach cryptomem at {server}"))
+    let from = match &opts.server {
+        Some(_) => "--server".to_string(),
+        None => opts.credentials.display().to_string(),
+    };
+    Client::connect(config)
+        .await
+        .with_context(|| format!("cannot reach cryptomem at {server} (the address from {from})"))
 }
 
 pub async fn run(opts: &ClientOpts, op: Op) -> anyhow::Result<ExitCode> {

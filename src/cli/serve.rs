@@ -58,8 +58,9 @@ async fn serve(config: cryptomem_server::server::ServerConfig) -> anyhow::Result
         other => other.into(),
     })?;
     let addr = server.local_addr().context("cannot read the listen address")?;
-    if let Some(report) = init {
-        announce_new_data_dir(server.data_dir(), &report, addr);
+    match init {
+        Some(report) => announce_new_data_dir(server.data_dir(), &report, addr),
+        None => follow_listen_address(server.data_dir(), addr),
     }
     // A fatal log failure has been logged with the records it concerns; the
     // exit status tells a service manager to restart (once the disk works).
@@ -91,6 +92,28 @@ fn announce_new_data_dir(data: &DataDir, report: &InitReport, addr: SocketAddr) 
         Err(e) => {
             println!("  credentials:       NOT written; keep the admin token above, it is the only copy");
             eprintln!("error: cannot write {}: {}", path.display(), cryptomem_util::error_text(&e));
+        }
+    }
+}
+
+/// Keeps `credentials.toml` true when the server listens somewhere else
+/// than the address the file names (a new `--listen`, or port 0): the file
+/// is rewritten with the new address, atomically and with mode 0600, its key
+/// and token unchanged. A missing or unreadable file is left alone.
+fn follow_listen_address(data: &DataDir, addr: SocketAddr) {
+    let path = data.credentials_path();
+    let Ok(mut credentials) = Credentials::load(&path) else { return };
+    let now = connectable(addr).to_string();
+    if credentials.server == now {
+        return;
+    }
+    let before = std::mem::replace(&mut credentials.server, now.clone());
+    match credentials.save(&path) {
+        Ok(()) => {
+            tracing::info!(file = %path.display(), from = %before, to = %now, "credentials file follows the listen address")
+        }
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot update the credentials file's server address")
         }
     }
 }

@@ -400,7 +400,7 @@ impl Session {
             Some(_) => Instant::now() + self.shared.config.handshake_timeout,
         };
         let Ok(verdict) = timeout_at(deadline, self.shared.auth.authenticate(token, self.peer.ip())).await else {
-            warn!(peer = %self.peer, "AUTH not verified in time: verifier overloaded");
+            auth_failure(self.peer, "overloaded");
             push(&mut self.plain_out, &Response::error("BUSY", "authentication is overloaded; retry later"));
             return Next::Close;
         };
@@ -413,7 +413,14 @@ impl Session {
                 Next::Continue
             }
             Err(e) => {
-                warn!(peer = %self.peer, "AUTH failed: {e}");
+                auth_failure(
+                    self.peer,
+                    match e {
+                        AuthError::InvalidToken => "invalid_token",
+                        AuthError::LockedOut(_) => "locked_out",
+                        AuthError::Unavailable => "unavailable",
+                    },
+                );
                 let response = match e {
                     AuthError::InvalidToken => Response::error("WRONGPASS", "invalid token"),
                     AuthError::LockedOut(_) => Response::error("LOCKED", &e.to_string()),
@@ -498,4 +505,13 @@ pub(super) fn reject_busy(stream: &TcpStream) {
     // Best effort: if the 3 bytes do not fit the socket buffer right now, the
     // client just sees the connection close.
     let _ = stream.try_write(&[0, 0, crate::secure::RejectReason::Busy as u8]);
+}
+
+/// The auth-failure log line, in a format kept stable for tools such as
+/// fail2ban (`tools/service/fail2ban-cryptomem.conf`): level `WARN`, target
+/// `cryptomem::auth`, message `auth_failure`, then `ip=<address>
+/// port=<port> reason=<invalid_token|locked_out|overloaded|unavailable>`.
+/// Never the token or any part of it.
+fn auth_failure(peer: std::net::SocketAddr, reason: &'static str) {
+    warn!(target: "cryptomem::auth", ip = %peer.ip(), port = peer.port(), reason = %reason, "auth_failure");
 }
