@@ -368,3 +368,39 @@ async fn unknown_format_versions_are_refused_by_name() {
     std::fs::write(&seg, bytes).unwrap();
     assert_corrupted(reload(dir.path()), &seg, "version 3");
 }
+
+/// Loading reports each tenth of the snapshot and log bytes once, in
+/// order, ending at all of them.
+#[tokio::test]
+async fn loading_reports_progress_by_tenths() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _) = Persistence::open(dir.path(), Store::new(4), Clock::System, config()).unwrap();
+    let store = Arc::clone(p.store());
+    for i in 0..500 {
+        set(&store, i);
+    }
+    p.snapshot().await.unwrap();
+    for i in 500..1000 {
+        set(&store, i);
+    }
+    p.log().close();
+    drop((p, store));
+
+    let mut seen = Vec::new();
+    let (p, report) = Persistence::open_reporting(
+        Arc::new(cryptomem_server::persist::disk::OsDisk),
+        dir.path(),
+        Store::new(4),
+        Clock::System,
+        config(),
+        &mut |progress| seen.push(progress),
+    )
+    .unwrap();
+    assert_eq!(p.store().len(), 1000);
+    assert!(report.replayed == 500);
+    assert!((5..=10).contains(&seen.len()), "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].done_bytes < w[1].done_bytes && w[0].items < w[1].items), "{seen:?}");
+    let last = seen.last().unwrap();
+    assert_eq!(last.items, 1000);
+    assert!(last.done_bytes * 10 >= last.total_bytes * 9, "{last:?}");
+}

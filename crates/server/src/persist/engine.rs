@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use super::PersistError;
 use super::disk::{Disk, OsDisk};
 use super::log::{FsyncPolicy, Log};
-use super::recovery::{RecoveryReport, TailMode, list, recover, remove_leftovers};
+use super::recovery::{RecoveryReport, TailMode, list, remove_leftovers};
 use super::snapshot::{SnapshotHeader, write_snapshot};
 use crate::store::{Clock, Store};
 
@@ -116,7 +116,23 @@ impl Persistence {
         clock: Clock,
         config: PersistConfig,
     ) -> Result<(Arc<Self>, RecoveryReport), PersistError> {
-        let report = recover(dir, &store, clock.now_ms(), TailMode::Truncate)?;
+        Self::open_reporting(disk, dir, store, clock, config, &mut |_| {})
+    }
+
+    /// [`Persistence::open_on`], calling `progress` at each tenth of the
+    /// snapshot and log read while loading.
+    ///
+    /// # Errors
+    /// As [`Persistence::open`].
+    pub fn open_reporting(
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        store: Store,
+        clock: Clock,
+        config: PersistConfig,
+        progress: &mut dyn FnMut(super::LoadProgress),
+    ) -> Result<(Arc<Self>, RecoveryReport), PersistError> {
+        let report = super::recover_reporting(dir, &store, clock.now_ms(), TailMode::Truncate, progress)?;
         remove_snapshot_leftovers(dir);
         let since_cut = (report.replayed, report.replayed_bytes);
         // Every start begins a new segment, so a full disk is found here.

@@ -43,7 +43,10 @@ use std::path::PathBuf;
 pub use engine::{PersistConfig, Persistence, Superseded, remove_superseded};
 pub use frame::{LogOp, LogRecord, SnapshotEntry, SnapshotEntryV1};
 pub use log::{FsyncPolicy, LogError, UnknownFsyncPolicy, segment_name};
-pub use recovery::{Found, Listing, RecoveryReport, SegmentSummary, TailMode, list, recover, remove_leftovers, scan};
+pub use recovery::{
+    Found, Listing, LoadProgress, RecoveryReport, SegmentSummary, TailMode, list, recover, recover_reporting,
+    remove_leftovers, scan, scan_reporting,
+};
 pub use snapshot::{SnapshotHeader, SnapshotReader, snapshot_name, write_snapshot};
 
 /// A persistence failure. Corruption is its own variant, distinct from I/O,

@@ -166,13 +166,28 @@ pub struct RecoveryReport {
 /// # Errors
 /// [`PersistError::Corrupted`] naming file and offset, or I/O errors.
 pub fn recover(dir: &Path, store: &Store, now_ms: u64, tail: TailMode) -> Result<RecoveryReport, PersistError> {
+    recover_reporting(dir, store, now_ms, tail, &mut |_| {})
+}
+
+/// [`recover`], calling `progress` each time another tenth of the snapshot
+/// and log bytes has been read.
+///
+/// # Errors
+/// As [`recover`].
+pub fn recover_reporting(
+    dir: &Path,
+    store: &Store,
+    now_ms: u64,
+    tail: TailMode,
+    progress: &mut dyn FnMut(LoadProgress),
+) -> Result<RecoveryReport, PersistError> {
     let apply = |item: Found| match item {
         Found::Entry(e) => store.load(&e.key, &e.value, e.expires_at_ms, e.version, now_ms),
         Found::Record(record) => store.apply_replayed(record.op.as_change(), record.seq, now_ms),
     };
     let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(MAX_APPLIERS);
     let report = if workers == 1 {
-        scan(dir, tail, apply)
+        scan_reporting(dir, tail, apply, progress)
     } else {
         std::thread::scope(|scope| {
             let mut queues = Vec::with_capacity(workers);
@@ -181,14 +196,15 @@ pub fn recover(dir: &Path, store: &Store, now_ms: u64, tail: TailMode) -> Result
                 scope.spawn(move || rx.into_iter().flatten().for_each(apply));
                 queues.push((tx, Vec::with_capacity(APPLY_BATCH)));
             }
-            let report = scan(dir, tail, |item| {
+            let route = |item: Found| {
                 let (tx, batch) = &mut queues[store.shard_of(item.key()) % workers];
                 batch.push(item);
                 if batch.len() == APPLY_BATCH {
                     // A worker that is gone panicked; the scope re-raises that.
                     let _ = tx.send(std::mem::replace(batch, Vec::with_capacity(APPLY_BATCH)));
                 }
-            });
+            };
+            let report = scan_reporting(dir, tail, route, progress);
             for (tx, batch) in queues {
                 let _ = tx.send(batch);
             }
@@ -198,6 +214,24 @@ pub fn recover(dir: &Path, store: &Store, now_ms: u64, tail: TailMode) -> Result
     // Also after a failure, so a caller inspecting the store sees what was read.
     store.publish_all();
     report
+}
+
+/// Calls a progress callback once per tenth of the bytes.
+struct Tenths {
+    total_bytes: u64,
+    /// The next tenth to report, 1..=10.
+    next: u64,
+    items: u64,
+}
+
+impl Tenths {
+    fn passed(&mut self, done_bytes: u64, progress: &mut dyn FnMut(LoadProgress)) {
+        self.items += 1;
+        if self.next <= 10 && done_bytes.saturating_mul(10) >= self.next.saturating_mul(self.total_bytes) {
+            self.next = done_bytes.saturating_mul(10) / self.total_bytes.max(1) + 1;
+            progress(LoadProgress { done_bytes, total_bytes: self.total_bytes, items: self.items });
+        }
+    }
 }
 
 /// Most threads applying recovered changes.
@@ -229,8 +263,36 @@ impl Found {
 ///
 /// # Errors
 /// As [`recover`].
-pub fn scan(dir: &Path, tail: TailMode, mut sink: impl FnMut(Found)) -> Result<RecoveryReport, PersistError> {
+pub fn scan(dir: &Path, tail: TailMode, sink: impl FnMut(Found)) -> Result<RecoveryReport, PersistError> {
+    scan_reporting(dir, tail, sink, &mut |_| {})
+}
+
+/// How far loading has got, in bytes of the snapshot and log read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadProgress {
+    /// Bytes read so far.
+    pub done_bytes: u64,
+    /// Bytes of the snapshot and every segment.
+    pub total_bytes: u64,
+    /// Snapshot entries and log records passed on so far.
+    pub items: u64,
+}
+
+/// [`scan`], calling `progress` each time another tenth of the bytes is read.
+///
+/// # Errors
+/// As [`recover`].
+pub fn scan_reporting(
+    dir: &Path,
+    tail: TailMode,
+    mut sink: impl FnMut(Found),
+    progress: &mut dyn FnMut(LoadProgress),
+) -> Result<RecoveryReport, PersistError> {
     let listing = list(dir)?;
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let total_bytes = listing.snapshots.last().map_or(0, |(_, p)| size(p))
+        + listing.segments.iter().map(|(_, p)| size(p)).sum::<u64>();
+    let mut tenths = Tenths { total_bytes, next: 1, items: 0 };
     let mut report = RecoveryReport::default();
     let mut cut = 0;
     if let Some((_, path)) = listing.snapshots.last() {
@@ -238,9 +300,11 @@ pub fn scan(dir: &Path, tail: TailMode, mut sink: impl FnMut(Found)) -> Result<R
         cut = reader.header().cut_seq;
         while let Some(e) = reader.next_entry()? {
             sink(Found::Entry(e));
+            tenths.passed(reader.offset(), progress);
         }
         report.snapshot = Some((path.clone(), reader.header().clone()));
     }
+    let mut before = listing.snapshots.last().map_or(0, |(_, p)| size(p));
     let mut prev: Option<u64> = None;
     let last_index = listing.segments.len().saturating_sub(1);
     for (i, (first_seq, path)) in listing.segments.iter().enumerate() {
@@ -264,9 +328,11 @@ pub fn scan(dir: &Path, tail: TailMode, mut sink: impl FnMut(Found)) -> Result<R
                 report.replayed += 1;
                 report.replayed_bytes += bytes;
                 sink(Found::Record(record));
+                tenths.passed(before + offset + bytes, progress);
             }
             Ok(())
         })?;
+        before += summary.len;
         report.segments.push(summary);
     }
     report.next_seq = prev.unwrap_or(0).max(cut) + 1;

@@ -291,6 +291,11 @@ impl SnapshotReader {
         &self.header
     }
 
+    /// Bytes read and checked so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
     /// File size in bytes.
     pub fn file_len(&self) -> u64 {
         self.len

@@ -114,8 +114,15 @@ impl Server {
         let store = Store::new(config.shards);
         store.configure_memory(config.memory.bytes, config.memory.policy);
         store.memory().set_samples(config.memory.samples);
-        let (persistence, report) =
-            Persistence::open_on(Arc::clone(&config.disk), data.root(), store, config.clock.clone(), config.persist)?;
+        let mut progress = |p: crate::persist::LoadProgress| service_manager::loading(p, started.elapsed());
+        let (persistence, report) = Persistence::open_reporting(
+            Arc::clone(&config.disk),
+            data.root(),
+            store,
+            config.clock.clone(),
+            config.persist,
+            &mut progress,
+        )?;
         let store = Arc::clone(persistence.store());
         info!(
             keys = store.len(),
