@@ -1,33 +1,15 @@
 //! `bench` and `bench-auth` run against a live server and report non-zero rates.
 
-use std::process::Command;
+mod common;
 
 use cryptomem_client::Credentials;
-use cryptomem_server::auth::HashParams;
-use cryptomem_server::server::DataDir;
-use cryptomem_server::server::{Server, ServerConfig};
 
-/// Starts a server in a temp dir and writes a credentials file for it.
 async fn serve(tmp: &std::path::Path) -> std::path::PathBuf {
-    let (data, report) = DataDir::open_or_init(tmp, HashParams::default()).unwrap();
-    let public = data.identity().public();
-    let config =
-        ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), data_dir: tmp.into(), ..ServerConfig::default() };
-    let server = Server::bind(config, data).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    let creds = Credentials { server: addr.to_string(), server_public_key: public, token: report.unwrap().admin_token };
-    let creds_path = tmp.join("bench-credentials.toml");
-    creds.save(&creds_path).unwrap();
-    tokio::spawn(server.run(std::future::pending()));
-    creds_path
+    common::serve(tmp, |_| {}).await
 }
 
 async fn tool(args: Vec<String>) -> String {
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_cryptomem-tool")).args(args).output().unwrap()
-    })
-    .await
-    .unwrap();
+    let out = common::run_tool(args).await;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     text

@@ -6,28 +6,17 @@ use std::process::Command;
 use std::time::Duration;
 
 use cryptomem_client::Credentials;
-use cryptomem_server::auth::HashParams;
-use cryptomem_server::server::DataDir;
-use cryptomem_server::server::{Server, ServerConfig};
+
+mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_connections_end_by_the_rules_and_the_honest_client_works() {
     let tmp = tempfile::tempdir().unwrap();
-    let (data, report) = DataDir::open_or_init(tmp.path(), HashParams::default()).unwrap();
-    let public = data.identity().public();
-    let config = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: tmp.path().into(),
-        handshake_timeout: Duration::from_secs(1),
-        request_timeout: Some(Duration::from_secs(2)),
-        ..ServerConfig::default()
-    };
-    let server = Server::bind(config, data).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    let creds = Credentials { server: addr.to_string(), server_public_key: public, token: report.unwrap().admin_token };
-    let creds_path = tmp.path().join("hostile-credentials.toml");
-    creds.save(&creds_path).unwrap();
-    tokio::spawn(server.run(std::future::pending()));
+    let creds_path = common::serve(tmp.path(), |c| {
+        c.handshake_timeout = Duration::from_secs(1);
+        c.request_timeout = Some(Duration::from_secs(2));
+    })
+    .await;
 
     let args = [
         "hostile",
@@ -56,11 +45,7 @@ async fn hostile_connections_end_by_the_rules_and_the_honest_client_works() {
     ];
     let mut args: Vec<String> = args.iter().map(|s| (*s).to_string()).collect();
     args.push(creds_path.display().to_string());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_cryptomem-tool")).args(args).output().unwrap()
-    })
-    .await
-    .unwrap();
+    let out = common::run_tool(args).await;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_str(&text).unwrap();
