@@ -454,6 +454,21 @@ async fn hidden_key_names_never_reach_the_server_files_or_log() {
     assert_eq!(cli.ok(&["set", "--hide-key-names", &name(20), "from the cli"]), "OK\n");
     assert_eq!(c.get(name(20)).await.unwrap().unwrap(), b"from the cli");
     assert_eq!(cli.ok(&["scan", "--hide-key-names", "--prefix", "tenant:"]).lines().count(), 14);
+    // The documented rotation: a new value key, names still derived from the first.
+    let new_key = tmp.path().join("new.key");
+    std::fs::write(&new_key, ValueKey::generate().unwrap().to_key_file().as_bytes()).unwrap();
+    let first = cli.key.display().to_string();
+    let rotated = [
+        "get",
+        "--hide-key-names",
+        "--value-key-file",
+        new_key.to_str().unwrap(),
+        "--previous-value-key-file",
+        &first,
+        "--names-key-file",
+        &first,
+    ];
+    assert_eq!(cli.ok(&[&rotated[..], &[name(5).as_str()]].concat()), "value 5\n");
     c.save().await.unwrap();
     drop((c, limited));
 

@@ -67,11 +67,12 @@ impl HiddenNames {
             .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         mac.update(name);
         let tag = mac.finalize().into_bytes();
-        let mut out = BytesMut::with_capacity(clear + 2 * TAG_LEN);
+        let mut hex = [0u8; 2 * TAG_LEN];
+        hex::encode_to_slice(&tag[..TAG_LEN], &mut hex)
+            .unwrap_or_else(|_| unreachable!("the buffer holds exactly two digits per byte"));
+        let mut out = BytesMut::with_capacity(clear + hex.len());
         out.put_slice(&name[..clear]);
-        for byte in &tag[..TAG_LEN] {
-            out.put_slice(format!("{byte:02x}").as_bytes());
-        }
+        out.put_slice(&hex);
         out.freeze()
     }
 
