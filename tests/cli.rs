@@ -547,3 +547,59 @@ fn the_credentials_file_follows_the_listen_address() {
     assert_eq!(cli.ok(&["ping"]), "PONG\n");
     server.terminate();
 }
+
+#[test]
+fn server_key_rotate_from_the_cli_keeps_old_credentials_working_for_the_grace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let credentials = data.join("credentials.toml");
+    let server = ServerProcess::start(&data);
+    wait_for(&credentials);
+    let old_copy = tmp.path().join("old-credentials.toml");
+    std::fs::copy(&credentials, &old_copy).unwrap();
+    let old = Cli { credentials: old_copy, key: tmp.path().join("value.key") };
+    let cli = Cli { credentials: credentials.clone(), key: tmp.path().join("value.key") };
+    let before = cryptomem_client::Credentials::load(&credentials).unwrap();
+
+    let data_arg = data.to_str().unwrap();
+    let rotated = cli.ok(&["server-key", "rotate", "--data", data_arg, "--grace", "1h"]);
+    assert!(rotated.contains("new server key") && rotated.contains("accepted for 1h"), "{rotated}");
+    let after = cryptomem_client::Credentials::load(&credentials).unwrap();
+    assert_ne!(after.server_public_key.as_bytes(), before.server_public_key.as_bytes());
+    assert_eq!(after.previous_server_public_keys.len(), 1);
+    assert_eq!(after.previous_server_public_keys[0].as_bytes(), before.server_public_key.as_bytes());
+    assert_eq!(mode(&credentials), 0o600);
+    assert_eq!(mode(&data.join("server-retired.key")), 0o600);
+    let listed = cli.ok(&["server-key", "list", "--data", data_arg]);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(listed.contains("accepted for 59m") || listed.contains("accepted for 1h"), "{listed}");
+
+    // Both credentials work; the new file pins the new key first, so a
+    // connection that succeeds on it proves the server took the key up.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cli
+        .run(&["ping", "--server-key", &cryptomem_wire::secure::public_key_hex(&after.server_public_key)])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "the server never accepted the new key");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(old.ok(&["ping"]), "PONG\n");
+    assert_eq!(cli.ok(&["ping"]), "PONG\n");
+
+    // A second rotation with --grace 0 (after a key compromise) ends every
+    // old key's acceptance at once; old credentials are then refused.
+    cli.ok(&["server-key", "rotate", "--data", data_arg, "--grace", "0"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        let out = old.run(&["ping"]);
+        if !out.status.success() {
+            break String::from_utf8(out.stderr).unwrap();
+        }
+        assert!(Instant::now() < deadline, "the old key is still accepted");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(refused.contains("pinned") && refused.contains("server-key list"), "{refused}");
+    server.terminate();
+}

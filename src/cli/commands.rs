@@ -73,7 +73,12 @@ fn client_config(opts: &ClientOpts) -> anyhow::Result<ClientConfig> {
         Some(t) => Token::parse(t).with_context(|| format!("{TOKEN_ENV} holds a malformed token"))?,
         None => file.as_ref().map(|f| f.token.clone()).context("no token")?,
     };
-    Ok(ClientConfig::new(server, key, token))
+    let mut config = ClientConfig::new(server, key, token);
+    // --server-key names the one key to pin; otherwise the file's previous keys follow.
+    if opts.server_key.is_none() {
+        config.previous_server_public_keys = file.map(|f| f.previous_server_public_keys).unwrap_or_default();
+    }
+    Ok(config)
 }
 
 fn ttl_arg(ttl: Option<&str>) -> anyhow::Result<Option<std::time::Duration>> {

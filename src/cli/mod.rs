@@ -3,6 +3,7 @@
 mod commands;
 mod keys;
 mod serve;
+mod server_key;
 mod tokens;
 
 use std::path::PathBuf;
@@ -96,6 +97,8 @@ enum Command {
     Config(ConfigArgs),
     /// Manage access tokens: add, list, revoke.
     Token(tokens::TokenArgs),
+    /// Rotate the server's static key (offline, on the data dir), or list the accepted keys.
+    ServerKey(server_key::ServerKeyArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -221,6 +224,7 @@ struct MsetArgs {
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Serve(a) => serve::run(*a),
+        Command::ServerKey(a) => server_key::run(a),
         command => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -234,7 +238,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     use commands::Op;
     let (opts, op) = match command {
-        Command::Serve(_) => anyhow::bail!("serve runs on its own runtime"),
+        Command::Serve(_) | Command::ServerKey(_) => anyhow::bail!("not a client command"),
         Command::Keygen(a) => return keys::keygen(&a),
         Command::Token(a) => return tokens::run(a).await,
         Command::Ping(c) => (c.opts, Op::Ping),

@@ -77,6 +77,7 @@ fn announce_new_data_dir(data: &DataDir, report: &InitReport, addr: SocketAddr) 
         server: connectable(addr).to_string(),
         server_public_key: data.identity().public(),
         token: report.admin_token.clone(),
+        previous_server_public_keys: Vec::new(),
     };
     let path = data.credentials_path();
     let saved = credentials.save(&path);

@@ -97,6 +97,7 @@ fn only_loopback_servers_are_attacked() {
         server: "192.0.2.1:7379".into(),
         server_public_key: cryptomem_wire::secure::ServerIdentity::generate().unwrap().public(),
         token: cryptomem_wire::Token::generate().unwrap(),
+        previous_server_public_keys: Vec::new(),
     };
     let path = tmp.path().join("c.toml");
     creds.save(&path).unwrap();

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::error::{Error, Result};
 use crate::protocol::{Request, Response, Status, decode_response, encode_request};
-use crate::secure::{ChannelReader, ChannelWriter, channel, client_handshake};
+use crate::secure::{ChannelReader, ChannelWriter, RejectReason, SecureError, channel, client_handshake};
 use cryptomem_wire::Token;
 
 type Reader = ChannelReader<OwnedReadHalf>;
@@ -92,7 +92,9 @@ pub(super) struct Connection {
 /// What a connection needs to know.
 pub(super) struct ConnectParams<'a> {
     pub(super) addr: &'a str,
-    pub(super) server_key: &'a x25519_dalek::PublicKey,
+    /// Tried in order: the next one only after the server refused the
+    /// handshake as encrypted to a key it does not hold.
+    pub(super) server_keys: &'a [x25519_dalek::PublicKey],
     pub(super) token: &'a Token,
     pub(super) connect_timeout: Duration,
     pub(super) max_response_len: usize,
@@ -101,16 +103,7 @@ pub(super) struct ConnectParams<'a> {
 impl Connection {
     /// Connects, runs the handshake and AUTH, and starts the connection task.
     pub(super) async fn open(p: ConnectParams<'_>) -> Result<Self> {
-        let connect_err = |reason: String| Error::Connect { addr: p.addr.to_string(), reason };
-        let mut stream = tokio::time::timeout(p.connect_timeout, TcpStream::connect(p.addr))
-            .await
-            .map_err(|_| connect_err(format!("timed out after {:?}", p.connect_timeout)))?
-            .map_err(|e| connect_err(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let keys = tokio::time::timeout(p.connect_timeout, client_handshake(&mut stream, p.server_key))
-            .await
-            .map_err(|_| connect_err("handshake timed out".into()))?
-            .map_err(|source| Error::Handshake { addr: p.addr.to_string(), source })?;
+        let (stream, keys) = secure_stream(&p).await?;
         let (read, write) = stream.into_split();
         let (mut reader, mut writer) = channel(read, write, keys);
 
@@ -157,6 +150,29 @@ impl Connection {
     pub(super) async fn submit(&self, pending: Pending) -> std::result::Result<(), Pending> {
         self.tx.send(pending).await.map_err(|e| e.0)
     }
+}
+
+/// TCP connect and handshake, trying the pinned keys in order.
+async fn secure_stream(p: &ConnectParams<'_>) -> Result<(TcpStream, crate::secure::TransportKeys)> {
+    let connect_err = |reason: String| Error::Connect { addr: p.addr.to_string(), reason };
+    let mut refused = None;
+    for key in p.server_keys {
+        let mut stream = tokio::time::timeout(p.connect_timeout, TcpStream::connect(p.addr))
+            .await
+            .map_err(|_| connect_err(format!("timed out after {:?}", p.connect_timeout)))?
+            .map_err(|e| connect_err(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        match tokio::time::timeout(p.connect_timeout, client_handshake(&mut stream, key))
+            .await
+            .map_err(|_| connect_err("handshake timed out".into()))?
+        {
+            Ok(keys) => return Ok((stream, keys)),
+            Err(source @ SecureError::Rejected(Some(RejectReason::HandshakeFailed))) => refused = Some(source),
+            Err(source) => return Err(Error::Handshake { addr: p.addr.to_string(), source }),
+        }
+    }
+    let source = refused.unwrap_or(SecureError::HandshakeMessage("no server key pinned"));
+    Err(Error::Handshake { addr: p.addr.to_string(), source })
 }
 
 fn lock(w: &Waiters) -> std::sync::MutexGuard<'_, VecDeque<Reply>> {

@@ -8,6 +8,8 @@
 //! server = "127.0.0.1:7379"
 //! server_public_key = "<64 hex digits>"
 //! token = "cmt_<id>_<secret>"
+//! # optional, after a server key rotation:
+//! previous_server_public_keys = ["<64 hex digits>"]
 //! ```
 //!
 //! | key | meaning |
@@ -17,8 +19,9 @@
 //! | `server` | `host:port` to connect to (a wildcard listen address is written as loopback) |
 //! | `server_public_key` | the server's X25519 public key, 64 hex digits (as in `server.pub`): the key the client pins for the Noise NK handshake |
 //! | `token` | the access token, `cmt_<12 hex id>_<64 hex secret>` ([`cryptomem_wire::Token`]), sent as is (UTF-8) as AUTH's value |
+//! | `previous_server_public_keys` | optional list of further pinned keys (64 hex digits each), tried in order when the server refuses the handshake to `server_public_key` (handshake rejection reason 2): the keys a rotation's grace period still accepts |
 //!
-//! All five are required and unknown keys are errors. `cryptomem serve`
+//! The first five are required and unknown keys are errors. `cryptomem serve`
 //! writes `credentials.toml` into a new data dir with the first admin token;
 //! the CLI and [`crate::Client::from_credentials_file`] read it.
 
@@ -44,6 +47,8 @@ pub struct Credentials {
     pub server_public_key: PublicKey,
     /// The access token.
     pub token: Token,
+    /// Further pinned keys, tried in order after `server_public_key`.
+    pub previous_server_public_keys: Vec<PublicKey>,
 }
 
 impl fmt::Debug for Credentials {
@@ -52,6 +57,10 @@ impl fmt::Debug for Credentials {
             .field("server", &self.server)
             .field("server_public_key", &public_key_hex(&self.server_public_key))
             .field("token", &self.token)
+            .field(
+                "previous_server_public_keys",
+                &self.previous_server_public_keys.iter().map(public_key_hex).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -64,6 +73,8 @@ struct FileForm {
     server: String,
     server_public_key: String,
     token: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    previous_server_public_keys: Vec<String>,
 }
 
 /// A credentials file that cannot be used.
@@ -90,6 +101,12 @@ impl Credentials {
             server: form.server,
             server_public_key: parse_public_key(&form.server_public_key).map_err(|e| err(e.to_string()))?,
             token: Token::parse(&form.token).map_err(|e| err(e.to_string()))?,
+            previous_server_public_keys: form
+                .previous_server_public_keys
+                .iter()
+                .map(|k| parse_public_key(k))
+                .collect::<Result<_, _>>()
+                .map_err(|e| err(format!("previous_server_public_keys: {e}")))?,
         })
     }
 
@@ -104,6 +121,7 @@ impl Credentials {
             server: self.server.clone(),
             server_public_key: public_key_hex(&self.server_public_key),
             token: self.token.expose().to_string(),
+            previous_server_public_keys: self.previous_server_public_keys.iter().map(public_key_hex).collect(),
         };
         let text = zeroize::Zeroizing::new(toml::to_string(&form).unwrap_or_default());
         write_atomic(path, text.as_bytes(), PRIVATE_MODE)

@@ -71,6 +71,9 @@ pub struct ClientConfig {
     pub server: String,
     /// The server's pinned static public key.
     pub server_public_key: PublicKey,
+    /// Further pinned keys, tried in order when the server refuses the
+    /// handshake to `server_public_key` (during a server key rotation).
+    pub previous_server_public_keys: Vec<PublicKey>,
     /// Access token.
     pub token: Token,
     /// Value keys; `None` allows only the `*_raw` calls.
@@ -91,6 +94,7 @@ impl ClientConfig {
         Self {
             server: server.into(),
             server_public_key,
+            previous_server_public_keys: Vec::new(),
             token,
             keyring: None,
             connect_timeout: Duration::from_secs(10),
@@ -102,7 +106,9 @@ impl ClientConfig {
 
     /// From a credentials file's contents.
     pub fn from_credentials(c: Credentials) -> Self {
-        Self::new(c.server, c.server_public_key, c.token)
+        let mut config = Self::new(c.server, c.server_public_key, c.token);
+        config.previous_server_public_keys = c.previous_server_public_keys;
+        config
     }
 
     /// Sets the value keys.
@@ -110,6 +116,11 @@ impl ClientConfig {
     pub fn with_keyring(mut self, keyring: Keyring) -> Self {
         self.keyring = Some(keyring);
         self
+    }
+
+    /// Every pinned key, in the order they are tried.
+    fn pinned_keys(&self) -> Vec<PublicKey> {
+        std::iter::once(self.server_public_key).chain(self.previous_server_public_keys.iter().copied()).collect()
     }
 
     /// Hides key names from the server (see [`hidden_names`]).
@@ -218,7 +229,7 @@ impl Client {
         let conn = Arc::new(
             Connection::open(ConnectParams {
                 addr: &cfg.server,
-                server_key: &cfg.server_public_key,
+                server_keys: &cfg.pinned_keys(),
                 token: &cfg.token,
                 connect_timeout: cfg.connect_timeout,
                 max_response_len: cfg.max_response_len,

@@ -66,6 +66,7 @@ proptest! {
             server: "127.0.0.1:7379".into(),
             server_public_key: x25519_dalek::PublicKey::from(&random_secret().unwrap()),
             token,
+            previous_server_public_keys: vec![x25519_dalek::PublicKey::from(&random_secret().unwrap())],
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("credentials.toml");

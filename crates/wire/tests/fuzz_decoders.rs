@@ -33,7 +33,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 fn server_reads(input: &[u8]) -> bool {
     let identity = noise::random_secret().unwrap();
     let mut stream = tokio::io::join(input, tokio::io::sink());
-    block_on(server_handshake(&mut stream, &identity)).is_ok()
+    block_on(server_handshake(&mut stream, std::slice::from_ref(&identity))).is_ok()
 }
 
 /// A valid client opening for `server`: preamble, length, message 1.
@@ -79,7 +79,10 @@ proptest! {
         let valid = client_opening(&server);
         let damaged = mutate(valid.clone(), &m);
         let mut stream = tokio::io::join(&damaged[..], tokio::io::sink());
-        let result = block_on(server_handshake(&mut stream, &server));
+        // Two accepted keys, as during a rotation's grace period: the valid
+        // opening is for the second, so the first is tried and fails first.
+        let accepted = [noise::random_secret().unwrap(), server];
+        let result = block_on(server_handshake(&mut stream, &accepted));
         // Damage past the end of message 1 (an insertion after it) is not
         // part of the handshake; anything else must be refused.
         prop_assert!(result.is_err() || damaged.starts_with(&valid), "accepted {damaged:?}");

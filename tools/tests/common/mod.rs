@@ -19,7 +19,12 @@ pub async fn serve(tmp: &Path, adjust: impl FnOnce(&mut ServerConfig)) -> PathBu
     adjust(&mut config);
     let server = Server::bind(config, data).await.unwrap();
     let addr = server.local_addr().unwrap();
-    let creds = Credentials { server: addr.to_string(), server_public_key: public, token: report.unwrap().admin_token };
+    let creds = Credentials {
+        server: addr.to_string(),
+        server_public_key: public,
+        token: report.unwrap().admin_token,
+        previous_server_public_keys: Vec::new(),
+    };
     let creds_path = tmp.join("tool-credentials.toml");
     creds.save(&creds_path).unwrap();
     tokio::spawn(server.run(std::future::pending()));

@@ -4,6 +4,7 @@
 //! |--------------------|------|------------------------------------------------------|
 //! | `server.key`       | 0600 | the server's X25519 private key ([`crate::secure::identity`]) |
 //! | `server.pub`       | 0644 | its public key, 64 hex digits: what clients pin      |
+//! | `server-retired.key` | 0600 | keys replaced by a rotation, accepted until a deadline ([`super::server_keys`]) |
 //! | `tokens.toml`      | 0600 | argon2id hashes of the access tokens ([`crate::auth::table`]) |
 //! | `credentials.toml` | 0600 | server address, public key and the first admin token, for the CLI (the client crate's `credentials`) |
 //! | `LOCK`             | 0600 | empty; a running server holds an exclusive lock on it |
@@ -16,6 +17,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::server_keys::ServerKeys;
 use crate::auth::{HashParams, Role, Token, TokenRecord, TokenTable, hash_secret};
 use crate::secure::ServerIdentity;
 use cryptomem_util::files::{PRIVATE_MODE, PUBLIC_MODE, create_private_dir, write_atomic};
@@ -83,7 +85,7 @@ pub fn lock_data_dir(root: &Path) -> Result<std::fs::File, DataDirError> {
 #[derive(Debug)]
 pub struct DataDir {
     root: PathBuf,
-    identity: ServerIdentity,
+    keys: ServerKeys,
     tokens: TokenTable,
     _lock: std::fs::File,
 }
@@ -112,9 +114,9 @@ impl DataDir {
         let key_path = root.join(SERVER_KEY_FILE);
         let tokens_path = root.join(TOKENS_FILE);
         if tokens_path.exists() {
-            let identity = ServerIdentity::load(&key_path)?;
+            let keys = ServerKeys::load(root)?;
             let tokens = TokenTable::load(&tokens_path)?;
-            return Ok((Self { root: root.to_path_buf(), identity, tokens, _lock: lock }, None));
+            return Ok((Self { root: root.to_path_buf(), keys, tokens, _lock: lock }, None));
         }
 
         let (identity, new_server_key) = match ServerIdentity::load(&key_path) {
@@ -139,7 +141,8 @@ impl DataDir {
             created_unix_ms: crate::store::Clock::System.now_ms(),
         });
         write_atomic(&tokens_path, tokens.to_toml().as_bytes(), PRIVATE_MODE).map_err(io_err(&tokens_path))?;
-        let dir = Self { root: root.to_path_buf(), identity, tokens, _lock: lock };
+        let keys = ServerKeys { current: identity, retired: Vec::new() };
+        let dir = Self { root: root.to_path_buf(), keys, tokens, _lock: lock };
         Ok((dir, Some(InitReport { admin_token, new_server_key })))
     }
 
@@ -148,9 +151,14 @@ impl DataDir {
         &self.root
     }
 
-    /// The server's key pair.
+    /// The server's current key pair.
     pub fn identity(&self) -> &ServerIdentity {
-        &self.identity
+        &self.keys.current
+    }
+
+    /// The current key and the retired ones (as read at open).
+    pub fn keys(&self) -> &ServerKeys {
+        &self.keys
     }
 
     /// The token table as loaded.

@@ -23,6 +23,7 @@ mod data_dir;
 mod dispatch;
 mod request_buffers;
 mod scans;
+pub mod server_keys;
 mod service_manager;
 mod session;
 mod stats;
@@ -42,7 +43,6 @@ pub use stats::Stats;
 use crate::auth::Authenticator;
 use crate::periodic::every;
 use crate::persist::Persistence;
-use crate::secure::ServerIdentity;
 use crate::store::Store;
 pub use data_dir::{
     CREDENTIALS_FILE, DataDir, DataDirError, InitReport, SERVER_KEY_FILE, SERVER_PUB_FILE, TOKENS_FILE, lock_data_dir,
@@ -83,7 +83,7 @@ pub(crate) struct Shared {
     pub(crate) store: Arc<Store>,
     pub(crate) persistence: Arc<Persistence>,
     pub(crate) auth: Authenticator,
-    pub(crate) identity: ServerIdentity,
+    pub(crate) keys: server_keys::LiveKeys,
     pub(crate) config: ServerConfig,
     pub(crate) stats: Stats,
     pub(crate) request_buffers: Arc<request_buffers::RequestBuffers>,
@@ -142,7 +142,7 @@ impl Server {
         let auth = Authenticator::new(data.tokens().clone(), Some(tokens_file), config.auth, config.clock.clone())
             .map_err(|e| ServerError::Auth(e.to_string()))?;
         let shared = Shared {
-            identity: data.identity().clone(),
+            keys: server_keys::LiveKeys::new(data.root(), data.keys().clone()),
             data,
             store,
             persistence,
@@ -188,7 +188,7 @@ impl Server {
         let token_watch = tokio::spawn(watch_tokens(Arc::clone(&shared), stop_rx.clone()));
         info!(
             addr = %self.listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
-            public_key = %shared.identity.public_hex(),
+            public_key = %shared.keys.load().current.public_hex(),
             shards = shared.store.shard_count(),
             max_connections = permits_total,
             "cryptomem is serving"
@@ -270,9 +270,19 @@ impl Drop for OpenConnection<'_> {
     }
 }
 
-/// Picks up offline edits of `tokens.toml` within a second.
+/// Picks up offline edits of `tokens.toml` and server key rotations within a second.
 async fn watch_tokens(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     every(Duration::from_secs(1), stop, || {
+        match shared.keys.reload_if_changed() {
+            Ok(true) => info!(
+                accepted = ?shared.keys.load().accepted_public_hex(shared.config.clock.now_ms()),
+                "server keys changed on disk: handshakes to these public keys are accepted"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                warn!(error = %e, "server key files changed on disk but cannot be read; keeping the previous keys")
+            }
+        }
         match shared.auth.reload_if_changed() {
             Ok(true) => info!(tokens = shared.auth.token_count(), "token table changed on disk: reloaded"),
             Ok(false) => {}

@@ -91,7 +91,12 @@ pub(super) async fn serve_connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let deadline = Instant::now() + shared.config.handshake_timeout;
-    let keys = match timeout_at(deadline, server_handshake(&mut stream, shared.identity.secret())).await {
+    let keys = match timeout_at(
+        deadline,
+        server_handshake(&mut stream, &shared.keys.load().accepted(shared.config.clock.now_ms())),
+    )
+    .await
+    {
         Ok(Ok(keys)) => keys,
         Ok(Err(e)) => {
             // Debug, not info: scanners and floods would fill the log; INFO counts them.

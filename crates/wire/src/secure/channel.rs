@@ -132,7 +132,10 @@ mod tests {
         let (client_io, server_io) = tokio::io::duplex(1 << 20);
         let public = identity.public();
         let (mut c, mut s) = (client_io, server_io);
-        let (ck, sk) = tokio::join!(client_handshake(&mut c, &public), server_handshake(&mut s, identity.secret()));
+        let (ck, sk) = tokio::join!(
+            client_handshake(&mut c, &public),
+            server_handshake(&mut s, std::slice::from_ref(identity.secret()))
+        );
         let (cr, cw) = tokio::io::split(c);
         let (sr, sw) = tokio::io::split(s);
         let (_, mut client_writer) = channel(cr, cw, ck.unwrap());
@@ -154,7 +157,10 @@ mod tests {
         let identity = ServerIdentity::generate().unwrap();
         let (mut c, mut s) = tokio::io::duplex(1 << 20);
         let public = identity.public();
-        let (ck, sk) = tokio::join!(client_handshake(&mut c, &public), server_handshake(&mut s, identity.secret()));
+        let (ck, sk) = tokio::join!(
+            client_handshake(&mut c, &public),
+            server_handshake(&mut s, std::slice::from_ref(identity.secret()))
+        );
         let (cr, cw) = tokio::io::split(c);
         let (sr, sw) = tokio::io::split(s);
         let (_, mut writer) = channel(cr, cw, ck.unwrap());

@@ -28,9 +28,15 @@
 //! | reason | meaning |
 //! |-------:|---------|
 //! | 1 | the 8 preamble bytes are not exactly magic, version 1 and three zero reserved bytes (a non-zero reserved byte is rejected too) |
-//! | 2 | message 1 did not decrypt: the client pinned another server key (or sent a damaged message) |
+//! | 2 | message 1 did not decrypt under any key the server accepts: the client pinned another server key (or sent a damaged message) |
 //! | 3 | server busy: at its connection limit (sent at once, before reading anything) |
 //! | 4 | `len1` outside 48..=1024: a malformed message, not a key mismatch (0.1.0 sent 2) |
+//!
+//! A server may accept several static keys at once (the current one and,
+//! for a grace period after a rotation, retired ones): it tries message 1
+//! against each, newest first, and answers with the one that decrypts it.
+//! A client that pins several keys tries them one connection at a time,
+//! moving on after reason 2.
 //!
 //! Clients should treat unknown reasons as "rejected". A rejection is unauthenticated, so clients report it as a hint only. Version
 //! 1 sends empty handshake payloads; receivers ignore payload bytes. After
@@ -113,14 +119,15 @@ where
     Ok(keys)
 }
 
-/// Runs the server side of the handshake. On a bad preamble or a message 1
-/// that does not decrypt, the matching rejection is sent (best effort) before
-/// the error is returned; the caller then drops the connection.
+/// Runs the server side of the handshake with the static keys it accepts
+/// (tried in order). On a bad preamble or a message 1 that decrypts under
+/// none of them, the matching rejection is sent (best effort) before the
+/// error is returned; the caller then drops the connection.
 ///
 /// # Errors
 /// [`SecureError::BadPreamble`], [`SecureError::Authentication`],
 /// [`SecureError::HandshakeMessage`] or I/O errors.
-pub async fn server_handshake<S>(stream: &mut S, identity: &StaticSecret) -> Result<TransportKeys, SecureError>
+pub async fn server_handshake<S>(stream: &mut S, accepted: &[StaticSecret]) -> Result<TransportKeys, SecureError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -142,12 +149,20 @@ where
             return Err(e);
         }
     };
-    let ready = match noise::responder_read_message(identity, &PREAMBLE, &msg1) {
-        Ok((_payload, ready)) => ready,
-        Err(e) => {
-            reject(stream, RejectReason::HandshakeFailed).await;
-            return Err(e);
+    let mut failure = SecureError::HandshakeMessage("the server accepts no static key");
+    let mut ready = None;
+    for key in accepted {
+        match noise::responder_read_message(key, &PREAMBLE, &msg1) {
+            Ok((_payload, r)) => {
+                ready = Some(r);
+                break;
+            }
+            Err(e) => failure = e,
         }
+    }
+    let Some(ready) = ready else {
+        reject(stream, RejectReason::HandshakeFailed).await;
+        return Err(failure);
     };
     let (msg2, keys) = ready.write_message(&[], noise::random_secret()?)?;
     let mut out = Vec::with_capacity(2 + msg2.len());
@@ -181,4 +196,31 @@ async fn read_message<S: AsyncRead + Unpin>(stream: &mut S, len: usize) -> Resul
     let mut msg = vec![0u8; len];
     stream.read_exact(&mut msg).await?;
     Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secure::ServerIdentity;
+
+    async fn pair(pinned: PublicKey, accepted: &[StaticSecret]) -> Result<(), SecureError> {
+        let (mut c, mut s) = tokio::io::duplex(4096);
+        let (client, server) = tokio::join!(client_handshake(&mut c, &pinned), server_handshake(&mut s, accepted));
+        let (client, server) = (client?, server?);
+        assert_eq!(client.handshake_hash, server.handshake_hash);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_server_accepting_two_keys_answers_a_client_pinning_either() {
+        let (old, new) = (ServerIdentity::generate().unwrap(), ServerIdentity::generate().unwrap());
+        let accepted = [new.secret().clone(), old.secret().clone()];
+        pair(new.public(), &accepted).await.unwrap();
+        pair(old.public(), &accepted).await.unwrap();
+        let other = ServerIdentity::generate().unwrap();
+        let refused = pair(other.public(), &accepted).await.unwrap_err();
+        assert!(matches!(refused, SecureError::Rejected(Some(RejectReason::HandshakeFailed))), "{refused:?}");
+        let none = pair(new.public(), &[]).await.unwrap_err();
+        assert!(matches!(none, SecureError::Rejected(Some(RejectReason::HandshakeFailed))), "{none:?}");
+    }
 }

@@ -74,7 +74,7 @@ pub enum SecureError {
 fn rejection_text(reason: Option<RejectReason>) -> &'static str {
     match reason {
         Some(RejectReason::HandshakeFailed) => {
-            "server rejected the handshake: the server public key this client pinned does not match the server's key"
+            "server rejected the handshake: the server public key this client pinned is not one the server accepts (if its key was rotated, `cryptomem server-key list` on the server shows the accepted ones)"
         }
         Some(RejectReason::Busy) => "server is busy: it has reached its connection limit",
         Some(RejectReason::UnsupportedPreamble) => "server does not speak this wire version",
