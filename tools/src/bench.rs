@@ -56,6 +56,10 @@ pub struct Args {
     /// thread, which leaves the most CPU to a server on the same machine.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Share one client with this many connections between the -c tasks
+    /// (the client's own pool), instead of one client and connection per task.
+    #[arg(long)]
+    shared_client: Option<usize>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -140,6 +144,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
 async fn connect_all(args: &Args) -> anyhow::Result<Vec<Client>> {
     let config = args.target.config(!args.no_value_crypto)?;
+    if let Some(connections) = args.shared_client {
+        let client = Target::connect(&config.with_connections(connections)).await?;
+        return Ok(vec![client; args.clients]);
+    }
     let mut clients = Vec::with_capacity(args.clients);
     for _ in 0..args.clients {
         clients.push(Target::connect(&config).await?);

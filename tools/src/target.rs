@@ -18,12 +18,14 @@ pub struct Target {
 }
 
 impl Target {
-    /// The client configuration; with `seal`, values are sealed under a
-    /// fixed key, so values written by one run open in the next.
+    /// The client configuration, one connection per client (so `-c` counts
+    /// connections); with `seal`, values are sealed under a fixed key, so
+    /// values written by one run open in the next.
     pub fn config(&self, seal: bool) -> anyhow::Result<ClientConfig> {
-        let creds = Credentials::load(&self.credentials)?;
-        let server = self.server.clone().unwrap_or(creds.server.clone());
-        let config = ClientConfig::new(server, creds.server_public_key, creds.token);
+        let mut config = ClientConfig::from_credentials(Credentials::load(&self.credentials)?).with_connections(1);
+        if let Some(server) = &self.server {
+            config.server.clone_from(server);
+        }
         let key = ValueKey::from_bytes(*b"cryptomem-bench-fixed-value-key!");
         Ok(if seal { config.with_keyring(Keyring::new(key)) } else { config })
     }

@@ -102,8 +102,8 @@ pub(super) struct ConnectParams<'a> {
 
 impl Connection {
     /// Connects, runs the handshake and AUTH, and starts the connection task.
-    pub(super) async fn open(p: ConnectParams<'_>) -> Result<Self> {
-        let (stream, keys) = secure_stream(&p).await?;
+    pub(super) async fn open(p: &ConnectParams<'_>) -> Result<Self> {
+        let (stream, keys) = secure_stream(p).await?;
         let (read, write) = stream.into_split();
         let (mut reader, mut writer) = channel(read, write, keys);
 

@@ -5,10 +5,15 @@
 //! server's dependencies. Passphrase-derived value keys (Argon2id) are
 //! behind the `passphrase` feature.
 //!
-//! A [`Client`] is `Clone + Send + Sync`; clones share one encrypted
-//! connection, over which requests from any number of tasks are pipelined
-//! (responses are matched in order). If the connection drops, calls in flight
-//! fail with [`Error::ConnectionLost`] and the next call reconnects.
+//! A [`Client`] is `Clone + Send + Sync`; clones share its encrypted
+//! connections ([`ClientConfig::connections`], default
+//! [`DEFAULT_CONNECTIONS`], opened as they are first used), over which
+//! requests from any number of tasks are pipelined (responses are matched in
+//! order; one call's requests, and a [`Pipeline`]'s, always share one
+//! connection and run in order, while calls made concurrently may run in
+//! any order). If a connection drops, calls in flight on it fail with
+//! [`Error::ConnectionLost`] and a later call reconnects, with a bounded
+//! exponential backoff between failed attempts ([`Backoff`]).
 //!
 //! Values passed to [`Client::set`] and read by [`Client::get`] are sealed and
 //! opened with the client's [`Keyring`] ([`crate::value_crypto`]); the server
@@ -36,6 +41,7 @@ pub mod credentials;
 mod error;
 pub mod hidden_names;
 mod pipeline;
+mod pool;
 mod scan;
 pub mod value_crypto;
 mod versions;
@@ -44,16 +50,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 use x25519_dalek::PublicKey;
 
-use connection::{ConnectParams, Connection, Pending, Reply};
+use connection::{ConnectParams, Pending, Reply};
 pub use credentials::{Credentials, CredentialsError};
 pub use error::{Error, Result};
 pub use hidden_names::HiddenNames;
 pub use pipeline::{Pipeline, PipelineReply};
+pub use pool::Backoff;
 pub use scan::{DEFAULT_PAGE_SIZE, Scan};
 pub use versions::UPDATE_ATTEMPTS;
 
@@ -86,7 +92,16 @@ pub struct ClientConfig {
     pub max_response_len: usize,
     /// Send keyed hashes instead of key names (see [`hidden_names`]); off by default.
     pub hidden_names: Option<HiddenNames>,
+    /// Connections to spread requests over (default [`DEFAULT_CONNECTIONS`]).
+    pub connections: usize,
+    /// Waits between failed connection attempts.
+    pub reconnect_backoff: Backoff,
 }
+
+/// Connections a [`Client`] opens at most by default. Measured on 2 cores
+/// (README, "Client connections"): more than one lets a busy client use
+/// more than one server thread.
+pub const DEFAULT_CONNECTIONS: usize = 4;
 
 impl ClientConfig {
     /// A configuration with default timeouts and no value keys.
@@ -101,6 +116,8 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(30),
             max_response_len: HARD_MAX_VALUE_LEN + (1 << 20),
             hidden_names: None,
+            connections: DEFAULT_CONNECTIONS,
+            reconnect_backoff: Backoff::default(),
         }
     }
 
@@ -121,6 +138,13 @@ impl ClientConfig {
     /// Every pinned key, in the order they are tried.
     fn pinned_keys(&self) -> Vec<PublicKey> {
         std::iter::once(self.server_public_key).chain(self.previous_server_public_keys.iter().copied()).collect()
+    }
+
+    /// Sets how many connections requests are spread over (at least 1).
+    #[must_use]
+    pub fn with_connections(mut self, connections: usize) -> Self {
+        self.connections = connections.max(1);
+        self
     }
 
     /// Hides key names from the server (see [`hidden_names`]).
@@ -186,8 +210,8 @@ impl std::fmt::Debug for Client {
 
 struct Inner {
     config: ClientConfig,
-    connection: ArcSwapOption<Connection>,
-    reconnect: tokio::sync::Mutex<()>,
+    pinned_keys: Vec<PublicKey>,
+    pool: pool::Pool,
 }
 
 impl Client {
@@ -196,14 +220,9 @@ impl Client {
     /// # Errors
     /// [`Error::Connect`], [`Error::Handshake`] (wrong server key, busy), [`Error::Auth`].
     pub async fn connect(config: ClientConfig) -> Result<Self> {
-        let client = Self {
-            inner: Arc::new(Inner {
-                config,
-                connection: ArcSwapOption::empty(),
-                reconnect: tokio::sync::Mutex::new(()),
-            }),
-        };
-        client.connection().await?;
+        let pool = pool::Pool::new(config.connections, config.reconnect_backoff);
+        let client = Self { inner: Arc::new(Inner { pinned_keys: config.pinned_keys(), config, pool }) };
+        drop(client.connection().await?);
         Ok(client)
     }
 
@@ -217,27 +236,21 @@ impl Client {
         Self::connect(config).await
     }
 
-    async fn connection(&self) -> Result<Arc<Connection>> {
-        if let Some(c) = self.inner.connection.load_full().filter(|c| c.is_alive()) {
-            return Ok(c);
-        }
-        let _guard = self.inner.reconnect.lock().await;
-        if let Some(c) = self.inner.connection.load_full().filter(|c| c.is_alive()) {
-            return Ok(c);
-        }
+    async fn connection(&self) -> Result<pool::Lease<'_>> {
         let cfg = &self.inner.config;
-        let conn = Arc::new(
-            Connection::open(ConnectParams {
-                addr: &cfg.server,
-                server_keys: &cfg.pinned_keys(),
-                token: &cfg.token,
-                connect_timeout: cfg.connect_timeout,
-                max_response_len: cfg.max_response_len,
-            })
-            .await?,
-        );
-        self.inner.connection.store(Some(Arc::clone(&conn)));
-        Ok(conn)
+        let params = ConnectParams {
+            addr: &cfg.server,
+            server_keys: &self.inner.pinned_keys,
+            token: &cfg.token,
+            connect_timeout: cfg.connect_timeout,
+            max_response_len: cfg.max_response_len,
+        };
+        self.inner.pool.get(&params).await
+    }
+
+    /// Connections open right now (at most [`ClientConfig::connections`]).
+    pub fn open_connections(&self) -> usize {
+        self.inner.pool.open_count()
     }
 
     /// Sends one request and waits for its response. Server errors come back as
@@ -276,8 +289,9 @@ impl Client {
         // A submission refused by a dead connection was never sent: retry it
         // once on a fresh connection.
         for _ in 0..2 {
-            let conn = self.connection().await?;
-            match conn.submit(pending).await {
+            // The lease counts the call as in flight on its connection until it returns.
+            let lease = self.connection().await?;
+            match lease.connection.submit(pending).await {
                 Ok(()) => {
                     let timeout = self.inner.config.request_timeout;
                     return tokio::time::timeout(timeout, rx)
