@@ -67,7 +67,21 @@ struct Stats {
     last_snapshot_keys: u64,
     last_snapshot_bytes: u64,
     snapshots: u64,
+    snapshot_failures: u64,
     last_error: Option<String>,
+}
+
+/// Snapshot figures for metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SnapshotFigures {
+    /// Snapshots written since start.
+    pub taken: u64,
+    /// Snapshots that failed since start.
+    pub failed: u64,
+    /// When the newest one was written (unix ms), if any since start.
+    pub last_unix_ms: Option<u64>,
+    /// How long the newest one took.
+    pub last_duration: Option<Duration>,
 }
 
 /// Persistence for one data dir. Share it behind an `Arc`.
@@ -178,6 +192,17 @@ impl Persistence {
         *self.last_snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Snapshot counts and the newest snapshot's time and duration.
+    pub fn snapshot_figures(&self) -> SnapshotFigures {
+        let stats = self.stats();
+        SnapshotFigures {
+            taken: stats.snapshots,
+            failed: stats.snapshot_failures,
+            last_unix_ms: stats.last_snapshot_unix_ms,
+            last_duration: stats.last_snapshot_duration,
+        }
+    }
+
     fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
         self.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -224,7 +249,9 @@ impl Persistence {
                         warn!(error = %e, "snapshot failed; the log cannot take new writes ({why}) but has every change so far");
                     }
                 }
-                self.stats().last_error = Some(e.to_string());
+                let mut stats = self.stats();
+                stats.last_error = Some(e.to_string());
+                stats.snapshot_failures += 1;
                 return Err(e);
             }
         };

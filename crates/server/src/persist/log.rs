@@ -262,6 +262,30 @@ pub(super) struct Shared {
     pub(super) dir: PathBuf,
     pub(super) disk: Arc<dyn Disk>,
     pub(super) backlog: Backlog,
+    pub(super) io: LogIo,
+}
+
+/// What the writer thread did, for metrics.
+#[derive(Default)]
+pub(super) struct LogIo {
+    /// Bytes appended to segments (failed attempts excluded).
+    pub(super) bytes_written: AtomicU64,
+    /// Failed writes and fsyncs, each retry counted.
+    pub(super) failures: AtomicU64,
+    /// Where fsync durations go, once someone watches them.
+    pub(super) fsync_seconds: std::sync::OnceLock<metrics::Histogram>,
+}
+
+impl LogIo {
+    /// `sync_data`, timed when someone watches.
+    pub(super) fn timed_sync(&self, sync: impl FnOnce() -> std::io::Result<()>) -> std::io::Result<()> {
+        let started = std::time::Instant::now();
+        let result = sync();
+        if let Some(h) = self.fsync_seconds.get() {
+            h.record(started.elapsed());
+        }
+        result
+    }
 }
 
 /// Whether writers must wait for the writer thread, and their wake-up.
@@ -349,6 +373,7 @@ impl Log {
             dir: dir.to_path_buf(),
             disk,
             backlog: Backlog::default(),
+            io: LogIo::default(),
         });
         let thread_shared = Arc::clone(&shared);
         let flusher = std::thread::Builder::new()
@@ -371,6 +396,21 @@ impl Log {
     pub fn since_cut(&self) -> (u64, u64) {
         let st = lock(&self.shared.state);
         (st.since_cut, st.bytes_since_cut)
+    }
+
+    /// Bytes appended to log segments since the log opened.
+    pub fn bytes_written(&self) -> u64 {
+        self.shared.io.bytes_written.load(Ordering::Relaxed)
+    }
+
+    /// Failed segment writes and fsyncs since the log opened (each retry counted).
+    pub fn failures(&self) -> u64 {
+        self.shared.io.failures.load(Ordering::Relaxed)
+    }
+
+    /// Records every fsync's duration in `histogram` from now on (the first call wins).
+    pub fn time_fsyncs(&self, histogram: metrics::Histogram) {
+        let _ = self.shared.io.fsync_seconds.set(histogram);
     }
 
     /// Bytes the append buffer holds (records not yet handed to the writer

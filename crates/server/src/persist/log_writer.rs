@@ -89,11 +89,13 @@ pub(super) fn run(shared: &Shared, file: Box<dyn SegmentFile>, written_seq: u64)
                 spare = reusable(batch.data);
             }
             Err(f) if f.sync || shared.policy == FsyncPolicy::Always => {
+                shared.io.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 fail(shared, &f.error, if f.sync { "fsync" } else { "write" }, w.written_seq);
                 w.forget_unacknowledged();
                 return;
             }
             Err(f) => {
+                shared.io.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let since = w.failing.map_or_else(Instant::now, |(since, _)| since);
                 let closing = batch.closing;
                 // A shutdown snapshot holding every record makes retrying pointless.
@@ -114,6 +116,7 @@ pub(super) fn run(shared: &Shared, file: Box<dyn SegmentFile>, written_seq: u64)
             }
         }
         if let Err(e) = w.sync_if_due(batch.closing) {
+            shared.io.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             fail(shared, &e, "fsync", w.written_seq);
             w.forget_unacknowledged();
             return;
@@ -154,7 +157,12 @@ impl Writer<'_> {
         self.append(&batch.data[..at]).map_err(|e| WriteFailure::write(0, false, e))?;
         // The old segment must be complete on disk before anything relies on the new one.
         if self.shared.policy != FsyncPolicy::No {
-            self.file.sync_data().map_err(|error| WriteFailure { consumed: 0, rotated: false, sync: true, error })?;
+            self.shared.io.timed_sync(|| self.file.sync_data()).map_err(|error| WriteFailure {
+                consumed: 0,
+                rotated: false,
+                sync: true,
+                error,
+            })?;
         }
         self.written_seq = first_seq - 1;
         self.file = self
@@ -170,6 +178,7 @@ impl Writer<'_> {
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.file.append(bytes)?;
         self.file_len += bytes.len() as u64;
+        self.shared.io.bytes_written.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -180,7 +189,7 @@ impl Writer<'_> {
             FsyncPolicy::No => false,
         };
         if due {
-            self.file.sync_data()?;
+            self.shared.io.timed_sync(|| self.file.sync_data())?;
             self.last_sync = Instant::now();
             self.unsynced = false;
             self.synced_len = self.file_len;

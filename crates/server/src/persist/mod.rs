@@ -40,7 +40,7 @@ mod snapshot;
 
 use std::path::PathBuf;
 
-pub use engine::{PersistConfig, Persistence, Superseded, remove_superseded};
+pub use engine::{PersistConfig, Persistence, SnapshotFigures, Superseded, remove_superseded};
 pub use frame::{LogOp, LogRecord, SnapshotEntry, SnapshotEntryV1};
 pub use log::{FsyncPolicy, LogError, UnknownFsyncPolicy, segment_name};
 pub use recovery::{

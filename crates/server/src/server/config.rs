@@ -120,6 +120,10 @@ pub struct Settings {
     /// Data directory [default: ./data].
     #[arg(long, env = "CRYPTOMEM_DATA")]
     pub data: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP, no auth:
+    /// bind it to loopback or a private interface) [default: off].
+    #[arg(long, env = "CRYPTOMEM_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// Most simultaneous connections [default: 10000].
     #[arg(long, env = "CRYPTOMEM_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -224,6 +228,7 @@ impl Settings {
         Self {
             listen: self.listen.or(lower.listen),
             data: self.data.or(lower.data),
+            metrics_listen: self.metrics_listen.or(lower.metrics_listen),
             max_connections: self.max_connections.or(lower.max_connections),
             handshake_timeout: self.handshake_timeout.or(lower.handshake_timeout),
             idle_timeout: self.idle_timeout.or(lower.idle_timeout),
@@ -262,6 +267,7 @@ impl Settings {
         Self {
             listen: text("listen"),
             data: text("data").map(PathBuf::from),
+            metrics_listen: None,
             max_connections: number(text("max-connections")),
             handshake_timeout: text("handshake-timeout"),
             idle_timeout: text("idle-timeout"),
@@ -302,6 +308,13 @@ impl Settings {
         let listen_text = text(&s.listen);
         let listen: SocketAddr =
             listen_text.parse().map_err(|_| invalid("listen", format!("`{listen_text}` is not an IP:port address")))?;
+        let metrics_listen = match s.metrics_listen.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            None => None,
+            Some(t) => Some(
+                t.parse::<SocketAddr>()
+                    .map_err(|_| invalid("metrics-listen", format!("`{t}` is not an IP:port address")))?,
+            ),
+        };
         let handshake_timeout =
             parse_duration(text(&s.handshake_timeout).as_str()).map_err(|e| invalid("handshake-timeout", e))?;
         if handshake_timeout.is_zero() {
@@ -388,6 +401,7 @@ impl Settings {
         Ok(ServerConfig {
             listen,
             data_dir: s.data.clone().unwrap_or_default(),
+            metrics_listen,
             max_connections,
             handshake_timeout,
             idle_timeout: (!idle.is_zero()).then_some(idle),
@@ -426,6 +440,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Data directory.
     pub data_dir: PathBuf,
+    /// Where `/metrics` is served; `None` = not at all.
+    pub metrics_listen: Option<SocketAddr>,
     /// Connection limit.
     pub max_connections: usize,
     /// Limit on the handshake, and again on the time to authenticate.
@@ -496,14 +512,20 @@ mod tests {
     fn bad_settings_name_themselves() {
         let cases = [
             Settings { listen: Some("nowhere".into()), ..Default::default() },
+            Settings { metrics_listen: Some("nowhere".into()), ..Default::default() },
             Settings { max_key_size: Some("70000".into()), ..Default::default() },
             Settings { max_value_size: Some("1GiB".into()), ..Default::default() },
             Settings { handshake_timeout: Some("0".into()), ..Default::default() },
             Settings { max_connections: Some(0), ..Default::default() },
         ];
-        for (s, word) in
-            cases.into_iter().zip(["listen", "max-key-size", "max-value-size", "handshake-timeout", "max-connections"])
-        {
+        for (s, word) in cases.into_iter().zip([
+            "listen",
+            "metrics-listen",
+            "max-key-size",
+            "max-value-size",
+            "handshake-timeout",
+            "max-connections",
+        ]) {
             assert!(s.resolve().unwrap_err().to_string().starts_with(word));
         }
         assert!(toml::from_str::<Settings>("lisen = \"x\"").is_err(), "unknown keys are rejected");

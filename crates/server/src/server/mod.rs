@@ -21,6 +21,7 @@ mod config;
 mod config_command;
 mod data_dir;
 mod dispatch;
+mod metrics;
 mod request_buffers;
 mod scans;
 pub mod server_keys;
@@ -70,6 +71,9 @@ pub enum ServerError {
     /// Recovery failed: the data dir is damaged or unreadable.
     #[error("cannot recover the data dir: {0}")]
     Persist(#[from] crate::persist::PersistError),
+    /// `--metrics-listen` could not be served.
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
     /// The append-only log failed under `fsync always`: the server stopped
     /// after answering the writes it could not make durable with `IOERR`.
     #[error("stopped: {0} (with fsync always a log failure is fatal; restart once the disk works)")]
@@ -88,6 +92,8 @@ pub(crate) struct Shared {
     pub(crate) stats: Stats,
     pub(crate) request_buffers: Arc<request_buffers::RequestBuffers>,
     pub(crate) scans: scans::Scans,
+    /// `None` unless `--metrics-listen` is set.
+    pub(crate) metrics: Option<metrics::Metrics>,
 }
 
 /// A bound, not yet running, server.
@@ -138,6 +144,11 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+        let metrics = config.metrics_listen.map(metrics::Metrics::serve).transpose()?;
+        if let (Some(m), Some(addr)) = (&metrics, config.metrics_listen) {
+            persistence.log().time_fsyncs(m.fsync_histogram());
+            info!(%addr, "serving Prometheus metrics at /metrics");
+        }
         let tokens_file = data.root().join(data_dir::TOKENS_FILE);
         let auth = Authenticator::new(data.tokens().clone(), Some(tokens_file), config.auth, config.clock.clone())
             .map_err(|e| ServerError::Auth(e.to_string()))?;
@@ -149,6 +160,7 @@ impl Server {
             auth,
             request_buffers: request_buffers::RequestBuffers::new(config.request_buffer_limit),
             scans: scans::Scans::default(),
+            metrics,
             config,
             stats: Stats::default(),
         };
@@ -186,6 +198,7 @@ impl Server {
         let janitor = tokio::spawn(janitor(Arc::clone(&shared), stop_rx.clone()));
         let snapshots = shared.persistence.spawn_scheduler(stop_rx.clone());
         let token_watch = tokio::spawn(watch_tokens(Arc::clone(&shared), stop_rx.clone()));
+        let metrics_sampler = tokio::spawn(sample_metrics(Arc::clone(&shared), stop_rx.clone()));
         info!(
             addr = %self.listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
             public_key = %shared.keys.load().current.public_hex(),
@@ -248,6 +261,7 @@ impl Server {
         let _ = janitor.await;
         let _ = snapshots.await;
         let _ = token_watch.await;
+        let _ = metrics_sampler.await;
         shared.persistence.shutdown().await;
         info!("shutdown complete");
         outcome
@@ -287,6 +301,21 @@ async fn watch_tokens(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
             Ok(true) => info!(tokens = shared.auth.token_count(), "token table changed on disk: reloaded"),
             Ok(false) => {}
             Err(e) => warn!(error = %e, "token table changed on disk but cannot be read; keeping the previous one"),
+        }
+        std::future::ready(())
+    })
+    .await;
+}
+
+/// Copies the server's counters into the metrics exporter once a second.
+async fn sample_metrics(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+    if shared.metrics.is_none() {
+        return;
+    }
+    every(Duration::from_secs(1), stop, || {
+        if let Some(m) = &shared.metrics {
+            m.sample(&shared);
+            m.upkeep();
         }
         std::future::ready(())
     })

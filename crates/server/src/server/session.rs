@@ -34,6 +34,7 @@ use crate::secure::{ChannelReader, ChannelWriter, SecureError, channel, server_h
 
 use super::Shared;
 use super::dispatch::{execute, push};
+use super::metrics::AuthOutcome;
 use super::request_buffers::BufferClaim;
 use super::stats::bump;
 
@@ -286,10 +287,15 @@ impl Session {
                         return Ok(Next::Close);
                     };
                     bump(&self.shared.stats.commands_processed);
+                    let code = request.command().code;
                     if let Err(why) = verdict {
                         push(&mut self.plain_out, &Response::error("NOPERM", &why.to_string()));
+                        if let Some(m) = &self.shared.metrics {
+                            m.refused(code, "NOPERM");
+                        }
                         continue;
                     }
+                    let timed = self.shared.metrics.as_ref().map(|_| (self.plain_out.len(), std::time::Instant::now()));
                     match request.command().runs {
                         Runs::Session => {
                             let response = self.admin(request).await;
@@ -313,6 +319,9 @@ impl Session {
                                 self.pending_writes.push(PendingWrite { response, seq });
                             }
                         }
+                    }
+                    if let (Some(m), Some((start, began))) = (&self.shared.metrics, timed) {
+                        m.command(code, &self.plain_out[start..], began.elapsed());
                     }
                 }
             }
@@ -396,6 +405,12 @@ impl Session {
         }
     }
 
+    fn count_auth(&self, outcome: AuthOutcome) {
+        if let Some(m) = &self.shared.metrics {
+            m.auth(outcome);
+        }
+    }
+
     async fn authenticate(&mut self, token: &[u8]) -> Next {
         bump(&self.shared.stats.commands_processed);
         // Waiting for an argon2 slot is bounded too: under an AUTH flood a
@@ -406,6 +421,7 @@ impl Session {
         };
         let Ok(verdict) = timeout_at(deadline, self.shared.auth.authenticate(token, self.peer.ip())).await else {
             auth_failure(self.peer, "overloaded");
+            self.count_auth(AuthOutcome::Overloaded);
             push(&mut self.plain_out, &Response::error("BUSY", "authentication is overloaded; retry later"));
             return Next::Close;
         };
@@ -414,18 +430,18 @@ impl Session {
                 debug!(peer = %self.peer, token_id = %principal.token_id, "authenticated");
                 self.seen_generation = self.shared.auth.generation();
                 self.principal = Some(principal);
+                self.count_auth(AuthOutcome::Ok);
                 push(&mut self.plain_out, &Response::ok_empty());
                 Next::Continue
             }
             Err(e) => {
-                auth_failure(
-                    self.peer,
-                    match e {
-                        AuthError::InvalidToken => "invalid_token",
-                        AuthError::LockedOut(_) => "locked_out",
-                        AuthError::Unavailable => "unavailable",
-                    },
-                );
+                let (reason, outcome) = match e {
+                    AuthError::InvalidToken => ("invalid_token", AuthOutcome::InvalidToken),
+                    AuthError::LockedOut(_) => ("locked_out", AuthOutcome::LockedOut),
+                    AuthError::Unavailable => ("unavailable", AuthOutcome::Unavailable),
+                };
+                auth_failure(self.peer, reason);
+                self.count_auth(outcome);
                 let response = match e {
                     AuthError::InvalidToken => Response::error("WRONGPASS", "invalid token"),
                     AuthError::LockedOut(_) => Response::error("LOCKED", &e.to_string()),
