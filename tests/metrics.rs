@@ -31,6 +31,50 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
+/// Every line of the body is a `# HELP`/`# TYPE` comment, blank, or a
+/// sample `name{label="value",...} number`, as the text format requires.
+fn assert_prometheus_text(response: &str) {
+    let body = response.split_once("\r\n\r\n").map_or(response, |(_, b)| b);
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.chars()
+                .enumerate()
+                .all(|(i, c)| c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit()))
+    };
+    let mut samples = 0;
+    for line in body.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some(comment) = line.strip_prefix("# ") {
+            let mut parts = comment.splitn(3, ' ');
+            let kind = parts.next().unwrap();
+            assert!(kind == "HELP" || kind == "TYPE", "{line}");
+            assert!(name_ok(parts.next().unwrap_or_default()), "{line}");
+            if kind == "TYPE" {
+                assert!(
+                    ["counter", "gauge", "histogram", "summary"].contains(&parts.next().unwrap_or_default()),
+                    "{line}"
+                );
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        assert!(value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value), "{line}");
+        let name = match series.split_once('{') {
+            Some((name, labels)) => {
+                let labels = labels.strip_suffix('}').unwrap_or_else(|| panic!("{line}"));
+                for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+                    let (key, quoted) = pair.split_once("=\"").unwrap_or_else(|| panic!("{line}"));
+                    assert!(name_ok(key) && !quoted.contains('\n'), "{line}");
+                }
+                name
+            }
+            None => series,
+        };
+        assert!(name_ok(name), "{line}");
+        samples += 1;
+    }
+    assert!(samples > 50, "{samples} samples");
+}
+
 #[tokio::test]
 async fn the_endpoint_counts_commands_auth_and_state_without_names() {
     let metrics_addr = free_port();
@@ -59,6 +103,7 @@ async fn the_endpoint_counts_commands_auth_and_state_without_names() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_prometheus_text(&text);
     let get = |name, labels: &[(&str, &str)]| sample(&text, name, labels);
     assert_eq!(get("cryptomem_keys", &[]), Some(1.0), "{text}");
     assert_eq!(get("cryptomem_commands_total", &[("command", "SET"), ("outcome", "ok")]), Some(1.0));
