@@ -603,3 +603,64 @@ fn server_key_rotate_from_the_cli_keeps_old_credentials_working_for_the_grace() 
     assert!(refused.contains("pinned") && refused.contains("server-key list"), "{refused}");
     server.terminate();
 }
+
+#[test]
+fn cluster_file_spreads_cli_commands_over_two_servers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a_data, b_data) = (tmp.path().join("a"), tmp.path().join("b"));
+    let (a, b) = (ServerProcess::start(&a_data), ServerProcess::start(&b_data));
+    wait_for(&a_data.join("credentials.toml"));
+    wait_for(&b_data.join("credentials.toml"));
+    let cluster = tmp.path().join("cluster.toml");
+    std::fs::write(
+        &cluster,
+        "format = \"cryptomem-cluster\"\nversion = 1\n\
+         [[server]]\nname = \"a\"\ncredentials = \"a/credentials.toml\"\n\
+         [[server]]\nname = \"b\"\ncredentials = \"b/credentials.toml\"\n",
+    )
+    .unwrap();
+    let key = tmp.path().join("value.key");
+    let single = |data: &Path| Cli { credentials: data.join("credentials.toml"), key: key.clone() };
+    single(&a_data).ok(&["keygen", "--out", key.to_str().unwrap()]);
+    let c = cluster.to_str().unwrap();
+    let cli = single(&a_data);
+    let on_cluster = |args: &[&str]| cli.ok(&[args, &["--cluster", c]].concat());
+
+    assert_eq!(on_cluster(&["ping"]), "PONG\n");
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    let mut mset = vec!["mset"];
+    for k in &keys {
+        mset.extend([k.as_str(), k.as_str()]);
+    }
+    assert_eq!(on_cluster(&mset), "OK\n");
+    assert_eq!(on_cluster(&["dbsize"]), "(integer) 20\n");
+    let (on_a, on_b) = (single(&a_data).ok(&["dbsize", "--raw"]), single(&b_data).ok(&["dbsize", "--raw"]));
+    let (on_a, on_b): (u64, u64) = (on_a.trim().parse().unwrap(), on_b.trim().parse().unwrap());
+    assert!(on_a > 0 && on_b > 0 && on_a + on_b == 20, "both servers hold keys: {on_a} + {on_b}");
+    assert_eq!(on_cluster(&["mget", "k3", "nope", "k17"]), "1) k3\n2) (nil)\n3) k17\n");
+    for k in &keys {
+        assert_eq!(on_cluster(&["get", k]), format!("{k}\n"));
+    }
+    assert_eq!(on_cluster(&["del", "k1", "k2", "nope"]), "(integer) 2\n");
+    assert_eq!(on_cluster(&["scan"]).lines().count(), 18);
+    let info = on_cluster(&["info"]);
+    assert!(info.contains("# Server a") && info.contains("# Server b") && info.contains("used_memory"), "{info}");
+    assert_eq!(on_cluster(&["save"]), "a: OK\nb: OK\n");
+    assert!(cli.fails(&["token", "list", "--cluster", c]).contains("one server"));
+
+    // One server down: its keys fail naming it, the other's still work.
+    drop(b);
+    let mut failed = 0;
+    for k in keys.iter().skip(3) {
+        let out = cli.run(&["get", k, "--cluster", c]);
+        if out.status.success() {
+            assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{k}\n"));
+        } else {
+            let err = String::from_utf8(out.stderr).unwrap();
+            assert!(err.contains("server b is unavailable"), "{err}");
+            failed += 1;
+        }
+    }
+    assert!(failed > 0 && failed < 17, "{failed} of 17 gets failed");
+    drop(a);
+}

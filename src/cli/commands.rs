@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use cryptomem_client::Credentials;
-use cryptomem_client::{Client, ClientConfig, KeyTtl, SetOptions};
+use cryptomem_client::value_crypto::{Keyring, ValueKey};
+use cryptomem_client::{Client, ClientConfig, HiddenNames, KeyTtl, SetOptions, ShardedClient, ShardedConfig};
 use cryptomem_util::units::parse_duration;
 use cryptomem_wire::Token;
 use cryptomem_wire::secure::parse_public_key;
@@ -88,25 +89,39 @@ fn ttl_arg(ttl: Option<&str>) -> anyhow::Result<Option<std::time::Duration>> {
         .transpose()
 }
 
-/// Connects with the options' credentials, and the value key if `values`.
-pub async fn connect(opts: &ClientOpts, values: bool) -> anyhow::Result<Client> {
-    let mut config = client_config(opts)?;
-    if values || opts.hide_key_names {
-        let keyring = load_keyring(opts)?;
-        if opts.hide_key_names {
-            let separator = u8::try_from(opts.key_separator)
-                .ok()
-                .filter(u8::is_ascii)
-                .ok_or_else(|| anyhow::anyhow!("--key-separator must be one ASCII character"))?;
-            let names_key = match &opts.names_key_file {
-                Some(path) => cryptomem_client::value_crypto::ValueKey::load(path)
-                    .with_context(|| format!("names key {}", path.display()))?,
-                None => keyring.current().clone(),
-            };
-            config = config.with_hidden_names(cryptomem_client::HiddenNames::new(&names_key, separator));
-        }
-        config = config.with_keyring(keyring);
+/// The value keys and hidden-names setting the options ask for (`values`:
+/// the command reads or writes values).
+fn value_settings(opts: &ClientOpts, values: bool) -> anyhow::Result<(Option<Keyring>, Option<HiddenNames>)> {
+    if !values && !opts.hide_key_names {
+        return Ok((None, None));
     }
+    let keyring = load_keyring(opts)?;
+    let names = if opts.hide_key_names {
+        let separator = u8::try_from(opts.key_separator)
+            .ok()
+            .filter(u8::is_ascii)
+            .ok_or_else(|| anyhow::anyhow!("--key-separator must be one ASCII character"))?;
+        let names_key = match &opts.names_key_file {
+            Some(path) => ValueKey::load(path).with_context(|| format!("names key {}", path.display()))?,
+            None => keyring.current().clone(),
+        };
+        Some(HiddenNames::new(&names_key, separator))
+    } else {
+        None
+    };
+    Ok((Some(keyring), names))
+}
+
+/// Connects to one server with the options' credentials, and the value key
+/// if `values`.
+pub async fn connect(opts: &ClientOpts, values: bool) -> anyhow::Result<Client> {
+    if opts.cluster.is_some() {
+        bail!("this command manages one server: pass that server's --credentials instead of --cluster");
+    }
+    let mut config = client_config(opts)?;
+    let (keyring, names) = value_settings(opts, values)?;
+    config.keyring = keyring;
+    config.hidden_names = names;
     let server = config.server.clone();
     let from = match &opts.server {
         Some(_) => "--server".to_string(),
@@ -117,22 +132,75 @@ pub async fn connect(opts: &ClientOpts, values: bool) -> anyhow::Result<Client> 
         .with_context(|| format!("cannot reach cryptomem at {server} (the address from {from})"))
 }
 
+/// One server, or a cluster whose servers are reached as their keys need them.
+enum Target {
+    One(Client),
+    Cluster(ShardedClient),
+}
+
+async fn target(opts: &ClientOpts, values: bool) -> anyhow::Result<Target> {
+    let Some(path) = &opts.cluster else { return Ok(Target::One(connect(opts, values).await?)) };
+    let mut config = ShardedConfig::from_cluster_file(path)?;
+    let (keyring, names) = value_settings(opts, values)?;
+    if let Some(keyring) = keyring {
+        config = config.with_keyring(keyring);
+    }
+    if let Some(names) = names {
+        config = config.with_hidden_names(names);
+    }
+    Ok(Target::Cluster(ShardedClient::new(config)?))
+}
+
+/// Runs the same call on a [`Client`] or a [`ShardedClient`], which share
+/// their method names and signatures.
+macro_rules! on_target {
+    ($target:expr, $c:ident => $call:expr) => {
+        match $target {
+            Target::One($c) => $call,
+            Target::Cluster($c) => $call,
+        }
+    };
+}
+
+/// Runs `call` on each server of a cluster in turn, printing `name: answer`;
+/// fails after the others if any server failed.
+async fn each_server<F, Fut>(cluster: &ShardedClient, call: F) -> anyhow::Result<()>
+where
+    F: Fn(Client) -> Fut,
+    Fut: std::future::Future<Output = cryptomem_client::Result<String>>,
+{
+    let mut failed = 0;
+    for (name, client) in cluster.servers() {
+        match call(client.clone()).await {
+            Ok(answer) => println!("{name}: {answer}"),
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} servers failed", cluster.servers().count());
+    }
+    Ok(())
+}
+
 pub async fn run(opts: &ClientOpts, op: Op) -> anyhow::Result<ExitCode> {
-    let client = connect(opts, op.needs_value_key()).await?;
+    let target = target(opts, op.needs_value_key()).await?;
     let out = Printer { raw: opts.raw };
     match op {
         Op::Ping => {
-            client.ping().await?;
+            on_target!(&target, c => c.ping().await)?;
             out.line("PONG");
         }
-        Op::Get(key) => match client.get(&key).await? {
+        Op::Get(key) => match on_target!(&target, c => c.get(&key).await)? {
             Some(v) => out.value(&v)?,
             // Bare output cannot tell a missing key from an empty value by
             // what it prints, so it tells by the exit status.
             None if out.raw => return Ok(ExitCode::from(MISSING_KEY_STATUS)),
             None => out.nil(),
         },
-        Op::Getv(key) => match client.get_versioned(&key).await? {
+        Op::Getv(key) => match on_target!(&target, c => c.get_versioned(&key).await)? {
             Some((version, v)) => {
                 if out.raw {
                     println!("{version}");
@@ -160,9 +228,9 @@ pub async fn run(opts: &ClientOpts, op: Op) -> anyhow::Result<ExitCode> {
                 options = options.only_if_present();
             }
             if let Some(version) = if_version {
-                let new = client.set_if_version(&key, value, version, options).await?;
+                let new = on_target!(&target, c => c.set_if_version(&key, &value, version, options).await)?;
                 out.int(i64::try_from(new).unwrap_or(i64::MAX));
-            } else if client.set_with(&key, value, options).await? {
+            } else if on_target!(&target, c => c.set_with(&key, &value, options).await)? {
                 out.line("OK");
             } else {
                 out.nil();
@@ -170,17 +238,17 @@ pub async fn run(opts: &ClientOpts, op: Op) -> anyhow::Result<ExitCode> {
         }
         Op::Del(keys, Some(version)) => {
             let [key] = keys.as_slice() else { bail!("del --if-version takes exactly one key") };
-            out.int(i64::from(client.delete_if_version(key, version).await?));
+            out.int(i64::from(on_target!(&target, c => c.delete_if_version(key, version).await)?));
         }
         Op::Del(keys, None) => {
             let mut deleted = 0;
             for key in keys {
-                deleted += i64::from(client.delete(&key).await?);
+                deleted += i64::from(on_target!(&target, c => c.delete(&key).await)?);
             }
             out.int(deleted);
         }
-        Op::Exists(key) => out.int(i64::from(client.exists(&key).await?)),
-        Op::Ttl(key) => match client.ttl(&key).await? {
+        Op::Exists(key) => out.int(i64::from(on_target!(&target, c => c.exists(&key).await)?)),
+        Op::Ttl(key) => match on_target!(&target, c => c.ttl(&key).await)? {
             KeyTtl::Missing if out.raw => out.int(-2),
             KeyTtl::Missing => out.nil(),
             KeyTtl::Persistent if out.raw => out.int(-1),
@@ -190,11 +258,11 @@ pub async fn run(opts: &ClientOpts, op: Op) -> anyhow::Result<ExitCode> {
         },
         Op::Expire(key, ttl) => {
             let ttl = ttl_arg(Some(&ttl))?.unwrap_or_default();
-            out.int(i64::from(client.expire(&key, ttl).await?));
+            out.int(i64::from(on_target!(&target, c => c.expire(&key, ttl).await)?));
         }
-        Op::Persist(key) => out.int(i64::from(client.persist(&key).await? == Some(true))),
+        Op::Persist(key) => out.int(i64::from(on_target!(&target, c => c.persist(&key).await)? == Some(true))),
         Op::Mget(keys) => {
-            for (i, value) in client.mget(&keys).await?.into_iter().enumerate() {
+            for (i, value) in on_target!(&target, c => c.mget(&keys).await)?.into_iter().enumerate() {
                 if !out.raw {
                     print!("{}) ", i + 1);
                 }
@@ -209,26 +277,68 @@ pub async fn run(opts: &ClientOpts, op: Op) -> anyhow::Result<ExitCode> {
                 bail!("mset takes KEY VALUE pairs; got an odd number of arguments");
             }
             let pairs: Vec<(String, String)> = flat.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
-            client.mset(&pairs, ttl_arg(ttl.as_deref())?).await?;
+            let ttl = ttl_arg(ttl.as_deref())?;
+            on_target!(&target, c => c.mset(&pairs, ttl).await)?;
             out.line("OK");
         }
-        Op::Scan(prefix, count) => {
-            let mut scan = client.scan(prefix).page_size(count);
+        Op::Scan(prefix, count) => on_target!(&target, c => {
+            let mut scan = c.scan(prefix).page_size(count);
             while let Some(key) = scan.next().await? {
                 out.value(&key)?;
             }
-        }
-        Op::Dbsize => out.int(i64::try_from(client.dbsize().await?).unwrap_or(i64::MAX)),
-        Op::Info => print!("{}", client.info().await?),
-        Op::Save => {
-            client.save().await?;
-            out.line("OK");
-        }
-        Op::ConfigGet(name) => out.line(&client.config_get(&name).await?),
-        Op::ConfigSet(name, value) => {
-            client.config_set(&name, &value).await?;
-            out.line("OK");
-        }
+        }),
+        Op::Dbsize => out.int(i64::try_from(on_target!(&target, c => c.dbsize().await)?).unwrap_or(i64::MAX)),
+        Op::Info => match &target {
+            Target::One(c) => print!("{}", c.info().await?),
+            Target::Cluster(cluster) => {
+                let mut failed = 0;
+                for (name, info) in cluster.info().await {
+                    println!("# Server {name}");
+                    match info {
+                        Ok(text) => print!("{text}"),
+                        Err(e) => {
+                            eprintln!("{name}: {e}");
+                            failed += 1;
+                        }
+                    }
+                }
+                if failed > 0 {
+                    bail!("{failed} servers did not answer");
+                }
+            }
+        },
+        Op::Save => match &target {
+            Target::One(c) => {
+                c.save().await?;
+                out.line("OK");
+            }
+            Target::Cluster(cluster) => {
+                each_server(cluster, |c| async move { c.save().await.map(|_| "OK".into()) }).await?
+            }
+        },
+        Op::ConfigGet(name) => match &target {
+            Target::One(c) => out.line(&c.config_get(&name).await?),
+            Target::Cluster(cluster) => {
+                each_server(cluster, |c| {
+                    let name = name.clone();
+                    async move { c.config_get(&name).await }
+                })
+                .await?
+            }
+        },
+        Op::ConfigSet(name, value) => match &target {
+            Target::One(c) => {
+                c.config_set(&name, &value).await?;
+                out.line("OK");
+            }
+            Target::Cluster(cluster) => {
+                each_server(cluster, |c| {
+                    let (name, value) = (name.clone(), value.clone());
+                    async move { c.config_set(&name, &value).await.map(|()| "OK".into()) }
+                })
+                .await?
+            }
+        },
     }
     Ok(ExitCode::SUCCESS)
 }

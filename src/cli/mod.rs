@@ -26,6 +26,10 @@ pub struct ClientOpts {
     /// Credentials file (server address, server public key, token).
     #[arg(long, env = "CRYPTOMEM_CREDENTIALS", default_value = "data/credentials.toml")]
     pub credentials: PathBuf,
+    /// Cluster file (several servers' credentials, see the README's "Scaling out"):
+    /// each key goes to its server; DBSIZE sums, INFO, SAVE and CONFIG ask every server.
+    #[arg(long, env = "CRYPTOMEM_CLUSTER", conflicts_with_all = ["server", "server_key"])]
+    pub cluster: Option<PathBuf>,
     /// Server address, overriding the credentials file.
     #[arg(long, env = "CRYPTOMEM_SERVER")]
     pub server: Option<String>,

@@ -6,15 +6,20 @@
 //! redis-benchmark does (each request's latency is its batch's round trip).
 //! Keys are `bench:key:<n>` with `n` random below `-r`; values are `-d` bytes,
 //! sealed by the client as real users do unless `--no-value-crypto`. Each test
-//! stops after `-n` requests or `--duration`, whichever comes first.
+//! stops after `-n` requests or `--duration`, whichever comes first. With
+//! `--cluster FILE` each task's client is a [`ShardedClient`] over the
+//! file's servers (one connection to each), and pipelines are split per
+//! server as applications' are.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use cryptomem_client::{Client, SetOptions};
+use cryptomem_client::value_crypto::Keyring;
+use cryptomem_client::{Client, PipelineReply, SetOptions, ShardedClient, ShardedConfig};
 use cryptomem_util::units::parse_duration;
 use serde::Serialize;
 
@@ -24,7 +29,11 @@ use crate::target::Target;
 pub struct Args {
     #[command(flatten)]
     target: Target,
-    /// Parallel connections.
+    /// Cluster file: load every server of a sharded cluster through the
+    /// sharded client instead of one server.
+    #[arg(long, conflicts_with_all = ["credentials", "server"])]
+    cluster: Option<PathBuf>,
+    /// Parallel connections (to each server, with --cluster).
     #[arg(short = 'c', default_value_t = 50)]
     clients: usize,
     /// Requests per test.
@@ -142,22 +151,72 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     Ok(if outcomes.iter().all(|o| o.requests > 0 && o.errors == 0) { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-async fn connect_all(args: &Args) -> anyhow::Result<Vec<Client>> {
-    let config = args.target.config(!args.no_value_crypto)?;
-    if let Some(connections) = args.shared_client {
-        let client = Target::connect(&config.with_connections(connections)).await?;
-        return Ok(vec![client; args.clients]);
+/// One server's client or a cluster's: they share method names, so
+/// [`with_client`] runs the same code on either.
+#[derive(Clone)]
+enum BenchClient {
+    One(Client),
+    Cluster(ShardedClient),
+}
+
+macro_rules! with_client {
+    ($client:expr, $c:ident => $body:expr) => {
+        match $client {
+            BenchClient::One($c) => $body,
+            BenchClient::Cluster($c) => $body,
+        }
+    };
+}
+
+async fn connect_all(args: &Args) -> anyhow::Result<Vec<BenchClient>> {
+    let connections = args.shared_client.unwrap_or(1);
+    let connect = || async {
+        anyhow::Ok(match &args.cluster {
+            Some(path) => {
+                let mut config =
+                    ShardedConfig::from_cluster_file(path)?.map_servers(|c| c.with_connections(connections));
+                if !args.no_value_crypto {
+                    config = config.with_keyring(Keyring::new(Target::bench_value_key()));
+                }
+                BenchClient::Cluster(ShardedClient::connect(config).await?)
+            }
+            None => {
+                let config = args.target.config(!args.no_value_crypto)?.with_connections(connections);
+                BenchClient::One(Target::connect(&config).await?)
+            }
+        })
+    };
+    if args.shared_client.is_some() {
+        return Ok(vec![connect().await?; args.clients]);
     }
     let mut clients = Vec::with_capacity(args.clients);
     for _ in 0..args.clients {
-        clients.push(Target::connect(&config).await?);
+        clients.push(connect().await?);
     }
     Ok(clients)
 }
 
+/// How many of a pipeline's commands failed: a [`cryptomem_client::Pipeline`]
+/// fails whole or per command, a sharded one per command.
+trait Failures {
+    fn failures(self, batch: u64) -> u64;
+}
+
+impl Failures for cryptomem_client::Result<Vec<cryptomem_client::Result<PipelineReply>>> {
+    fn failures(self, batch: u64) -> u64 {
+        self.map_or(batch, |replies| replies.failures(batch))
+    }
+}
+
+impl Failures for Vec<cryptomem_client::Result<PipelineReply>> {
+    fn failures(self, _: u64) -> u64 {
+        self.iter().filter(|r| r.is_err()).count() as u64
+    }
+}
+
 async fn run_test(
     args: &Args,
-    clients: &[Client],
+    clients: &[BenchClient],
     test: Test,
     duration: Option<Duration>,
     ttl: Option<Duration>,
@@ -233,7 +292,7 @@ struct Load {
 impl Load {
     /// Runs until the shared request count reaches the limit or the deadline
     /// passes; returns per-request latencies in microseconds and the error count.
-    async fn run(&self, client: &Client, issued: &AtomicU64, value: &[u8], mut rng: u64) -> (Vec<u32>, u64) {
+    async fn run(&self, client: &BenchClient, issued: &AtomicU64, value: &[u8], mut rng: u64) -> (Vec<u32>, u64) {
         let mut latencies_us: Vec<u32> = Vec::new();
         let mut errors = 0u64;
         let mut key = String::new();
@@ -250,21 +309,20 @@ impl Load {
                 let write = self.next_key(&mut rng, &mut sequence, &mut key);
                 u64::from(!self.one(client, write, &key, value).await)
             } else {
-                let mut p = client.pipeline();
-                for _ in 0..batch {
-                    let write = self.next_key(&mut rng, &mut sequence, &mut key);
-                    let queued = match (write, self.crypto) {
-                        (true, true) => p.set_with(&key, value, self.set).map(drop),
-                        (true, false) => p.set_raw_with(&key, value.to_vec(), self.set).map(drop),
-                        (false, true) => p.get(&key).map(drop),
-                        (false, false) => p.get_raw(&key).map(drop),
-                    };
-                    errors += u64::from(queued.is_err());
-                }
-                match p.execute().await {
-                    Ok(replies) => replies.iter().filter(|r| r.is_err()).count() as u64,
-                    Err(_) => batch,
-                }
+                with_client!(client, c => {
+                    let mut p = c.pipeline();
+                    for _ in 0..batch {
+                        let write = self.next_key(&mut rng, &mut sequence, &mut key);
+                        let queued = match (write, self.crypto) {
+                            (true, true) => p.set_with(&key, value, self.set).map(drop),
+                            (true, false) => p.set_raw_with(&key, value.to_vec(), self.set).map(drop),
+                            (false, true) => p.get(&key).map(drop),
+                            (false, false) => p.get_raw(&key).map(drop),
+                        };
+                        errors += u64::from(queued.is_err());
+                    }
+                    p.execute().await.failures(batch)
+                })
             };
             let us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
             latencies_us.extend(std::iter::repeat_n(us, batch as usize));
@@ -291,12 +349,12 @@ impl Load {
         }
     }
 
-    async fn one(&self, client: &Client, write: bool, key: &str, value: &[u8]) -> bool {
-        match (write, self.crypto) {
-            (true, true) => client.set_with(key, value, self.set).await.is_ok(),
-            (true, false) => client.set_raw_with(key, value.to_vec(), self.set).await.is_ok(),
-            (false, true) => client.get(key).await.is_ok(),
-            (false, false) => client.get_raw(key).await.is_ok(),
-        }
+    async fn one(&self, client: &BenchClient, write: bool, key: &str, value: &[u8]) -> bool {
+        with_client!(client, c => match (write, self.crypto) {
+            (true, true) => c.set_with(key, value, self.set).await.is_ok(),
+            (true, false) => c.set_raw_with(key, value.to_vec(), self.set).await.is_ok(),
+            (false, true) => c.get(key).await.is_ok(),
+            (false, false) => c.get_raw(key).await.is_ok(),
+        })
     }
 }

@@ -26,8 +26,12 @@ impl Target {
         if let Some(server) = &self.server {
             config.server.clone_from(server);
         }
-        let key = ValueKey::from_bytes(*b"cryptomem-bench-fixed-value-key!");
-        Ok(if seal { config.with_keyring(Keyring::new(key)) } else { config })
+        Ok(if seal { config.with_keyring(Keyring::new(Self::bench_value_key())) } else { config })
+    }
+
+    /// The fixed value key benchmarks seal with.
+    pub fn bench_value_key() -> ValueKey {
+        ValueKey::from_bytes(*b"cryptomem-bench-fixed-value-key!")
     }
 
     /// One connection with `config`.

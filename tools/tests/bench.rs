@@ -96,3 +96,38 @@ async fn bench_auth_reports_a_rate() {
     assert!(rate > 0.0, "{text}");
     assert!(text.contains("0 errors"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_loads_a_cluster_of_three_through_the_sharded_client() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut entries = String::from("format = \"cryptomem-cluster\"\nversion = 1\n");
+    let mut servers = Vec::new();
+    for name in ["a", "b", "c"] {
+        let creds = serve(&tmp.path().join(name)).await;
+        entries += &format!("[[server]]\nname = \"{name}\"\ncredentials = \"{name}/tool-credentials.toml\"\n");
+        servers.push(Credentials::load(&creds).unwrap());
+    }
+    let cluster = tmp.path().join("cluster.toml");
+    std::fs::write(&cluster, entries).unwrap();
+    for pipeline in ["1", "8"] {
+        let args = ["bench", "-c", "3", "-P", pipeline, "-r", "3000", "-t", "fill,get", "--json", "--cluster"];
+        let mut args: Vec<String> = args.iter().map(|s| (*s).to_string()).collect();
+        args.push(cluster.display().to_string());
+        let json: serde_json::Value = serde_json::from_str(&tool(args).await).unwrap();
+        for t in json.as_array().unwrap() {
+            assert_eq!(t["errors"], 0, "{t}");
+            assert!(t["ops_per_sec"].as_f64().unwrap() > 0.0, "{t}");
+        }
+        assert_eq!(json[0]["requests"], 3000, "{json}");
+    }
+    // The fill reached every server.
+    let mut total = 0;
+    for creds in servers {
+        let client =
+            cryptomem_client::Client::connect(cryptomem_client::ClientConfig::from_credentials(creds)).await.unwrap();
+        let keys = client.dbsize().await.unwrap();
+        assert!(keys > 500, "each server holds about a third: {keys}");
+        total += keys;
+    }
+    assert_eq!(total, 3000);
+}

@@ -85,6 +85,12 @@ pub struct CredentialsError {
     reason: String,
 }
 
+impl CredentialsError {
+    pub(crate) fn new(path: &Path, reason: String) -> Self {
+        Self { path: path.to_path_buf(), reason }
+    }
+}
+
 impl Credentials {
     /// Reads a credentials file.
     ///

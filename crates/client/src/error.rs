@@ -62,6 +62,17 @@ pub enum Error {
         /// Attempts made.
         attempts: u32,
     },
+    /// A [`crate::ShardedClient`]'s server could not be reached or stopped
+    /// answering (connection refused, lost or timed out): the keys it owns
+    /// fail with this until it is back. Another server's keys are not
+    /// affected.
+    #[error("server {server} is unavailable: {reason}")]
+    Unavailable {
+        /// The server's name in the cluster (its address unless named).
+        server: String,
+        /// The underlying connection error.
+        reason: String,
+    },
     /// An argument the protocol cannot carry (a key over 65,535 bytes, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

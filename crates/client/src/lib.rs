@@ -43,6 +43,7 @@ pub mod hidden_names;
 mod pipeline;
 mod pool;
 mod scan;
+pub mod sharded;
 pub mod value_crypto;
 mod versions;
 
@@ -61,6 +62,7 @@ pub use hidden_names::HiddenNames;
 pub use pipeline::{Pipeline, PipelineReply};
 pub use pool::Backoff;
 pub use scan::{DEFAULT_PAGE_SIZE, Scan};
+pub use sharded::{Failover, ShardedClient, ShardedConfig};
 pub use versions::UPDATE_ATTEMPTS;
 
 use crate::value_crypto::Keyring;
@@ -220,10 +222,27 @@ impl Client {
     /// # Errors
     /// [`Error::Connect`], [`Error::Handshake`] (wrong server key, busy), [`Error::Auth`].
     pub async fn connect(config: ClientConfig) -> Result<Self> {
-        let pool = pool::Pool::new(config.connections, config.reconnect_backoff);
-        let client = Self { inner: Arc::new(Inner { pinned_keys: config.pinned_keys(), config, pool }) };
+        let client = Self::new(config);
         drop(client.connection().await?);
         Ok(client)
+    }
+
+    /// A client that connects on its first call, for a program that should
+    /// start while the server is down (its calls fail until it is up).
+    pub fn new(config: ClientConfig) -> Self {
+        let pool = pool::Pool::new(config.connections, config.reconnect_backoff);
+        Self { inner: Arc::new(Inner { pinned_keys: config.pinned_keys(), config, pool }) }
+    }
+
+    /// The address this client connects to.
+    pub fn server(&self) -> &str {
+        &self.inner.config.server
+    }
+
+    /// Whether the server is known to be unreachable right now: nothing is
+    /// connected and the last attempt failed within its backoff wait.
+    pub(crate) fn is_down(&self) -> bool {
+        self.inner.pool.is_down()
     }
 
     /// Connects with a credentials file (server, server key, token).

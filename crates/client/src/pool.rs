@@ -20,7 +20,7 @@
 //! attempt per slot per wait reaches it). A success resets the wait.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -95,11 +95,33 @@ pub(crate) struct Pool {
     slots: Box<[Slot]>,
     next: AtomicUsize,
     backoff: Backoff,
+    /// When the last failed attempt's wait ends, in ms after `created`; 0
+    /// after a success. Read without a lock by [`Pool::is_down`].
+    down_until_ms: AtomicU64,
+    created: Instant,
 }
 
 impl Pool {
     pub(crate) fn new(size: usize, backoff: Backoff) -> Self {
-        Self { slots: (0..size.max(1)).map(|_| Slot::default()).collect(), next: AtomicUsize::new(0), backoff }
+        Self {
+            slots: (0..size.max(1)).map(|_| Slot::default()).collect(),
+            next: AtomicUsize::new(0),
+            backoff,
+            down_until_ms: AtomicU64::new(0),
+            created: Instant::now(),
+        }
+    }
+
+    fn ms_since_created(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.created).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether the server is known to be unreachable: no connection is open
+    /// and the last attempt failed less than its backoff wait ago. A sharded
+    /// client in cache-only mode routes around such a server.
+    pub(crate) fn is_down(&self) -> bool {
+        let until = self.down_until_ms.load(Ordering::Relaxed);
+        until != 0 && self.ms_since_created(Instant::now()) < until && self.open_count() == 0
     }
 
     /// Open connections right now (for tests and INFO-style reporting).
@@ -158,11 +180,14 @@ impl Pool {
                 let conn = Arc::new(conn);
                 slot.connection.store(Some(Arc::clone(&conn)));
                 *failing = Failing::default();
+                self.down_until_ms.store(0, Ordering::Relaxed);
                 Ok(self.lease(index, conn))
             }
             Err(e) => {
                 failing.failures = failing.failures.saturating_add(1);
-                failing.retry_at = Some(Instant::now() + self.backoff.draw(failing.failures));
+                let retry_at = Instant::now() + self.backoff.draw(failing.failures);
+                failing.retry_at = Some(retry_at);
+                self.down_until_ms.store(self.ms_since_created(retry_at).max(1), Ordering::Relaxed);
                 failing.last_error = e.to_string();
                 drop(failing);
                 // Another slot may still reach the server (a full accept
