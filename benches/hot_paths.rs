@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the hot pieces: `cargo bench --bench hot_paths`.
 //!
 //! Record seal/open (the channel), request encode/decode (the codec), store
-//! get/set at 10k and 1M keys (the keyspace), value seal/open (the client).
+//! get/set at 10k and 1M keys (the keyspace), value seal/open (the client),
+//! rendezvous placement over 3, 10 and 30 servers (the sharded client).
 
 use std::hint::black_box;
 
@@ -103,5 +104,18 @@ fn values(c: &mut Criterion) {
     c.bench_function("value/open 100B", |b| b.iter(|| black_box(ring.open(b"key", black_box(&sealed)).unwrap())));
 }
 
-criterion_group!(benches, records, codec, store, values);
+fn placement(c: &mut Criterion) {
+    use cryptomem_client::sharded::rendezvous::Rendezvous;
+    let mut group = c.benchmark_group("rendezvous owner");
+    for servers in [3usize, 10, 30] {
+        let names: Vec<String> = (0..servers).map(|i| format!("cache-{i}")).collect();
+        let ring = Rendezvous::new(names.iter().map(|n| (n.as_str(), 1.0))).unwrap();
+        group.bench_with_input(BenchmarkId::from_parameter(servers), &servers, |b, _| {
+            b.iter(|| ring.owner(black_box(b"session:0123456789abcdef")));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, records, codec, store, values, placement);
 criterion_main!(benches);

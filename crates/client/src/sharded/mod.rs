@@ -35,6 +35,7 @@ mod pipeline;
 pub mod rendezvous;
 mod scan;
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -234,10 +235,10 @@ impl ShardedClient {
     }
 
     /// The name the servers see for `key`, which places it.
-    fn placement_name(&self, key: &[u8]) -> Bytes {
+    fn placement_name<'k>(&self, key: &'k [u8]) -> Cow<'k, [u8]> {
         match &self.inner.hidden_names {
-            Some(names) => names.wire_name(key),
-            None => Bytes::copy_from_slice(key),
+            Some(names) => Cow::Owned(names.wire_name(key).to_vec()),
+            None => Cow::Borrowed(key),
         }
     }
 
@@ -315,7 +316,7 @@ impl ShardedClient {
         Fut: Future<Output = Result<T>>,
     {
         let servers = self.inner.servers.len();
-        let names: Vec<Bytes> = keys.iter().map(|k| self.placement_name(k.as_ref())).collect();
+        let names: Vec<Cow<'_, [u8]>> = keys.iter().map(|k| self.placement_name(k.as_ref())).collect();
         let mut excluded = vec![false; servers];
         let mut pending: Vec<usize> = (0..keys.len()).collect();
         let mut parts = Vec::new();
