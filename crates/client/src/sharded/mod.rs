@@ -246,18 +246,20 @@ impl ShardedClient {
     /// cache-only mode, those known to be down while another is not).
     fn route(&self, name: &[u8], excluded: &[bool]) -> Option<usize> {
         let shards = &self.inner;
+        // `excluded` is empty until a server fails: no allocation per call.
+        let allowed = |i: usize| !excluded.get(i).copied().unwrap_or(false);
         match shards.failover {
             Failover::Strict => shards.placement.owner(name),
             Failover::CacheOnly => shards
                 .placement
-                .owner_among(name, |i| !excluded[i] && !shards.servers[i].client.is_down())
-                .or_else(|| shards.placement.owner_among(name, |i| !excluded[i])),
+                .owner_among(name, |i| allowed(i) && !shards.servers[i].client.is_down())
+                .or_else(|| shards.placement.owner_among(name, allowed)),
         }
     }
 
     /// The index of the server `key` goes to now.
     pub(crate) fn index_for(&self, key: &[u8]) -> usize {
-        self.route(&self.placement_name(key), &vec![false; self.inner.servers.len()]).unwrap_or(0)
+        self.route(&self.placement_name(key), &[]).unwrap_or(0)
     }
 
     /// The name of the server that owns `key` (in cache-only mode, the one
@@ -284,7 +286,8 @@ impl ShardedClient {
     }
 
     /// Marks `server` as failed; whether another server may be tried.
-    fn fail_over(&self, server: usize, excluded: &mut [bool]) -> bool {
+    fn fail_over(&self, server: usize, excluded: &mut Vec<bool>) -> bool {
+        excluded.resize(self.inner.servers.len(), false);
         excluded[server] = true;
         self.inner.failover == Failover::CacheOnly && excluded.iter().any(|x| !x)
     }
@@ -296,7 +299,7 @@ impl ShardedClient {
         Fut: Future<Output = Result<T>>,
     {
         let name = self.placement_name(key);
-        let mut excluded = vec![false; self.inner.servers.len()];
+        let mut excluded = Vec::new();
         loop {
             let server = self.route(&name, &excluded).unwrap_or(0);
             match call(self.inner.servers[server].client.clone()).await {
@@ -317,7 +320,7 @@ impl ShardedClient {
     {
         let servers = self.inner.servers.len();
         let names: Vec<Cow<'_, [u8]>> = keys.iter().map(|k| self.placement_name(k.as_ref())).collect();
-        let mut excluded = vec![false; servers];
+        let mut excluded = Vec::new();
         let mut pending: Vec<usize> = (0..keys.len()).collect();
         let mut parts = Vec::new();
         while !pending.is_empty() {
