@@ -152,7 +152,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 }
 
 /// One server's client or a cluster's: they share method names, so
-/// [`with_client`] runs the same code on either.
+/// `with_client!` runs the same code on either.
 #[derive(Clone)]
 enum BenchClient {
     One(Client),
