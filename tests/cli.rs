@@ -644,8 +644,13 @@ fn cluster_file_spreads_cli_commands_over_two_servers() {
     assert_eq!(on_cluster(&["del", "k1", "k2", "nope"]), "(integer) 2\n");
     assert_eq!(on_cluster(&["scan"]).lines().count(), 18);
     let info = on_cluster(&["info"]);
-    assert!(info.contains("# Server a") && info.contains("# Server b") && info.contains("used_memory"), "{info}");
+    assert!(
+        info.starts_with("# Server a\n") && info.contains("\n# Server b\n") && info.contains("used_memory"),
+        "{info}"
+    );
     assert_eq!(on_cluster(&["save"]), "a: OK\nb: OK\n");
+    assert_eq!(cli.ok(&["config", "--cluster", c, "set", "maxmemory-policy", "allkeys-lru"]), "a: OK\nb: OK\n");
+    assert_eq!(cli.ok(&["config", "--cluster", c, "get", "maxmemory-policy"]), "a: allkeys-lru\nb: allkeys-lru\n");
     assert!(cli.fails(&["token", "list", "--cluster", c]).contains("one server"));
 
     // One server down: its keys fail naming it, the other's still work.

@@ -231,6 +231,22 @@ async fn a_down_server_fails_only_its_keys_and_serves_them_again_when_back() {
     assert!(matches!(&err, Error::Unavailable { server, .. } if server == "bravo"), "{err}");
     assert!(err.to_string().contains("bravo"), "the message names the server: {err}");
     assert!(client.dbsize().await.is_err(), "a sum over a missing server is not given");
+    let info = client.info().await;
+    let down: Vec<&str> = info.iter().filter(|(_, r)| r.is_err()).map(|(n, _)| n.as_str()).collect();
+    assert_eq!(down, ["bravo"], "INFO reports each server, the down one as an error");
+
+    // A pipeline over every server: the down server's commands fail, the others' stand.
+    let mut p = client.pipeline();
+    for (key, _) in &keys[..30] {
+        p.get(key).unwrap();
+    }
+    for ((key, owner), reply) in keys[..30].iter().zip(p.execute().await) {
+        match reply {
+            Err(Error::Unavailable { server, .. }) => assert_eq!((owner.as_str(), server.as_str()), ("bravo", "bravo")),
+            Ok(PipelineReply::Value(Some(v))) => assert!(owner != "bravo" && v == key.as_bytes(), "{key}"),
+            other => panic!("{key} on {owner}: {other:?}"),
+        }
+    }
     let set_elsewhere = keys.iter().find(|(_, o)| o != "bravo").unwrap();
     client.set(&set_elsewhere.0, b"changed").await.unwrap();
 
@@ -285,6 +301,8 @@ async fn hidden_names_place_keys_by_the_name_the_server_sees() {
     let names = HiddenNames::new(&ValueKey::from_bytes([9; 32]), b':');
     let client = ShardedClient::connect(cluster(&servers, &[1.0; 3]).with_hidden_names(names.clone())).await.unwrap();
     let plain = ShardedClient::new(cluster(&servers, &[1.0; 3])).unwrap();
+    let addresses: Vec<String> = plain.servers().map(|(_, c)| c.server().to_string()).collect();
+    assert_eq!(addresses, servers.iter().map(|s| s.addr.to_string()).collect::<Vec<_>>());
     for i in 0..50 {
         let key = format!("user:{i}");
         client.set(&key, b"secret").await.unwrap();

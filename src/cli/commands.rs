@@ -162,17 +162,22 @@ macro_rules! on_target {
     };
 }
 
-/// Runs `call` on each server of a cluster in turn, printing `name: answer`;
-/// fails after the others if any server failed.
-async fn each_server<F, Fut>(cluster: &ShardedClient, call: F) -> anyhow::Result<()>
+/// `name: answer` on one line, for short answers from each server.
+fn name_and_answer(name: &str, answer: &str) {
+    println!("{name}: {answer}");
+}
+
+/// Runs `call` on each server of a cluster in turn and prints each answer
+/// with `show`; fails after the others if any server failed.
+async fn each_server<'a, F, Fut>(cluster: &'a ShardedClient, call: F, show: fn(&str, &str)) -> anyhow::Result<()>
 where
-    F: Fn(Client) -> Fut,
+    F: Fn(&'a Client) -> Fut,
     Fut: std::future::Future<Output = cryptomem_client::Result<String>>,
 {
     let mut failed = 0;
     for (name, client) in cluster.servers() {
-        match call(client.clone()).await {
-            Ok(answer) => println!("{name}: {answer}"),
+        match call(client).await {
+            Ok(answer) => show(name, &answer),
             Err(e) => {
                 eprintln!("{name}: {e}");
                 failed += 1;
@@ -291,20 +296,8 @@ pub async fn run(opts: &ClientOpts, op: Op) -> anyhow::Result<ExitCode> {
         Op::Info => match &target {
             Target::One(c) => print!("{}", c.info().await?),
             Target::Cluster(cluster) => {
-                let mut failed = 0;
-                for (name, info) in cluster.info().await {
-                    println!("# Server {name}");
-                    match info {
-                        Ok(text) => print!("{text}"),
-                        Err(e) => {
-                            eprintln!("{name}: {e}");
-                            failed += 1;
-                        }
-                    }
-                }
-                if failed > 0 {
-                    bail!("{failed} servers did not answer");
-                }
+                let show: fn(&str, &str) = |name, text| print!("# Server {name}\n{text}");
+                each_server(cluster, Client::info, show).await?;
             }
         },
         Op::Save => match &target {
@@ -313,18 +306,12 @@ pub async fn run(opts: &ClientOpts, op: Op) -> anyhow::Result<ExitCode> {
                 out.line("OK");
             }
             Target::Cluster(cluster) => {
-                each_server(cluster, |c| async move { c.save().await.map(|_| "OK".into()) }).await?
+                each_server(cluster, |c| async move { c.save().await.map(|_| "OK".into()) }, name_and_answer).await?
             }
         },
         Op::ConfigGet(name) => match &target {
             Target::One(c) => out.line(&c.config_get(&name).await?),
-            Target::Cluster(cluster) => {
-                each_server(cluster, |c| {
-                    let name = name.clone();
-                    async move { c.config_get(&name).await }
-                })
-                .await?
-            }
+            Target::Cluster(cluster) => each_server(cluster, |c| c.config_get(&name), name_and_answer).await?,
         },
         Op::ConfigSet(name, value) => match &target {
             Target::One(c) => {
@@ -332,10 +319,12 @@ pub async fn run(opts: &ClientOpts, op: Op) -> anyhow::Result<ExitCode> {
                 out.line("OK");
             }
             Target::Cluster(cluster) => {
-                each_server(cluster, |c| {
-                    let (name, value) = (name.clone(), value.clone());
-                    async move { c.config_set(&name, &value).await.map(|()| "OK".into()) }
-                })
+                let (name, value) = (name.as_str(), value.as_str());
+                each_server(
+                    cluster,
+                    |c| async move { c.config_set(name, value).await.map(|()| "OK".into()) },
+                    name_and_answer,
+                )
                 .await?
             }
         },

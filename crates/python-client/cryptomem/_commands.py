@@ -9,6 +9,7 @@ queues it and returns itself for chaining. So ``client.get(k)``,
 
 from __future__ import annotations
 
+import random
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from . import _protocol as p
-from .errors import ConflictError, InvalidArgumentError, NoValueKeyError, ProtocolError, server_error
+from .errors import CryptomemError, InvalidArgumentError, NoValueKeyError, ProtocolError, server_error
 from .hidden_names import HiddenNames
 from .values import Keyring
 
@@ -282,12 +283,48 @@ class Commands:
         return one(frame, lambda r: p.parse_scan(r.body))
 
 
+class Queued(Commands):
+    """A pipeline's queue: every command method queues and returns the pipeline.
+    The sync and asyncio pipelines add only how ``execute`` sends."""
+
+    def __init__(self, client: Commands):
+        self._client = client
+        self._keyring, self._names = client._keyring, client._names
+        self._queued: list[Command] = []
+
+    def __len__(self) -> int:
+        return len(self._queued)
+
+    def _execute(self, command: Command) -> Queued:
+        self._queued.append(command)
+        return self
+
+    def _take(self) -> tuple[list[Command], bytes, int]:
+        """Empties the queue: its commands, their frames joined, and the request count."""
+        queued, self._queued = self._queued, []
+        return queued, b"".join(c.frame for c in queued), sum(c.count for c in queued)
+
+
+def split_results(queued: list[Command], responses: list[p.Response], raise_on_error: bool) -> list[Any]:
+    """One result per queued command; exceptions in place, or the first raised."""
+    results: list[Any] = []
+    at = 0
+    for command in queued:
+        try:
+            results.append(command.parse(responses[at : at + command.count]))
+        except CryptomemError as e:
+            results.append(e)
+        at += command.count
+    if raise_on_error:
+        for r in results:
+            if isinstance(r, CryptomemError):
+                raise r
+    return results
+
+
 def conflict_retry_pause(attempt: int) -> float:
     """Seconds to pause after the ``attempt``-th conflict in ``update``, as the Rust client does."""
-    import random
-
     return random.uniform(0, (100 << min(attempt, 6)) / 1e6)
 
 
 UPDATE_ATTEMPTS = 64
-__all__ = ["Command", "Commands", "ConflictError", "UPDATE_ATTEMPTS"]

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from . import _protocol as p
 from ._channel import Handshake, Records
-from ._commands import UPDATE_ATTEMPTS, Command, Commands, KeyT, conflict_retry_pause, to_bytes
-from .client import ClientOptions, auth_result, split_address, split_results
+from ._commands import UPDATE_ATTEMPTS, Command, KeyT, Queued, conflict_retry_pause, split_results, to_bytes
+from .client import ClientBase, ClientOptions, auth_result, split_address
 from .errors import (
     ConflictError,
     ConnectError,
@@ -136,27 +135,12 @@ class _AsyncConnection:
         self.writer.close()
 
 
-class AsyncClient(Commands):
+class AsyncClient(ClientBase):
     """The asyncio counterpart of :class:`cryptomem.Client`: same arguments, same calls, awaited."""
 
-    def __init__(self, server: str, server_public_key: bytes, token: str, **options: Any):
-        self._setup(ClientOptions(server, server_public_key, token, **options))
-
     def _setup(self, options: ClientOptions) -> None:
-        self._options = options
-        self._keyring = options.keyring
-        self._names = options.hidden_names
-        self._conn: _AsyncConnection | None = None
+        super()._setup(options)
         self._connecting = asyncio.Lock()
-
-    @classmethod
-    def from_credentials(cls, path: str | os.PathLike = "data/credentials.toml", **options: Any) -> AsyncClient:
-        client = cls.__new__(cls)
-        client._setup(ClientOptions.from_credentials(path, **options))
-        return client
-
-    def __repr__(self) -> str:
-        return f"AsyncClient(server={self._options.server!r})"
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -222,16 +206,8 @@ class AsyncClient(Commands):
         raise ContendedError(f"update gave up after {UPDATE_ATTEMPTS} attempts: the key kept changing")
 
 
-class AsyncPipeline(Commands):
+class AsyncPipeline(Queued):
     """As :class:`cryptomem.Pipeline`, with ``await execute()`` and ``async with``."""
-
-    def __init__(self, client: AsyncClient):
-        self._client = client
-        self._keyring, self._names = client._keyring, client._names
-        self._queued: list[Command] = []
-
-    def __len__(self) -> int:
-        return len(self._queued)
 
     async def __aenter__(self) -> AsyncPipeline:
         return self
@@ -240,14 +216,9 @@ class AsyncPipeline(Commands):
         if exc_type is None and self._queued:
             await self.execute()
 
-    def _execute(self, command: Command) -> AsyncPipeline:
-        self._queued.append(command)
-        return self
-
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
-        queued, self._queued = self._queued, []
-        count = sum(c.count for c in queued)
-        responses = await self._client._round_trip(b"".join(c.frame for c in queued), count) if count else []
+        queued, frame, count = self._take()
+        responses = await self._client._round_trip(frame, count) if count else []
         return split_results(queued, responses, raise_on_error)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from . import _protocol as p
 from ._channel import Handshake, Records
-from ._commands import UPDATE_ATTEMPTS, Command, Commands, KeyT, conflict_retry_pause, to_bytes
+from ._commands import UPDATE_ATTEMPTS, Command, Commands, KeyT, Queued, conflict_retry_pause, split_results, to_bytes
 from .credentials import Credentials
 from .errors import (
     AuthError,
@@ -19,7 +19,6 @@ from .errors import (
     ConnectError,
     ConnectionLostError,
     ContendedError,
-    CryptomemError,
     HandshakeError,
     ProtocolError,
     RequestTimeoutError,
@@ -169,7 +168,30 @@ class _Connection:
             pass
 
 
-class Client(Commands):
+class ClientBase(Commands):
+    """Construction shared by :class:`Client` and the asyncio client."""
+
+    def __init__(self, server: str, server_public_key: bytes, token: str, **options: Any):
+        self._setup(ClientOptions(server, server_public_key, token, **options))
+
+    def _setup(self, options: ClientOptions) -> None:
+        self._options = options
+        self._keyring = options.keyring
+        self._names = options.hidden_names
+        self._conn: Any = None
+
+    @classmethod
+    def from_credentials(cls, path: str | os.PathLike = "data/credentials.toml", **options: Any) -> Any:
+        """A client from a credentials file (server, pinned keys, token) and ``options``."""
+        client = cls.__new__(cls)
+        client._setup(ClientOptions.from_credentials(path, **options))
+        return client
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(server={self._options.server!r})"
+
+
+class Client(ClientBase):
     """A blocking client over one encrypted connection.
 
     Thread-safe: calls from several threads are serialized on the connection
@@ -181,24 +203,9 @@ class Client(Commands):
     key file (``cryptomem keygen``); without one only the ``*_raw`` calls work.
     """
 
-    def __init__(self, server: str, server_public_key: bytes, token: str, **options: Any):
-        self._setup(ClientOptions(server, server_public_key, token, **options))
-
     def _setup(self, options: ClientOptions) -> None:
-        self._options = options
-        self._keyring = options.keyring
-        self._names = options.hidden_names
+        super()._setup(options)
         self._lock = threading.Lock()
-        self._conn: _Connection | None = None
-
-    @classmethod
-    def from_credentials(cls, path: str | os.PathLike = "data/credentials.toml", **options: Any) -> Client:
-        client = cls.__new__(cls)
-        client._setup(ClientOptions.from_credentials(path, **options))
-        return client
-
-    def __repr__(self) -> str:
-        return f"Client(server={self._options.server!r})"
 
     def __enter__(self) -> Client:
         return self
@@ -273,7 +280,7 @@ class Client(Commands):
         raise ContendedError(f"update gave up after {UPDATE_ATTEMPTS} attempts: the key kept changing")
 
 
-class Pipeline(Commands):
+class Pipeline(Queued):
     """Queued commands, sent in one write. Every command method returns the pipeline.
 
     ``execute()`` returns one result per command, in order. Commands are not
@@ -282,14 +289,6 @@ class Pipeline(Commands):
     are returned in place of results. Leaving a ``with`` block executes.
     """
 
-    def __init__(self, client: Client):
-        self._client = client
-        self._keyring, self._names = client._keyring, client._names
-        self._queued: list[Command] = []
-
-    def __len__(self) -> int:
-        return len(self._queued)
-
     def __enter__(self) -> Pipeline:
         return self
 
@@ -297,28 +296,7 @@ class Pipeline(Commands):
         if exc_type is None and self._queued:
             self.execute()
 
-    def _execute(self, command: Command) -> Pipeline:
-        self._queued.append(command)
-        return self
-
     def execute(self, raise_on_error: bool = True) -> list[Any]:
-        queued, self._queued = self._queued, []
-        count = sum(c.count for c in queued)
-        responses = self._client._round_trip(b"".join(c.frame for c in queued), count) if count else []
+        queued, frame, count = self._take()
+        responses = self._client._round_trip(frame, count) if count else []
         return split_results(queued, responses, raise_on_error)
-
-
-def split_results(queued: list[Command], responses: list[p.Response], raise_on_error: bool) -> list[Any]:
-    results: list[Any] = []
-    at = 0
-    for command in queued:
-        try:
-            results.append(command.parse(responses[at : at + command.count]))
-        except CryptomemError as e:
-            results.append(e)
-        at += command.count
-    if raise_on_error:
-        for r in results:
-            if isinstance(r, CryptomemError):
-                raise r
-    return results

@@ -163,6 +163,9 @@ def test_hidden_names_and_key_rotation(server):
         assert plain.get_raw(names.wire_name(b"session:abc")) is not None
         with pytest.raises(cryptomem.NoValueKeyError):
             plain.get("session:abc")
+    by_path = {"value_key": new, "previous_value_keys": [server.value_key], "hidden_names": names}
+    with cryptomem.Client.from_credentials(server.credentials, **by_path) as c:
+        assert c.get("session:abc") == b"secret", "a previous key given as a key file path opens"
     rotated = Keyring(new, [old])
     with cryptomem.Client.from_credentials(server.credentials, value_key=rotated, hidden_names=names) as c:
         assert c.get("session:abc") == b"secret", "the previous key still opens"

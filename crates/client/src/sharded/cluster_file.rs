@@ -204,6 +204,7 @@ mod tests {
         let cases = [
             ("format = \"cryptomem-cluster\"\nversion = 2\n".to_string(), "version 1"),
             ("format = \"cryptomem-cluster\"\nversion = 1\n".to_string(), "no [[server]]"),
+            (format!("format = \"cryptomem-cluster\"\nversion = 1\n[[server]]\nport = 1\n{entry}"), "unknown field"),
             (
                 format!("format = \"cryptomem-cluster\"\nversion = 1\nfailover = \"maybe\"\n[[server]]\n{entry}"),
                 "failover",

@@ -166,8 +166,18 @@ impl std::fmt::Debug for ShardedClient {
 }
 
 /// Whether a call failed because its server could not be reached.
-fn unreachable(e: &Error) -> bool {
+fn is_unreachable(e: &Error) -> bool {
     matches!(e, Error::Connect { .. } | Error::ConnectionLost(_) | Error::Timeout(_) | Error::Unavailable { .. })
+}
+
+/// `e` as the caller sees it: a failure to reach `server` is
+/// [`Error::Unavailable`] naming it; anything else is unchanged.
+fn unavailable(server: &str, e: Error) -> Error {
+    match e {
+        Error::Unavailable { .. } => e,
+        e if is_unreachable(&e) => Error::Unavailable { server: server.to_string(), reason: e.to_string() },
+        e => e,
+    }
 }
 
 impl ShardedClient {
@@ -274,15 +284,9 @@ impl ShardedClient {
         &self.inner.servers[self.index_for(key.as_ref())].client
     }
 
-    /// `e` as the caller sees it: unreachable is [`Error::Unavailable`] naming the server.
+    /// `e` from server `server`, as the caller sees it ([`unavailable`]).
     fn tag(&self, server: usize, e: Error) -> Error {
-        match e {
-            Error::Unavailable { .. } => e,
-            e if unreachable(&e) => {
-                Error::Unavailable { server: self.inner.servers[server].name.clone(), reason: e.to_string() }
-            }
-            e => e,
-        }
+        unavailable(&self.inner.servers[server].name, e)
     }
 
     /// Marks `server` as failed; whether another server may be tried.
@@ -293,17 +297,17 @@ impl ShardedClient {
     }
 
     /// Runs `call` on the server of `key`, failing over in cache-only mode.
-    async fn on_key<T, F, Fut>(&self, key: &[u8], call: F) -> Result<T>
+    async fn on_key<'a, T, F, Fut>(&'a self, key: &[u8], call: F) -> Result<T>
     where
-        F: Fn(Client) -> Fut,
+        F: Fn(&'a Client) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
         let name = self.placement_name(key);
         let mut excluded = Vec::new();
         loop {
             let server = self.route(&name, &excluded).unwrap_or(0);
-            match call(self.inner.servers[server].client.clone()).await {
-                Err(e) if unreachable(&e) && self.fail_over(server, &mut excluded) => {}
+            match call(&self.inner.servers[server].client).await {
+                Err(e) if is_unreachable(&e) && self.fail_over(server, &mut excluded) => {}
                 other => return other.map_err(|e| self.tag(server, e)),
             }
         }
@@ -312,10 +316,10 @@ impl ShardedClient {
     /// Runs `call` once per server with the positions of `keys` it holds,
     /// concurrently; returns each part with its positions. In cache-only
     /// mode the keys of a server that fails are regrouped over the rest.
-    async fn per_server<K, T, F, Fut>(&self, keys: &[K], call: F) -> Result<Vec<(Vec<usize>, T)>>
+    async fn per_server<'a, K, T, F, Fut>(&'a self, keys: &[K], call: F) -> Result<Vec<(Vec<usize>, T)>>
     where
         K: AsRef<[u8]>,
-        F: Fn(Client, &[usize]) -> Fut,
+        F: Fn(&'a Client, &[usize]) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
         let servers = self.inner.servers.len();
@@ -329,13 +333,13 @@ impl ShardedClient {
                 groups[self.route(&names[p], &excluded).unwrap_or(0)].push(p);
             }
             let calls = groups.into_iter().enumerate().filter(|(_, g)| !g.is_empty()).map(|(server, group)| {
-                let call = call(self.inner.servers[server].client.clone(), &group);
+                let call = call(&self.inner.servers[server].client, &group);
                 async move { (server, group, call.await) }
             });
             for (server, group, result) in join_all(calls).await {
                 match result {
                     Ok(part) => parts.push((group, part)),
-                    Err(e) if unreachable(&e) && self.fail_over(server, &mut excluded) => pending.extend(group),
+                    Err(e) if is_unreachable(&e) && self.fail_over(server, &mut excluded) => pending.extend(group),
                     Err(e) => return Err(self.tag(server, e)),
                 }
             }
@@ -358,12 +362,12 @@ impl ShardedClient {
     }
 
     /// Runs `call` on every server at once; their answers in server order.
-    async fn on_all<T, F, Fut>(&self, call: F) -> Vec<Result<T>>
+    async fn on_all<'a, T, F, Fut>(&'a self, call: F) -> Vec<Result<T>>
     where
-        F: Fn(Client) -> Fut,
+        F: Fn(&'a Client) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let calls = self.inner.servers.iter().map(|s| call(s.client.clone()));
+        let calls = self.inner.servers.iter().map(|s| call(&s.client));
         join_all(calls).await.into_iter().enumerate().map(|(i, r)| r.map_err(|e| self.tag(i, e))).collect()
     }
 

@@ -3,7 +3,8 @@
 use bytes::Bytes;
 
 use super::ShardedClient;
-use crate::{Error, Result, Scan};
+use super::unavailable;
+use crate::{Result, Scan};
 
 /// Every server's [`Scan`], one after another (in the order the servers
 /// were given): each key once, as each server's scan promises, except
@@ -32,7 +33,7 @@ impl ShardedScan {
     ///
     /// # Errors
     /// As [`Scan::next_page`]; a server that cannot be reached is
-    /// [`Error::Unavailable`].
+    /// [`crate::Error::Unavailable`].
     pub async fn next_page(&mut self) -> Result<Option<Vec<Bytes>>> {
         while let Some((_, scan)) = self.scans.front_mut() {
             match scan.next_page().await {
@@ -70,14 +71,5 @@ impl ShardedScan {
             all.extend(scan.collect().await.map_err(|e| unavailable(&name, e))?);
         }
         Ok(all)
-    }
-}
-
-/// A scan's error, naming the server if it could not be reached.
-fn unavailable(server: &str, e: Error) -> Error {
-    if super::unreachable(&e) && !matches!(e, Error::Unavailable { .. }) {
-        Error::Unavailable { server: server.to_string(), reason: e.to_string() }
-    } else {
-        e
     }
 }
