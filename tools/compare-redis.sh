@@ -7,6 +7,12 @@
 #   SUITES="load always memory restart snapshot"
 #   ROUNDS=3 CLIENTS=50 REQUESTS=300000 SIZE=100 KEYSPACE=100000
 #   PIPELINES="1 16" TESTS="set get" FSYNC=everysec KEYS=1000000
+#   SIZES="100 1024 4096 16384 65536 1048576" SIZES_BYTES=2147483648
+#   CONNECTIONS="1 50 1000 5000" IDLE_CONNECTIONS=1000
+#
+# Every load, sizes and connections cell also reports server CPU per request:
+# utime+stime of the server process (all its threads) from /proc/PID/stat
+# before and after the benchmark, divided by the requests it served.
 #
 # Suites:
 #   load      redis-benchmark and cryptomem-tool bench alternately, ROUNDS rounds,
@@ -18,6 +24,16 @@
 #             RDB / snapshot, with KEYS keys
 #   snapshot  cryptomem p99 and RSS under SET load with KEYS keys, without and
 #             with the server snapshotting whenever anything changed
+#   sizes     (not in the default SUITES: about 15 minutes) the load suite per
+#             value size in SIZES, fresh servers per size; each cell moves
+#             about SIZES_BYTES of values (at least 2,000 and at most REQUESTS
+#             requests) over a keyspace of at most 256 MiB of values
+#   connections (not in the default SUITES: about 15 minutes) the load suite
+#             with each connection count in CONNECTIONS (the open-file limit
+#             is raised to its hard limit; counts it cannot hold are skipped
+#             and said so), then RSS per idle authenticated connection with
+#             IDLE_CONNECTIONS connections (Redis: TLS connections that sent
+#             one PING; cryptomem: handshake, AUTH, one PING)
 #   eviction  (not in the default SUITES: about 10 minutes) the same cache-aside
 #             trace (GET, SET on a miss; cryptomem-tool replay) against both
 #             under one memory limit: EVICT_TRACES (zipf scan shift) over KEYS
@@ -40,6 +56,10 @@ KEYS=${KEYS:-1000000}
 EVICT_TRACES=${EVICT_TRACES:-"zipf scan shift"}
 EVICT_REQUESTS=${EVICT_REQUESTS:-2000000}
 EVICT_LIMITS=${EVICT_LIMITS:-"10 1"}
+SIZES=${SIZES:-"100 1024 4096 16384 65536 1048576"}
+SIZES_BYTES=${SIZES_BYTES:-2147483648}
+CONNECTIONS=${CONNECTIONS:-"1 50 1000 5000"}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-1000}
 
 for tool in redis-server redis-benchmark redis-cli; do
   command -v "$tool" >/dev/null || { echo "$tool is missing: apt-get install redis-server redis-tools" >&2; exit 1; }
@@ -66,6 +86,10 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 now() { date +%s.%N; }
 rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
+clk_tck=$(getconf CLK_TCK)
+# cpu_us PID: user + system CPU of every thread of PID so far, in microseconds.
+# (Fields counted after the ")" that ends the command name.)
+cpu_us() { sed 's/^.*) //' "/proc/$1/stat" | awk -v hz="$clk_tck" '{printf "%.0f\n", ($12 + $13) * 1000000 / hz}'; }
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/key.pem" -out "$work/cert.pem" -days 1 -subj /CN=127.0.0.1 >/dev/null 2>&1
 
 rcli() { redis-cli --tls --insecure -p "$rport" "$@"; }
@@ -116,22 +140,29 @@ stop_all() {
 
 cmbench() { "$tool" bench --credentials "$work/cm/credentials.toml" --server "127.0.0.1:$cport" "$@"; }
 
-# run_rounds LABEL TESTS: alternate both benchmarks; append to $results.
+# run_rounds LABEL TESTS: alternate both benchmarks; append to $results one
+# line per run: server, label, pipeline, ops/s, p99 ms, server CPU us/request.
+# The cell's shape is CLIENTS, REQUESTS, SIZE and KEYSPACE as set when called.
 run_rounds() {
-  local label=$1 tests=$2
+  local label=$1 tests=$2 before
   for round in $(seq 1 "$ROUNDS"); do
     for p in $PIPELINES; do
       for t in $tests; do
         echo "$label round $round: $t -P $p" >&2
-        redis-benchmark --tls --insecure -p "$rport" -c "$CLIENTS" -n "$REQUESTS" -P "$p" -d "$SIZE" -r "$KEYSPACE" -t "$t" --csv 2>/dev/null \
-          | python3 -c 'import csv,sys
-rows=[r for r in csv.reader(sys.stdin)]
+        before=$(cpu_us "$redis_pid")
+        redis-benchmark --tls --insecure -p "$rport" -c "$CLIENTS" -n "$REQUESTS" -P "$p" -d "$SIZE" -r "$KEYSPACE" -t "$t" --csv \
+          >"$work/bench.csv" 2>/dev/null
+        python3 -c 'import csv,sys
+rows=list(csv.reader(open(sys.argv[1])))
 h=rows[0]; r=rows[1]
-print("redis\t%s\t%s\t%s\t%s" % (sys.argv[1], sys.argv[2], r[h.index("rps")], r[h.index("p99_latency_ms")]))' "$label:$t" "$p" >>"$results"
-        cmbench -c "$CLIENTS" -n "$REQUESTS" -P "$p" -d "$SIZE" -r "$KEYSPACE" -t "$t" --json \
-          | python3 -c 'import json,sys
-o=json.load(sys.stdin)[0]
-print("cryptomem\t%s\t%s\t%s\t%s" % (sys.argv[1], sys.argv[2], o["ops_per_sec"], o["p99_ms"]))' "$label:$t" "$p" >>"$results"
+label, p, cpu, n = sys.argv[2:]
+print("redis\t%s\t%s\t%s\t%s\t%.3f" % (label, p, r[h.index("rps")], r[h.index("p99_latency_ms")], int(cpu) / int(n)))' "$work/bench.csv" "$label:$t" "$p" "$(( $(cpu_us "$redis_pid") - before ))" "$REQUESTS" >>"$results"
+        before=$(cpu_us "$cm_pid")
+        cmbench -c "$CLIENTS" -n "$REQUESTS" -P "$p" -d "$SIZE" -r "$KEYSPACE" -t "$t" --json >"$work/bench.json"
+        python3 -c 'import json,sys
+o=json.load(open(sys.argv[1]))[0]
+label, p, cpu = sys.argv[2:]
+print("cryptomem\t%s\t%s\t%s\t%s\t%.3f" % (label, p, o["ops_per_sec"], o["p99_ms"], int(cpu) / max(o["requests"], 1)))' "$work/bench.json" "$label:$t" "$p" "$(( $(cpu_us "$cm_pid") - before ))" >>"$results"
       done
     done
   done
@@ -238,6 +269,62 @@ print(f"with snapshots:     {d['ops_per_sec']:>9.0f} ops/s  p99 {d['p99_ms']:.2f
 print(f"RSS {before/1024:.0f} MB before, peak {peak/1024:.0f} MB during (+{(peak - before) * 100 / before:.1f}%)")
 PY
     ;;
+  sizes)
+    for size in $SIZES; do
+      start_redis "$FSYNC"; start_cm "$FSYNC"
+      n=$(( SIZES_BYTES / size )); [ "$n" -gt "$REQUESTS" ] && n=$REQUESTS; [ "$n" -lt 2000 ] && n=2000
+      k=$(( 268435456 / size )); [ "$k" -gt "$KEYSPACE" ] && k=$KEYSPACE
+      SIZE=$size REQUESTS=$n KEYSPACE=$k run_rounds "${size}B" "$TESTS"
+      stop_all
+    done ;;
+  connections)
+    hard=$(ulimit -Hn)
+    [ "$(ulimit -n)" -lt "$hard" ] && ulimit -n "$hard" && echo "connections: raised the open-file limit to its hard limit, $hard" >&2
+    for c in $CONNECTIONS; do
+      # Each connection is a socket in the client and one in the server, plus slack.
+      if [ $(( c + 200 )) -gt "$(ulimit -n)" ]; then
+        echo "connections: skipping $c: the open-file limit is $(ulimit -n) (raise the hard limit: ulimit -Hn, LimitNOFILE)" | tee -a "$report" >&2
+        continue
+      fi
+      start_redis "$FSYNC" --maxclients $(( c + 100 )); start_cm "$FSYNC"
+      n=$(( c * 100 )); [ "$n" -lt "$REQUESTS" ] && n=$REQUESTS
+      [ "$c" -eq 1 ] && n=$(( REQUESTS / 10 ))
+      CLIENTS=$c REQUESTS=$n run_rounds "c$c" "$TESTS"
+      stop_all
+    done
+    start_redis "$FSYNC" --maxclients $(( IDLE_CONNECTIONS + 100 )); start_cm "$FSYNC"
+    sleep 1
+    r0=$(rss_kb "$redis_pid")
+    python3 - "$rport" "$IDLE_CONNECTIONS" "$work/idle-ready" <<'PY' &
+import socket, ssl, sys, time
+port, n, ready = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+conns = []
+for _ in range(n):
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)))
+    s.sendall(b"PING\r\n")
+    assert s.recv(16).startswith(b"+PONG")
+    conns.append(s)
+open(ready, "w").close()
+time.sleep(600)
+PY
+    holder=$!
+    while [ ! -f "$work/idle-ready" ]; do sleep 0.2; done
+    sleep 1; r1=$(rss_kb "$redis_pid"); kill "$holder"; wait "$holder" 2>/dev/null || true
+    c0=$(rss_kb "$cm_pid")
+    cmbench -c "$IDLE_CONNECTIONS" --idle 600s >"$work/idle-cm" &
+    holder=$!
+    while ! grep -q open "$work/idle-cm" 2>/dev/null; do sleep 0.2; done
+    sleep 1; c1=$(rss_kb "$cm_pid"); kill "$holder"; wait "$holder" 2>/dev/null || true
+    stop_all
+    python3 - "$IDLE_CONNECTIONS" "$r0" "$r1" "$c0" "$c1" >>"$report" <<'PY'
+import sys
+n, r0, r1, c0, c1 = map(int, sys.argv[1:])
+print(f"\nidle connections: RSS growth with {n} idle connections open (Redis: TLS, one PING each; cryptomem: handshake, AUTH, one PING each)")
+print(f"redis     {(r1 - r0) * 1024 / n:8.0f} B per connection ({r0/1024:.1f} -> {r1/1024:.1f} MB)")
+print(f"cryptomem {(c1 - c0) * 1024 / n:8.0f} B per connection ({c0/1024:.1f} -> {c1/1024:.1f} MB); ratio {(c1 - c0) / max(r1 - r0, 1):.2f}")
+PY
+    ;;
   eviction)
     # The working set: what KEYS keys of SIZE bytes take in Redis.
     start_redis "$FSYNC"
@@ -291,7 +378,7 @@ for what, fmt in (("hit ratio", "{:>14.4f}"), ("ops/s (GET+SET)", "{:>14.0f}")):
             print(f"{trace:<16} {str(pct) + '%':>6}" + "".join(cells))
 PY
     ;;
-  *) echo "unknown suite $suite (load, always, memory, restart, snapshot, eviction)" >&2; exit 1 ;;
+  *) echo "unknown suite $suite (load, always, memory, restart, snapshot, sizes, connections, eviction)" >&2; exit 1 ;;
   esac
 done
 
@@ -300,17 +387,20 @@ if [ -s "$results" ]; then
 import os, statistics, sys
 from collections import defaultdict
 path, rounds, clients, size, keyspace, requests = sys.argv[1:]
-rps, p99 = defaultdict(list), defaultdict(list)
+rps, p99, cpu = defaultdict(list), defaultdict(list), defaultdict(list)
 for line in open(path):
-    who, test, pipe, r, l = line.rstrip("\n").split("\t")
-    rps[(who, test, pipe)].append(float(r)); p99[(who, test, pipe)].append(float(l))
-cells = sorted({(t, p) for (_, t, p) in rps}, key=lambda c: (c[0], int(c[1])))
-print(f"medians of {rounds} rounds: {clients} clients, {requests} requests, {size}-byte values, {keyspace}-key keyspace, {os.cpu_count()} cores")
-print(f"{'fsync:test':<16} {'-P':>3} {'redis ops/s':>12} {'cryptomem ops/s':>16} {'ratio':>6}   {'redis p99':>10} {'cryptomem p99':>14}")
+    who, test, pipe, r, l, c = line.rstrip("\n").split("\t")
+    rps[(who, test, pipe)].append(float(r)); p99[(who, test, pipe)].append(float(l)); cpu[(who, test, pipe)].append(float(c))
+cells = list(dict.fromkeys((t, p) for (_, t, p) in rps))
+print(f"medians of {rounds} rounds, {os.cpu_count()} cores; unless the cell says otherwise: {clients} clients, {requests} requests, {size}-byte values, {keyspace}-key keyspace")
+print(f"{'cell:test':<16} {'-P':>3} {'redis ops/s':>12} {'cryptomem ops/s':>16} {'ratio':>6}   {'redis p99':>10} {'cryptomem p99':>14}   {'redis CPU/req':>14} {'cryptomem CPU/req':>18}")
+m = statistics.median
 for t, p in cells:
-    r = statistics.median(rps[("redis", t, p)]); c = statistics.median(rps[("cryptomem", t, p)])
-    rl = statistics.median(p99[("redis", t, p)]); cl = statistics.median(p99[("cryptomem", t, p)])
-    print(f"{t.upper():<16} {p:>3} {r:>12.0f} {c:>16.0f} {c / r:>6.2f}   {rl:>8.2f}ms {cl:>12.2f}ms")
+    r, c = m(rps[("redis", t, p)]), m(rps[("cryptomem", t, p)])
+    rl, cl = m(p99[("redis", t, p)]), m(p99[("cryptomem", t, p)])
+    ru, cu = m(cpu[("redis", t, p)]), m(cpu[("cryptomem", t, p)])
+    cell, test = t.rsplit(":", 1)
+    print(f"{cell + ':' + test.upper():<16} {p:>3} {r:>12.0f} {c:>16.0f} {c / r:>6.2f}   {rl:>8.2f}ms {cl:>12.2f}ms   {ru:>12.1f}us {cu:>16.1f}us")
 PY
 fi
 cat "$report"

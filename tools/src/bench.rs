@@ -69,6 +69,11 @@ pub struct Args {
     /// (the client's own pool), instead of one client and connection per task.
     #[arg(long)]
     shared_client: Option<usize>,
+    /// Run no test: open the -c connections (handshake, AUTH, one PING
+    /// each), print "N connections open", and hold them idle this long (for
+    /// measuring the server's memory per idle connection).
+    #[arg(long)]
+    idle: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -119,8 +124,13 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     } else {
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()?
     };
+    let idle = args.idle.as_deref().map(parse_duration).transpose().map_err(anyhow::Error::msg)?;
     let outcomes = runtime.block_on(async {
         let clients = connect_all(args).await?;
+        if let Some(idle) = idle {
+            hold_idle(&clients, idle).await?;
+            return anyhow::Ok(Vec::new());
+        }
         let mut outcomes = Vec::new();
         for test in tests {
             outcomes.push(run_test(args, &clients, test, duration, ttl).await);
@@ -148,6 +158,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    if idle.is_some() {
+        return Ok(ExitCode::SUCCESS);
+    }
     Ok(if outcomes.iter().all(|o| o.requests > 0 && o.errors == 0) { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
@@ -166,6 +179,17 @@ macro_rules! with_client {
             BenchClient::Cluster($c) => $body,
         }
     };
+}
+
+/// `--idle`: one PING on each connection, then nothing for `idle`.
+async fn hold_idle(clients: &[BenchClient], idle: Duration) -> anyhow::Result<()> {
+    for client in clients {
+        with_client!(client, c => c.ping().await)?;
+    }
+    println!("{} connections open", clients.len());
+    std::io::Write::flush(&mut std::io::stdout())?;
+    tokio::time::sleep(idle).await;
+    Ok(())
 }
 
 async fn connect_all(args: &Args) -> anyhow::Result<Vec<BenchClient>> {
