@@ -2,14 +2,18 @@
 //!
 //! Record seal/open (the channel), request encode/decode (the codec), store
 //! get/set at 10k and 1M keys (the keyspace), value seal/open (the client),
-//! rendezvous placement over 3, 10 and 30 servers (the sharded client).
+//! rendezvous placement over 3, 10 and 30 servers (the sharded client), and
+//! the large-value path (`cargo bench --bench hot_paths -- large`): opening
+//! a 64 KiB and a 1 MiB message from its records, storing a 64 KiB value,
+//! and appending a 64 KiB record to the log.
 
 use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use cryptomem_client::value_crypto::{Keyring, ValueKey};
-use cryptomem_server::store::{SetCondition as StoreCondition, Store};
+use cryptomem_server::persist::{FsyncPolicy, PersistConfig, Persistence};
+use cryptomem_server::store::{Change, Clock, Journal, SetCondition as StoreCondition, Store};
 use cryptomem_wire::protocol::{Limits, Request, SetCondition, decode_request, encode_request};
 use cryptomem_wire::secure::noise::{self, Initiator, responder_read_message};
 use cryptomem_wire::secure::{RecordOpener, RecordSealer};
@@ -45,6 +49,62 @@ fn records(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// The steps a large SET takes on the server, each alone.
+fn large_values(c: &mut Criterion) {
+    let mut group = c.benchmark_group("large");
+    group.sample_size(30);
+    for size in [64usize << 10, 1 << 20] {
+        let (mut sealer, mut opener) = channel();
+        let plain = vec![7u8; size];
+        let mut out = BytesMut::new();
+        group.throughput(Throughput::Bytes(size as u64));
+        // Sealed in the setup, in order, so the opener's record counter agrees.
+        group.bench_with_input(BenchmarkId::new("open message", size), &size, |b, _| {
+            b.iter_batched(
+                || {
+                    let mut wire = Vec::with_capacity(size + 64);
+                    sealer.seal(&plain, &mut wire).unwrap();
+                    BytesMut::from(&wire[..])
+                },
+                |mut input| {
+                    // As a session does: the request is split off the buffer.
+                    opener.open(&mut input, &mut out).unwrap();
+                    black_box(out.split().freeze());
+                },
+                BatchSize::SmallInput,
+            );
+        });
+    }
+    let value = vec![9u8; 64 << 10];
+    group.throughput(Throughput::Bytes(value.len() as u64));
+    let store = Store::new(cryptomem_server::store::DEFAULT_SHARDS);
+    let names: Vec<Bytes> = (0..256).map(|i| Bytes::from(format!("big:{i}"))).collect();
+    let mut i = 0;
+    group.bench_function("store set 65536", |b| {
+        b.iter(|| {
+            i = (i + 1) % names.len();
+            black_box(store.set(&names[i], &value, None, StoreCondition::Always, 0).unwrap().outcome);
+        });
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = PersistConfig { fsync: FsyncPolicy::No, snapshot_log_percentage: 0, ..PersistConfig::default() };
+    let (persistence, _) = Persistence::open(dir.path(), Store::new(16), Clock::System, config).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let log = persistence.log();
+    // The serving thread's share: encode, checksum and buffer the record; the
+    // writer thread writes meanwhile, and a backlog waits as a session would.
+    group.bench_function("log append 65536", |b| {
+        b.iter(|| {
+            if log.backlogged() {
+                runtime.block_on(log.wait_for_room());
+            }
+            black_box(log.append(Change::Set { key: b"big:1", value: &value, expires_at_ms: None }).unwrap());
+        });
+    });
+    group.finish();
+    log.close();
 }
 
 fn codec(c: &mut Criterion) {
@@ -117,5 +177,5 @@ fn placement(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, records, codec, store, values, placement);
+criterion_group!(benches, records, large_values, codec, store, values, placement);
 criterion_main!(benches);
