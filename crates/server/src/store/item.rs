@@ -254,6 +254,11 @@ mod tests {
         let empty = Item::new(b"k", b"", Some(0));
         assert_eq!((empty.value(), empty.expires_at_ms()), (&b""[..], Some(0)), "expiry 0 is not `none`");
         assert_eq!(std::mem::size_of::<Header>(), 24, "the access word fits where the padding was");
+        // The reference count, the header, the slice length.
+        assert_eq!(
+            8 + std::mem::size_of::<triomphe::HeaderWithLength<Header>>() as u64,
+            super::super::memory::ITEM_HEADER
+        );
     }
 
     #[test]

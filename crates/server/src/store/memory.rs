@@ -4,16 +4,17 @@
 //! to jemalloc's size class, the allocator the server binary uses), plus its
 //! share of the map (a 16-byte slot and the amortized branch headers), plus an
 //! entry in the shard's expiry index when it has a TTL. The constants follow
-//! the layout (item header, 16-byte slots, amortized branch headers); they
-//! are still to be checked against resident-set growth at 1M keys. What is
+//! the layout (item header, 16-byte slots, amortized branch headers), which
+//! tests check against the types and the map's real allocations. What is
 //! not counted per key (shard headers, map nodes replaced while readers hold
 //! them, allocator metadata) is the difference INFO's `used_memory_rss` shows.
 
 use super::Item;
 
-/// Bytes an item takes ahead of its key and value: the reference count, the
-/// header (expiry, key length, access word) and the slice length.
-pub const ITEM_HEADER: u64 = 32;
+/// Bytes an item takes ahead of its key and value: the reference count (8),
+/// the header (expiry, version, key length, access word: 24) and the slice
+/// length (8).
+pub const ITEM_HEADER: u64 = 40;
 
 /// A key's share of its shard's map: the 16-byte slot, the branch headers
 /// amortized over their slots and the size-class rounding of branches.

@@ -519,3 +519,48 @@ mod eviction {
         assert!(s.memory().used() <= half);
     }
 }
+
+/// Fills `n` keys `bench:key:0..` with 133-byte values (100 bytes sealed),
+/// as `cryptomem-tool bench -t fill` does; returns the per-key breakdown.
+fn breakdown(n: u64) -> [(&'static str, f64); 6] {
+    let store = Store::new(DEFAULT_SHARDS);
+    let value = vec![7u8; 133];
+    let (mut keys, mut rounding) = (0u64, 0u64);
+    for i in 0..n {
+        let key = format!("bench:key:{i}");
+        keys += key.len() as u64;
+        let exact = memory::ITEM_HEADER + key.len() as u64 + value.len() as u64;
+        rounding += memory::alloc_size(exact) - exact;
+        assert!(store.set(key.as_bytes(), &value, None, SetCondition::Always, T0).unwrap().outcome);
+    }
+    let map: u64 = store.shard_maps().iter().map(|m| m.map_bytes()).sum();
+    let per_key = |bytes: u64| bytes as f64 / n as f64;
+    [
+        ("key", per_key(keys)),
+        ("sealed value", value.len() as f64),
+        ("item header", memory::ITEM_HEADER as f64),
+        ("size-class rounding", per_key(rounding)),
+        ("map", per_key(map)),
+        ("used_memory", per_key(store.memory().used())),
+    ]
+}
+
+#[test]
+fn used_memory_covers_what_the_keys_really_take() {
+    let parts = breakdown(100_000);
+    let real: f64 = parts[..5].iter().map(|(_, b)| b).sum();
+    let counted = parts[5].1;
+    assert!(counted >= real && counted <= real * 1.1, "counted {counted} B a key, really {real}: {parts:?}");
+}
+
+/// The memory breakdown behind README's "1M keys" line:
+/// `cargo test --release -p cryptomem-server --lib -- --ignored memory_breakdown --nocapture`.
+#[test]
+#[ignore = "a measurement: a million keys"]
+fn memory_breakdown_at_a_million_keys() {
+    let parts = breakdown(1_000_000);
+    for (what, bytes) in &parts {
+        println!("{what:<20} {bytes:>6.1} B a key");
+    }
+    println!("{:<20} {:>6.1} B a key", "sum of the parts", parts[..5].iter().map(|(_, b)| b).sum::<f64>());
+}

@@ -142,7 +142,39 @@ fn pair(a: Item, a_hash: u64, b: Item, b_hash: u64, level: u32) -> Slot {
     Slot::Branch(node)
 }
 
+/// Bytes ahead of a branch's slots: the reference count, the bitmap and the
+/// slot count.
+const BRANCH_HEADER: u64 = 24;
+/// Bytes of one slot.
+const SLOT_BYTES: u64 = 16;
+/// A collision list's `Arc<Vec<_>>` block: two counts and the Vec.
+const COLLISION_HEADER: u64 = 40;
+
+/// What the allocator holds for `b` and the branches and lists below it,
+/// each rounded up to its size class.
+fn branch_bytes(b: &Branch) -> u64 {
+    let own = super::memory::alloc_size(BRANCH_HEADER + SLOT_BYTES * b.slice.len() as u64);
+    own + b
+        .slice
+        .iter()
+        .map(|slot| match slot {
+            Slot::Branch(child) => branch_bytes(child),
+            Slot::Collision(items) => {
+                super::memory::alloc_size(COLLISION_HEADER) + super::memory::alloc_size(8 * items.capacity() as u64)
+            }
+            Slot::Item(_) | Slot::Vacant => 0,
+        })
+        .sum::<u64>()
+}
+
 impl Trie {
+    /// Bytes the map itself holds (branches and collision lists, not the
+    /// items), as the allocator rounds them: the "map" line of the memory
+    /// breakdown.
+    pub fn map_bytes(&self) -> u64 {
+        self.root.as_ref().map_or(0, branch_bytes)
+    }
+
     /// Number of items.
     pub fn len(&self) -> usize {
         self.len
@@ -431,6 +463,19 @@ mod tests {
 
     fn item(k: &[u8], v: u8) -> Item {
         Item::new(k, &[v], None)
+    }
+
+    #[test]
+    fn the_counted_layout_is_the_real_one() {
+        assert_eq!(std::mem::size_of::<Slot>() as u64, SLOT_BYTES);
+        // The reference count, then the bitmap and the slot count.
+        let header = 8 + std::mem::size_of::<triomphe::HeaderWithLength<u32>>() as u64;
+        assert_eq!(header, BRANCH_HEADER);
+        assert_eq!(8 + std::mem::size_of::<Vec<Item>>() as u64 + 8, COLLISION_HEADER);
+        let mut t = Trie::default();
+        assert_eq!(t.map_bytes(), 0);
+        t.insert(strong(b"a"), item(b"a", 1), &strong);
+        assert_eq!(t.map_bytes(), 48, "one branch of one slot: 24 + 16, in the 48-byte class");
     }
 
     #[test]
