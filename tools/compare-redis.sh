@@ -8,11 +8,16 @@
 #   ROUNDS=3 CLIENTS=50 REQUESTS=300000 SIZE=100 KEYSPACE=100000
 #   PIPELINES="1 16" TESTS="set get" FSYNC=everysec KEYS=1000000
 #   SIZES="100 1024 4096 16384 65536 1048576" SIZES_BYTES=2147483648
-#   CONNECTIONS="1 50 1000 5000" IDLE_CONNECTIONS=1000
+#   CONNECTIONS="1 50 1000 5000" IDLE_CONNECTIONS=1000 LATENCY=batch
+#
+# LATENCY=first times cryptomem's pipelined batches to their first reply, as
+# redis-benchmark does (it stops the clock at the first read event of a
+# batch's replies); the default, batch, times them to the last reply.
 #
 # Every load, sizes and connections cell also reports server CPU per request:
-# utime+stime of the server process (all its threads) from /proc/PID/stat
-# before and after the benchmark, divided by the requests it served.
+# utime+stime of the server process (all its threads) plus cutime+cstime (the
+# children it reaped: Redis's AOF rewrites) from /proc/PID/stat before and
+# after the benchmark, divided by the requests it served.
 #
 # Suites:
 #   load      redis-benchmark and cryptomem-tool bench alternately, ROUNDS rounds,
@@ -60,6 +65,7 @@ SIZES=${SIZES:-"100 1024 4096 16384 65536 1048576"}
 SIZES_BYTES=${SIZES_BYTES:-2147483648}
 CONNECTIONS=${CONNECTIONS:-"1 50 1000 5000"}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-1000}
+LATENCY=${LATENCY:-batch}
 
 for tool in redis-server redis-benchmark redis-cli; do
   command -v "$tool" >/dev/null || { echo "$tool is missing: apt-get install redis-server redis-tools" >&2; exit 1; }
@@ -87,9 +93,10 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 now() { date +%s.%N; }
 rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
 clk_tck=$(getconf CLK_TCK)
-# cpu_us PID: user + system CPU of every thread of PID so far, in microseconds.
-# (Fields counted after the ")" that ends the command name.)
-cpu_us() { sed 's/^.*) //' "/proc/$1/stat" | awk -v hz="$clk_tck" '{printf "%.0f\n", ($12 + $13) * 1000000 / hz}'; }
+# cpu_us PID: user + system CPU of every thread of PID so far, and of the
+# children it has reaped (Redis rewrites its AOF in a forked child), in
+# microseconds. (Fields counted after the ")" that ends the command name.)
+cpu_us() { sed 's/^.*) //' "/proc/$1/stat" | awk -v hz="$clk_tck" '{printf "%.0f\n", ($12 + $13 + $14 + $15) * 1000000 / hz}'; }
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/key.pem" -out "$work/cert.pem" -days 1 -subj /CN=127.0.0.1 >/dev/null 2>&1
 
 rcli() { redis-cli --tls --insecure -p "$rport" "$@"; }
@@ -158,7 +165,7 @@ h=rows[0]; r=rows[1]
 label, p, cpu, n = sys.argv[2:]
 print("redis\t%s\t%s\t%s\t%s\t%.3f" % (label, p, r[h.index("rps")], r[h.index("p99_latency_ms")], int(cpu) / int(n)))' "$work/bench.csv" "$label:$t" "$p" "$(( $(cpu_us "$redis_pid") - before ))" "$REQUESTS" >>"$results"
         before=$(cpu_us "$cm_pid")
-        cmbench -c "$CLIENTS" -n "$REQUESTS" -P "$p" -d "$SIZE" -r "$KEYSPACE" -t "$t" --json >"$work/bench.json"
+        cmbench -c "$CLIENTS" -n "$REQUESTS" -P "$p" -d "$SIZE" -r "$KEYSPACE" -t "$t" --latency "$LATENCY" --json >"$work/bench.json"
         python3 -c 'import json,sys
 o=json.load(open(sys.argv[1]))[0]
 label, p, cpu = sys.argv[2:]

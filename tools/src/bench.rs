@@ -69,6 +69,14 @@ pub struct Args {
     /// (the client's own pool), instead of one client and connection per task.
     #[arg(long)]
     shared_client: Option<usize>,
+    /// How a pipelined batch's latency is taken: `batch` times it to its
+    /// last reply (the whole round trip); `first` sends the batch's requests
+    /// as concurrent calls on the connection and times it to its first
+    /// reply, as redis-benchmark does (it stops the clock at the first read
+    /// event of a batch's replies). Either way every request of the batch
+    /// gets the batch's figure.
+    #[arg(long, value_enum, default_value_t = LatencyMode::Batch)]
+    latency: LatencyMode,
     /// Run no test: open the -c connections (handshake, AUTH, one PING
     /// each), print "N connections open", and hold them idle this long (for
     /// measuring the server's memory per idle connection).
@@ -77,6 +85,12 @@ pub struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LatencyMode {
+    Batch,
+    First,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,6 +274,7 @@ async fn run_test(
             crypto: !args.no_value_crypto,
             set: SetOptions { ttl, ..SetOptions::default() },
             deadline,
+            first_reply: args.latency == LatencyMode::First,
         };
         let seed = 0x9E37_79B9_7F4A_7C15u64 ^ ((ci as u64 + 1) << 20);
         slots.push(tokio::spawn(async move { load.run(&client, &issued, &value, seed).await }));
@@ -311,6 +326,8 @@ struct Load {
     crypto: bool,
     set: SetOptions,
     deadline: Option<Instant>,
+    /// `--latency first`.
+    first_reply: bool,
 }
 
 impl Load {
@@ -329,9 +346,20 @@ impl Load {
             let started = Instant::now();
             // Fill walks the keyspace in order: request `first + i` writes key `first + i`.
             let mut sequence = first;
+            let mut answered = None;
             let failed = if batch == 1 {
                 let write = self.next_key(&mut rng, &mut sequence, &mut key);
                 u64::from(!self.one(client, write, &key, value).await)
+            } else if self.first_reply {
+                let calls: Vec<(bool, String)> =
+                    (0..batch).map(|_| (self.next_key(&mut rng, &mut sequence, &mut key), key.clone())).collect();
+                let replies =
+                    futures_util::future::join_all(calls.iter().map(|(write, key)| async move {
+                        (self.one(client, *write, key, value).await, Instant::now())
+                    }))
+                    .await;
+                answered = replies.iter().map(|r| r.1).min();
+                replies.iter().filter(|r| !r.0).count() as u64
             } else {
                 with_client!(client, c => {
                     let mut p = c.pipeline();
@@ -348,7 +376,8 @@ impl Load {
                     p.execute().await.failures(batch)
                 })
             };
-            let us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
+            let took = answered.map_or_else(|| started.elapsed(), |at| at - started);
+            let us = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
             latencies_us.extend(std::iter::repeat_n(us, batch as usize));
             errors += failed;
         }
