@@ -241,7 +241,7 @@ impl Trie {
     /// one cache miss per level, was most of an eviction's time. Every item
     /// can be picked; it is not exactly uniform (an item in a sparser branch
     /// is likelier), but hashed keys keep sibling branches about equally full.
-    pub fn sample(&self, mut r: u64, max: usize, mut f: impl FnMut(&Item)) {
+    pub fn sample<'a>(&'a self, mut r: u64, max: usize, mut f: impl FnMut(&'a Item)) {
         let Some(mut b) = self.root.as_ref() else { return };
         loop {
             let n = b.slice.len();
