@@ -764,6 +764,27 @@ impl Store {
         };
         let samples = self.memory.samples();
         let mut found = Vec::with_capacity(samples);
+        if policy != EvictionPolicy::VolatileTtl {
+            // Maps loaded, then drawn from, then scored, each for all the
+            // draws before the next: the cache misses of one step overlap
+            // instead of following one another.
+            let maps: Vec<_> = (0..samples.div_ceil(SAMPLE_RUN))
+                .map(|_| {
+                    let i = fastrand::usize(..n);
+                    (i, self.shards[i].guard())
+                })
+                .collect();
+            let mut drawn = Vec::with_capacity(samples);
+            for (i, map) in &maps {
+                map.sample(fastrand::u64(..), (samples - drawn.len()).min(SAMPLE_RUN), |item| {
+                    if !volatile || item.expires_at_ms().is_some() {
+                        drawn.push((*i, item));
+                    }
+                });
+            }
+            std::hint::black_box(drawn.iter().fold(0, |a, (_, item)| a ^ item.access()));
+            found.extend(drawn.into_iter().map(|(i, item)| candidate(i, item)));
+        }
         for _ in 0..samples * 20 {
             if found.len() == samples {
                 break;

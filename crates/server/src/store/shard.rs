@@ -59,6 +59,11 @@ impl Shard {
         self.current.load_full()
     }
 
+    /// The published map, held by a cheap guard (for a few at once).
+    pub(super) fn guard(&self) -> arc_swap::Guard<Arc<ShardMap>> {
+        self.current.load()
+    }
+
     /// Runs `f` on the published map without taking a reference to it.
     pub(super) fn with_map<R>(&self, f: impl FnOnce(&ShardMap) -> R) -> R {
         f(&self.current.load())
