@@ -442,9 +442,8 @@ impl Store {
         }
         let sketch = self.sketch.load();
         let sketch = sketch.as_deref().filter(|_| policy == EvictionPolicy::AllKeysTinyLfu);
-        // Looked up only when admission can refuse.
-        let mut new_key =
-            sketch.is_some() && condition != SetCondition::IfPresent && w.live(hash, key, now_ms).is_none();
+        // Admission is checked once, at the first victim.
+        let mut first = true;
         let tick = access_tick(now_ms);
         // A shard with fewer keys than four times the draws is too small a
         // sample (at twice, `allkeys-lru` lost 2 points of hit ratio on the
@@ -460,8 +459,14 @@ impl Store {
             });
             let Some(victim) = victim else { return Ok(InShard::NoVictim) };
             let victim_hash = self.hasher.hash_one(victim.key());
-            // Admission is checked once, for a key not stored yet.
-            if std::mem::take(&mut new_key) && sketch.is_some_and(|s| !s.admits(hash, victim_hash)) {
+            // Admission is for a key not stored yet; the lookup that tells
+            // is made only when the sketch would refuse (rarely, under a
+            // load of new keys that all look alike to it).
+            let refused = std::mem::take(&mut first)
+                && sketch.is_some_and(|s| !s.admits(hash, victim_hash))
+                && condition != SetCondition::IfPresent
+                && w.live(hash, key, now_ms).is_none();
+            if refused {
                 self.memory.evicted.fetch_add(1, Relaxed);
                 return Ok(InShard::Refused);
             }
@@ -687,11 +692,14 @@ impl Store {
         }
         let sketch = self.sketch.load();
         let sketch = sketch.as_deref().filter(|_| self.memory.policy() == EvictionPolicy::AllKeysTinyLfu);
-        // Looked up only when admission can refuse.
-        let mut new_key = sketch.is_some() && new_key();
+        // Admission is checked once, at the first victim, and the lookup
+        // that tells a new key is made only when the sketch would refuse.
+        let mut first = true;
+        let mut new_key = Some(new_key);
         let admitted = self.make_room(limit, now_ms, |victim| {
-            // Admission is checked once, for a key not stored yet.
-            !std::mem::take(&mut new_key) || sketch.is_none_or(|s| s.admits(hash, self.hasher.hash_one(&victim.key)))
+            !std::mem::take(&mut first)
+                || sketch.is_none_or(|s| s.admits(hash, self.hasher.hash_one(&victim.key)))
+                || new_key.take().is_some_and(|is_new| !is_new())
         })?;
         if !admitted {
             self.memory.evicted.fetch_add(1, Relaxed);

@@ -471,6 +471,35 @@ mod eviction {
         }
     }
 
+    /// Admission keeps out new keys only: an update of a stored key lands
+    /// even when the sketch rates it below every victim.
+    #[test]
+    fn tinylfu_refuses_a_rare_new_key_but_never_an_update() {
+        for samples in BOTH_PATHS {
+            let policy = EvictionPolicy::AllKeysTinyLfu;
+            let s = filled_drawing(300, policy, false, samples);
+            s.configure_memory(s.memory().used(), policy);
+            for _ in 0..5 {
+                for i in 0..299 {
+                    s.get(format!("k{i}").as_bytes(), T0);
+                }
+            }
+            assert!(s.set(b"k299", &[8; 50], None, SetCondition::Always, T0).unwrap().outcome);
+            let stored = s.peek(b"k299", T0).map(|i| i.value().to_vec());
+            assert_eq!(stored, Some(vec![8; 50]), "the update landed ({samples} draws)");
+            for _ in 0..5 {
+                s.get(b"k299", T0);
+            }
+            // The update may have evicted a key; full again.
+            s.configure_memory(s.memory().used(), policy);
+            let evicted = s.memory().evicted();
+            assert!(s.set(b"fresh", &[8; 50], None, SetCondition::Always, T0).unwrap().outcome);
+            assert!(s.peek(b"fresh", T0).is_none(), "a key never asked for is kept out ({samples} draws)");
+            assert_eq!(s.memory().evicted(), evicted + 1, "and counted as evicted");
+            assert!(s.memory().used() <= s.memory().limit());
+        }
+    }
+
     #[test]
     fn a_value_larger_than_the_limit_is_refused_without_evicting() {
         let s = filled(20, EvictionPolicy::AllKeysLru, false);
