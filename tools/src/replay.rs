@@ -10,6 +10,7 @@
 //! ops/s leave out the TLS cryptomem's channel pays for.
 
 mod resp;
+pub mod simulate;
 pub mod trace;
 
 use std::process::ExitCode;
@@ -19,6 +20,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use cryptomem_client::{Client, ClientConfig, PipelineReply};
+use cryptomem_server::store::EvictionPolicy;
 use serde::Serialize;
 
 use crate::target::Target;
@@ -63,9 +65,27 @@ pub struct Args {
     /// Value size in bytes (before sealing).
     #[arg(short = 'd', default_value_t = 100)]
     data_size: usize,
+    /// Replay into an in-process store with this memory limit instead of
+    /// a server (see below): hit ratios in seconds, no network or
+    /// encryption, a simulated clock.
+    #[arg(long, value_name = "MAXMEMORY", value_parser = parse_limit)]
+    simulate: Option<u64>,
+    /// The simulated store's eviction policy.
+    #[arg(long, requires = "simulate", default_value = "allkeys-tinylfu")]
+    policy: EvictionPolicy,
+    /// The simulated store's draws per eviction (the server's default if not given).
+    #[arg(long, requires = "simulate")]
+    samples: Option<usize>,
+    /// Requests per simulated millisecond.
+    #[arg(long, requires = "simulate", default_value_t = 300)]
+    rate: u64,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_limit(text: &str) -> Result<u64, String> {
+    cryptomem_util::units::parse_size(text).map(|n| n as u64).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Serialize)]
@@ -144,8 +164,13 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         seed: args.seed,
     };
     let trace = Arc::new(trace::generate(&spec));
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let outcome = runtime.block_on(replay(args, trace))?;
+    let outcome = match args.simulate {
+        Some(limit) => simulated(args, &trace, limit)?,
+        None => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(replay(args, trace))?
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string(&outcome)?);
     } else {
@@ -163,6 +188,25 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(if outcome.errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn simulated(args: &Args, trace: &[u32], limit: u64) -> anyhow::Result<Outcome> {
+    let settings = simulate::Settings { limit, policy: args.policy, samples: args.samples, rate: args.rate };
+    let started = Instant::now();
+    let counts = simulate::run(trace, args.data_size, settings)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let requests = trace.len() as u64;
+    Ok(Outcome {
+        target: "simulated",
+        trace: format!("{:?}", args.trace).to_lowercase(),
+        requests,
+        hits: counts.hits,
+        hit_ratio: counts.hits as f64 / requests.max(1) as f64,
+        operations: counts.operations,
+        seconds,
+        ops_per_sec: counts.operations as f64 / seconds,
+        errors: 0,
+    })
 }
 
 async fn connect(args: &Args, config: Option<&ClientConfig>) -> anyhow::Result<Conn> {
