@@ -102,6 +102,24 @@ struct Outcome {
     errors: u64,
 }
 
+impl Outcome {
+    /// From a run's `(hits, operations, errors)` over `requests` GETs.
+    fn new(target: &'static str, args: &Args, requests: u64, counts: (u64, u64, u64), seconds: f64) -> Self {
+        let (hits, operations, errors) = counts;
+        Self {
+            target,
+            trace: format!("{:?}", args.trace).to_lowercase(),
+            requests,
+            hits,
+            hit_ratio: hits as f64 / requests.max(1) as f64,
+            operations,
+            seconds,
+            ops_per_sec: operations as f64 / seconds,
+            errors,
+        }
+    }
+}
+
 /// One connection to either server.
 enum Conn {
     Cryptomem(Client),
@@ -195,18 +213,7 @@ fn simulated(args: &Args, trace: &[u32], limit: u64) -> anyhow::Result<Outcome> 
     let started = Instant::now();
     let counts = simulate::run(trace, args.data_size, settings)?;
     let seconds = started.elapsed().as_secs_f64();
-    let requests = trace.len() as u64;
-    Ok(Outcome {
-        target: "simulated",
-        trace: format!("{:?}", args.trace).to_lowercase(),
-        requests,
-        hits: counts.hits,
-        hit_ratio: counts.hits as f64 / requests.max(1) as f64,
-        operations: counts.operations,
-        seconds,
-        ops_per_sec: counts.operations as f64 / seconds,
-        errors: 0,
-    })
+    Ok(Outcome::new("simulated", args, trace.len() as u64, (counts.hits, counts.operations, 0), seconds))
 }
 
 async fn connect(args: &Args, config: Option<&ClientConfig>) -> anyhow::Result<Conn> {
@@ -270,17 +277,6 @@ async fn replay(args: &Args, trace: Arc<Vec<u32>>) -> anyhow::Result<Outcome> {
         operations += o;
         errors += e;
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let requests = trace.len() as u64;
-    Ok(Outcome {
-        target: if args.redis.is_some() { "redis" } else { "cryptomem" },
-        trace: format!("{:?}", args.trace).to_lowercase(),
-        requests,
-        hits,
-        hit_ratio: hits as f64 / requests.max(1) as f64,
-        operations,
-        seconds,
-        ops_per_sec: operations as f64 / seconds,
-        errors,
-    })
+    let target = if args.redis.is_some() { "redis" } else { "cryptomem" };
+    Ok(Outcome::new(target, args, trace.len() as u64, (hits, operations, errors), started.elapsed().as_secs_f64()))
 }

@@ -3,9 +3,10 @@
 //! network, no encryption, a simulated clock: it shows what a policy does at
 //! a limit with a trace shape, not how fast a server is.
 //!
-//! Values are `-d` bytes plus the seal a client adds, so the store holds as
-//! many keys as a server under the same limit, less what the server's own
-//! buffers (connections, the log) take from it. The clock advances one
+//! Values are `-d` bytes plus the seal a client adds, and the TinyLFU sketch
+//! counts against the limit as on a server, so the store holds as many keys
+//! as a server under the same limit, less what the server's connection
+//! buffers take from it. The clock advances one
 //! millisecond every `--rate` requests (300 by default, about the pace of the
 //! `eviction` suite on two cores); recency and the LFU counters' decay see
 //! that clock. Sampling draws are random, so runs differ in the fourth digit.
@@ -24,11 +25,12 @@ pub struct Settings {
     pub rate: u64,
 }
 
-/// What a run gives: hits, and GETs plus SETs.
+/// What a run gives: hits, GETs plus SETs, and the keys held at the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
     pub hits: u64,
     pub operations: u64,
+    pub keys: usize,
 }
 
 /// Replays `trace` cache-aside (GET, then SET on a miss) into a fresh store.
@@ -42,9 +44,11 @@ pub fn run(trace: &[u32], data_size: usize, settings: Settings) -> anyhow::Resul
     if let Some(n) = settings.samples {
         store.memory().set_samples(n);
     }
+    // What the server counts outside the keyspace, less its buffers.
+    store.memory().set_external(store.sketch_bytes());
     let value = vec![b'x'; data_size + SEALED_OVERHEAD];
     let mut now_ms = 1_700_000_000_000;
-    let mut counts = Counts { hits: 0, operations: 0 };
+    let mut counts = Counts { hits: 0, operations: 0, keys: 0 };
     for (i, n) in trace.iter().enumerate() {
         if (i as u64).is_multiple_of(settings.rate.max(1)) {
             now_ms += 1;
@@ -65,6 +69,7 @@ pub fn run(trace: &[u32], data_size: usize, settings: Settings) -> anyhow::Resul
             settings.limit
         );
     }
+    counts.keys = store.len();
     Ok(counts)
 }
 
@@ -108,6 +113,17 @@ mod tests {
         let tiny = run(&t, 100, settings(limit, EvictionPolicy::AllKeysTinyLfu)).unwrap().hits;
         assert!(lru < all && tiny < all, "{lru} {tiny} < {all}");
         assert!(tiny > lru, "tinylfu {tiny} hits, lru {lru}");
+    }
+
+    #[test]
+    fn the_sketch_takes_its_bytes_from_the_keys() {
+        let limit = 2_000 * 232;
+        let c = run(&trace(Shape::Zipf), 100, settings(limit, EvictionPolicy::AllKeysTinyLfu)).unwrap();
+        // Every key of this trace costs 232 bytes: 40 + "t:<n>" + 133 in the
+        // 192-byte class, plus 40 of map.
+        let sketch = cryptomem_server::store::FrequencySketch::bytes_for(limit / 128);
+        assert!(c.keys as u64 * 232 + sketch <= limit, "{} keys and a {sketch}-byte sketch in {limit}", c.keys);
+        assert!(c.keys as u64 * 232 + sketch + 2 * 232 > limit, "the limit is used: {} keys", c.keys);
     }
 
     #[test]

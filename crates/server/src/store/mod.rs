@@ -459,13 +459,10 @@ impl Store {
             });
             let Some(victim) = victim else { return Ok(InShard::NoVictim) };
             let victim_hash = self.hasher.hash_one(victim.key());
-            // Admission is for a key not stored yet; the lookup that tells
-            // is made only when the sketch would refuse (rarely, under a
-            // load of new keys that all look alike to it).
             let refused = std::mem::take(&mut first)
-                && sketch.is_some_and(|s| !s.admits(hash, victim_hash))
-                && condition != SetCondition::IfPresent
-                && w.live(hash, key, now_ms).is_none();
+                && refuses(sketch, hash, victim_hash, || {
+                    condition != SetCondition::IfPresent && w.live(hash, key, now_ms).is_none()
+                });
             if refused {
                 self.memory.evicted.fetch_add(1, Relaxed);
                 return Ok(InShard::Refused);
@@ -692,14 +689,11 @@ impl Store {
         }
         let sketch = self.sketch.load();
         let sketch = sketch.as_deref().filter(|_| self.memory.policy() == EvictionPolicy::AllKeysTinyLfu);
-        // Admission is checked once, at the first victim, and the lookup
-        // that tells a new key is made only when the sketch would refuse.
-        let mut first = true;
+        // Admission is checked once, at the first victim.
         let mut new_key = Some(new_key);
         let admitted = self.make_room(limit, now_ms, |victim| {
-            !std::mem::take(&mut first)
-                || sketch.is_none_or(|s| s.admits(hash, self.hasher.hash_one(&victim.key)))
-                || new_key.take().is_some_and(|is_new| !is_new())
+            let Some(is_new) = new_key.take() else { return true };
+            !refuses(sketch, hash, self.hasher.hash_one(&victim.key), is_new)
         })?;
         if !admitted {
             self.memory.evicted.fetch_add(1, Relaxed);
@@ -790,7 +784,7 @@ impl Store {
                     }
                 });
             }
-            std::hint::black_box(drawn.iter().fold(0, |a, (_, item)| a ^ item.access()));
+            item::touch_all(drawn.iter().map(|(_, item)| *item));
             found.extend(drawn.into_iter().map(|(i, item)| candidate(i, item)));
         }
         for _ in 0..samples * 20 {
@@ -870,6 +864,15 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+
+/// TinyLFU's admission at the limit: whether the written key (`hash`) is
+/// kept out rather than `victim_hash` evicted. Only a new key can be: one
+/// requested less often than the victim. `is_new` (a lookup) runs only when
+/// the sketch would refuse, which is rare under a load of new keys that all
+/// rate alike. Without a sketch (any other policy) nothing is refused.
+fn refuses(sketch: Option<&FrequencySketch>, hash: u64, victim_hash: u64, is_new: impl FnOnce() -> bool) -> bool {
+    sketch.is_some_and(|s| !s.admits(hash, victim_hash)) && is_new()
+}
 
 /// Whether a write is allowed by its condition, as its shard stands.
 fn allowed(w: &shard::Writer, hash: u64, key: &[u8], condition: SetCondition, now_ms: u64) -> bool {

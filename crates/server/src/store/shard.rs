@@ -223,10 +223,7 @@ impl Writer {
                 }
             });
         }
-        // Each draw's first touch is a cache miss, most of an eviction's
-        // time. Touched together, with nothing depending on the loads, the
-        // misses overlap; scored one by one they came one after another.
-        std::hint::black_box(drawn.iter().fold(0, |a, i| a ^ i.access()));
+        super::item::touch_all(drawn.iter().copied());
         for item in drawn {
             consider(item);
         }

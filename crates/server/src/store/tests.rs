@@ -403,11 +403,16 @@ mod eviction {
 
     /// 300 keys at the limit under `allkeys-tinylfu`; k0..k149 read 5 times each at T0.
     fn tinylfu_with_hot_keys(samples: usize) -> Store {
+        tinylfu_reading(samples, 0..150)
+    }
+
+    /// 300 keys at the limit under `allkeys-tinylfu`; the `hot` ones read 5 times each at T0.
+    fn tinylfu_reading(samples: usize, hot: std::ops::Range<u32>) -> Store {
         let policy = EvictionPolicy::AllKeysTinyLfu;
         let s = filled_drawing(300, policy, false, samples);
         s.configure_memory(s.memory().used(), policy);
         for _ in 0..5 {
-            for i in 0..150 {
+            for i in hot.clone() {
                 s.get(format!("k{i}").as_bytes(), T0);
             }
         }
@@ -477,13 +482,7 @@ mod eviction {
     fn tinylfu_refuses_a_rare_new_key_but_never_an_update() {
         for samples in BOTH_PATHS {
             let policy = EvictionPolicy::AllKeysTinyLfu;
-            let s = filled_drawing(300, policy, false, samples);
-            s.configure_memory(s.memory().used(), policy);
-            for _ in 0..5 {
-                for i in 0..299 {
-                    s.get(format!("k{i}").as_bytes(), T0);
-                }
-            }
+            let s = tinylfu_reading(samples, 0..299);
             assert!(s.set(b"k299", &[8; 50], None, SetCondition::Always, T0).unwrap().outcome);
             let stored = s.peek(b"k299", T0).map(|i| i.value().to_vec());
             assert_eq!(stored, Some(vec![8; 50]), "the update landed ({samples} draws)");
