@@ -39,7 +39,8 @@ pub struct Counts {
 /// The store's, if a SET fails (`OOM` under `noeviction` or a volatile
 /// policy: the trace's keys have no TTL).
 pub fn run(trace: &[u32], data_size: usize, settings: Settings) -> anyhow::Result<Counts> {
-    let store = Store::new(cryptomem_server::store::DEFAULT_SHARDS);
+    // The shard count a one-thread server picks for the limit.
+    let store = Store::new(cryptomem_server::store::shards_for_limit(settings.limit, 1));
     store.configure_memory(settings.limit, settings.policy);
     if let Some(n) = settings.samples {
         store.memory().set_samples(n);

@@ -13,7 +13,7 @@
 //! | `--max-key-size`      | `CRYPTOMEM_MAX_KEY_SIZE`     | `max_key_size`      | `1KiB` (at most 64KiB - 1) |
 //! | `--max-value-size`    | `CRYPTOMEM_MAX_VALUE_SIZE`   | `max_value_size`    | `16MiB` (at most 512MiB) |
 //! | `--max-batch-keys`    | `CRYPTOMEM_MAX_BATCH_KEYS`   | `max_batch_keys`    | 10000            |
-//! | `--shards`            | `CRYPTOMEM_SHARDS`           | `shards`            | 4096, rounded up to a power of two, at most 65536 |
+//! | `--shards`            | `CRYPTOMEM_SHARDS`           | `shards`            | 4096, or fewer under a `--maxmemory` below 32MiB (one per 8KiB of it, a power of two rounded down, at least 64 per thread; fixed at start); rounded up to a power of two, at most 65536 |
 //! | `--threads`           | `CRYPTOMEM_THREADS`          | `threads`           | cores - 1, at least 1: threads serving connections |
 //! | `--auth-concurrency`  | `CRYPTOMEM_AUTH_CONCURRENCY` | `auth_concurrency`  | half the cores, at least 1 |
 //! | `--auth-max-failures` | `CRYPTOMEM_AUTH_MAX_FAILURES`| `auth_max_failures` | 10 failed AUTHs per address per window ... |
@@ -45,7 +45,7 @@ use crate::auth::{AuthConfig, HashParams, ThrottleConfig};
 use crate::persist::PersistConfig;
 use crate::persist::disk::{Disk, OsDisk};
 use crate::protocol::{HARD_MAX_VALUE_LEN, Limits};
-use crate::store::{Clock, DEFAULT_SHARDS, EvictionPolicy};
+use crate::store::{Clock, EvictionPolicy, shards_for_limit};
 use crate::units::{parse_duration, parse_size};
 
 /// Default listen address (Redis is 6379; we are one thousand up).
@@ -56,7 +56,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7379";
 /// [`Settings::resolve`]) reads. Tests check the `--help` texts and the
 /// README's table against it. `threads` and `auth-concurrency` depend on the
 /// cores and are computed in `resolve`.
-pub const DEFAULTS: [(&str, &str); 26] = [
+pub const DEFAULTS: [(&str, &str); 25] = [
     ("listen", DEFAULT_LISTEN),
     ("data", "./data"),
     ("max-connections", "10000"),
@@ -67,7 +67,6 @@ pub const DEFAULTS: [(&str, &str); 26] = [
     ("max-key-size", "1KiB"),
     ("max-value-size", "16MiB"),
     ("max-batch-keys", "10000"),
-    ("shards", "4096"),
     ("auth-max-failures", "10"),
     ("auth-failure-window", "60s"),
     ("auth-lockout", "5m"),
@@ -149,7 +148,8 @@ pub struct Settings {
     /// Most keys in one MGET or MSET [default: 10000].
     #[arg(long, env = "CRYPTOMEM_MAX_BATCH_KEYS")]
     pub max_batch_keys: Option<usize>,
-    /// Number of store shards, rounded up to a power of two, at most 65536 [default: 4096].
+    /// Number of store shards, rounded up to a power of two, at most 65536
+    /// [default: 4096, fewer under a --maxmemory below 32MiB].
     #[arg(long, env = "CRYPTOMEM_SHARDS")]
     pub shards: Option<usize>,
     /// Threads serving connections [default: one less than the cores, at least 1].
@@ -276,7 +276,7 @@ impl Settings {
             max_key_size: text("max-key-size"),
             max_value_size: text("max-value-size"),
             max_batch_keys: number(text("max-batch-keys")),
-            shards: number(text("shards")),
+            shards: None,
             threads: None,
             auth_concurrency: None,
             auth_max_failures: number(text("auth-max-failures")),
@@ -375,6 +375,9 @@ impl Settings {
             return Err(invalid("maxmemory-samples", format!("{} is outside 1..=64", memory_limit.samples)));
         }
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        // One core is left to the log writer, snapshots and the kernel's
+        // network work (and to clients on the same machine).
+        let threads = s.threads.unwrap_or(cores.saturating_sub(1)).clamp(1, 1024);
         let duration =
             |value: &Option<String>, name: &'static str| parse_duration(&text(value)).map_err(|e| invalid(name, e));
         let memory = parse_size(text(&s.token_hash_memory).as_str()).map_err(|e| invalid("token-hash-memory", e))?;
@@ -408,10 +411,8 @@ impl Settings {
             request_timeout: (!request_timeout.is_zero()).then_some(request_timeout),
             request_buffer_limit,
             limits: Limits { max_key_len, max_value_len, max_batch_keys },
-            shards: s.shards.unwrap_or(DEFAULT_SHARDS).clamp(1, 1 << 16),
-            // One core is left to the log writer, snapshots and the kernel's
-            // network work (and to clients on the same machine).
-            threads: s.threads.unwrap_or(cores.saturating_sub(1)).clamp(1, 1024),
+            shards: s.shards.unwrap_or_else(|| shards_for_limit(memory_limit.bytes, threads)).clamp(1, 1 << 16),
+            threads,
             auth,
             clock: Clock::System,
             shutdown_grace: Duration::from_secs(5),
@@ -486,6 +487,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_small_maxmemory_lowers_the_default_shard_count_but_not_a_set_one() {
+        let small = |shards: Option<usize>| {
+            Settings { maxmemory: Some("8MiB".into()), threads: Some(1), shards, ..Default::default() }
+                .resolve()
+                .unwrap()
+        };
+        assert_eq!(small(None).shards, crate::store::shards_for_limit(8 << 20, 1));
+        assert!(small(None).shards < crate::store::DEFAULT_SHARDS);
+        assert_eq!(small(Some(4096)).shards, 4096);
+    }
+
+    #[test]
     fn threads_default_to_one_less_than_the_cores() {
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         assert_eq!(Settings::default().resolve().unwrap().threads, (cores - 1).max(1));
@@ -555,7 +568,7 @@ mod tests {
         let resolved = Settings::default().resolve().unwrap();
         assert_eq!(resolved.persist, PersistConfig::default());
         assert_eq!(resolved.limits, Limits::default());
-        assert_eq!(resolved.shards, DEFAULT_SHARDS);
+        assert_eq!(resolved.shards, crate::store::DEFAULT_SHARDS);
         let built_in = Settings::built_in();
         assert!(
             built_in.listen.is_some() && built_in.auth_cache == Some(true) && built_in.max_connections == Some(10_000)

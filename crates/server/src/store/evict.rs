@@ -21,8 +21,9 @@
 //!   the keyspace as draws across shards. Pooled candidates keep the score
 //!   they were drawn with (scoring them again would cost a cache miss each);
 //!   the one chosen is scored again and goes back if it was used since.
-//! - **Across shards** otherwise (small limits spread keys thinly over the
-//!   4096 shards), and always for `volatile-ttl`, whose ranking one shard
+//! - **Across shards** otherwise (a small limit spreads keys thinly over
+//!   many shards, which is why a server sizes its shard count to a small
+//!   limit: see `shards_for_limit`), and always for `volatile-ttl`, whose ranking one shard
 //!   cannot give: [`SAMPLES`] keys from random shards go into a store-wide
 //!   pool of the [`POOL`] best candidates, and the best goes, in a write of
 //!   its own shard.

@@ -546,6 +546,42 @@ mod eviction {
         assert!((45..=55).contains(&evicted), "{evicted}");
         assert!(s.memory().used() <= half);
     }
+
+    #[test]
+    fn the_shard_count_follows_a_small_limit() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(shards_for_limit(0, 1), DEFAULT_SHARDS, "no limit");
+        assert_eq!(shards_for_limit(1 << 30, 1), DEFAULT_SHARDS, "a large limit");
+        assert_eq!(shards_for_limit(8 * MIB, 1), 1024);
+        assert_eq!(shards_for_limit(8 * MIB + 1, 1), 1024, "rounded down: never fewer keys per shard");
+        assert_eq!(shards_for_limit(MIB, 1), 128);
+        assert_eq!(shards_for_limit(64 * 1024, 1), 64, "at least 64 per thread");
+        assert_eq!(shards_for_limit(8 * MIB, 32), 2048);
+        assert_eq!(shards_for_limit(1, 1000), DEFAULT_SHARDS);
+    }
+
+    /// Writes 100-byte sealed values past `limit` into a store of `shards`
+    /// shards; returns (victims chosen in the written shard, evictions).
+    fn evictions_at(limit: u64, shards: usize) -> (u64, u64) {
+        let s = Store::new(shards);
+        s.configure_memory(limit, EvictionPolicy::AllKeysLru);
+        for i in 0..20_000 {
+            assert!(s.set(format!("k{i}").as_bytes(), &[7; 133], None, SetCondition::Always, T0).unwrap().outcome);
+        }
+        assert!(s.memory().used() <= limit);
+        (s.memory().in_shard.load(Relaxed), s.memory().evicted())
+    }
+
+    #[test]
+    fn under_a_small_limit_victims_come_from_the_written_shard() {
+        // 1 MiB holds about 4,500 such keys: 35 per shard of 128, one per
+        // shard of 4096, where every victim needs a second shard's write.
+        let limit = 1 << 20;
+        let (in_shard, evicted) = evictions_at(limit, shards_for_limit(limit, 1));
+        assert!(evicted > 15_000, "{evicted}");
+        assert!(in_shard * 10 > evicted * 9, "{in_shard} of {evicted} in the written shard");
+        assert_eq!(evictions_at(limit, DEFAULT_SHARDS).0, 0);
+    }
 }
 
 /// Fills `n` keys `bench:key:0..` with 133-byte values (100 bytes sealed),
