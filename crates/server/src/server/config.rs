@@ -13,7 +13,7 @@
 //! | `--max-key-size`      | `CRYPTOMEM_MAX_KEY_SIZE`     | `max_key_size`      | `1KiB` (at most 64KiB - 1) |
 //! | `--max-value-size`    | `CRYPTOMEM_MAX_VALUE_SIZE`   | `max_value_size`    | `16MiB` (at most 512MiB) |
 //! | `--max-batch-keys`    | `CRYPTOMEM_MAX_BATCH_KEYS`   | `max_batch_keys`    | 10000            |
-//! | `--shards`            | `CRYPTOMEM_SHARDS`           | `shards`            | 4096, or fewer under a `--maxmemory` below 32MiB (one per 8KiB of it, a power of two rounded down, at least 64 per thread; fixed at start); rounded up to a power of two, at most 65536 |
+//! | `--shards`            | `CRYPTOMEM_SHARDS`           | `shards`            | 4096, or fewer under a `--maxmemory` below 24MiB (one per 12KiB of it, rounded up to a power of two, at least 64 per thread; fixed at start); rounded up to a power of two, at most 65536 |
 //! | `--threads`           | `CRYPTOMEM_THREADS`          | `threads`           | cores - 1, at least 1: threads serving connections |
 //! | `--auth-concurrency`  | `CRYPTOMEM_AUTH_CONCURRENCY` | `auth_concurrency`  | half the cores, at least 1 |
 //! | `--auth-max-failures` | `CRYPTOMEM_AUTH_MAX_FAILURES`| `auth_max_failures` | 10 failed AUTHs per address per window ... |
@@ -149,7 +149,7 @@ pub struct Settings {
     #[arg(long, env = "CRYPTOMEM_MAX_BATCH_KEYS")]
     pub max_batch_keys: Option<usize>,
     /// Number of store shards, rounded up to a power of two, at most 65536
-    /// [default: 4096, fewer under a --maxmemory below 32MiB].
+    /// [default: 4096, fewer under a --maxmemory below 24MiB].
     #[arg(long, env = "CRYPTOMEM_SHARDS")]
     pub shards: Option<usize>,
     /// Threads serving connections [default: one less than the cores, at least 1].

@@ -205,17 +205,18 @@ impl std::fmt::Debug for Store {
 /// shards, and 0.29 against 0.83 us at 10k keys (`cargo bench --bench
 /// hot_paths -- store`, with 16 put into the bench). Costs ~1 KiB per shard.
 pub const DEFAULT_SHARDS: usize = 4096;
-/// Bytes of memory limit per shard when the limit sets the shard count:
-/// about 35 keys of 100-byte sealed values, enough for eviction to choose
-/// victims inside a shard (four times the default 5 draws, with margin).
-const LIMIT_PER_SHARD: u64 = 8 * 1024;
+/// Most bytes of memory limit per shard when the limit sets the shard
+/// count (the count rounds up, so shards get half to all of it): 26 to 53
+/// keys of 100-byte sealed values, enough for eviction to choose victims
+/// inside a shard (four times the default 5 draws).
+const LIMIT_PER_SHARD: u64 = 12 * 1024;
 /// The fewest shards per serving thread the limit may leave, so that
 /// writers on many cores still rarely meet on one shard.
 const MIN_SHARDS_PER_THREAD: usize = 64;
 
 /// The shard count for a store whose keys must fit in `limit` bytes (0 = no
 /// limit), served by `threads` threads: [`DEFAULT_SHARDS`], or fewer when
-/// the limit holds fewer than about 35 keys per default shard (under 32 MiB).
+/// the limit holds fewer than about 26 keys per default shard (under 24 MiB).
 ///
 /// Why: eviction chooses a victim inside the shard being written only when
 /// that shard holds enough keys to sample (see `evict.rs`); otherwise every
@@ -223,20 +224,22 @@ const MIN_SHARDS_PER_THREAD: usize = 64;
 /// about 9 keys each and 1024 hold 35: SET -P 16 at the limit went from
 /// 282k to 363k ops/s (`allkeys-lru`) and from 284k to 345k
 /// (`allkeys-tinylfu`); hit ratios on the `eviction` suite's traces moved
-/// by at most 0.7 points (`replay --simulate`: `allkeys-lfu` at 1% of the
-/// working set lost 0.7 on Zipf and gained 1.5 on the shifting trace). No
-/// fewer: shards of 140 keys cost 10% at 32
-/// MiB against shards of 35, since each write copies one more level of
-/// nodes. The shard headers the limit does not count (about 1 KiB each)
-/// shrink with the count.
+/// by up to 0.3 points for `allkeys-tinylfu` and 1.5 for `allkeys-lru` and
+/// `allkeys-lfu` at 1% of the working set (a shard's own pool of
+/// candidates is smaller than the store-wide one). No fewer shards:
+/// shards of 140 keys cost 10% at 32 MiB against shards of 35, since each
+/// write copies one more level of nodes, and they lost hit ratio (see the
+/// rounding below). The shard headers the limit does not count (about 1 KiB
+/// each) shrink with the count.
 pub fn shards_for_limit(limit: u64, threads: usize) -> usize {
     if limit == 0 {
         return DEFAULT_SHARDS;
     }
     let by_limit = usize::try_from(limit / LIMIT_PER_SHARD).unwrap_or(DEFAULT_SHARDS).max(1);
-    // The largest power of two not over the limit's count, so shards get
-    // at least 128 keys' worth each.
-    let by_limit = 1 << by_limit.ilog2();
+    // Rounded up: on the server (not in `replay --simulate`) `allkeys-lru`
+    // lost 2 points of hit ratio at 1% of the working set with 62 keys per
+    // shard, 3 with 124, none with 31.
+    let by_limit = by_limit.next_power_of_two();
     let floor = threads.max(1).saturating_mul(MIN_SHARDS_PER_THREAD).next_power_of_two();
     by_limit.clamp(floor.min(DEFAULT_SHARDS), DEFAULT_SHARDS)
 }

@@ -553,7 +553,7 @@ mod eviction {
         assert_eq!(shards_for_limit(0, 1), DEFAULT_SHARDS, "no limit");
         assert_eq!(shards_for_limit(1 << 30, 1), DEFAULT_SHARDS, "a large limit");
         assert_eq!(shards_for_limit(8 * MIB, 1), 1024);
-        assert_eq!(shards_for_limit(8 * MIB + 1, 1), 1024, "rounded down: never fewer keys per shard");
+        assert_eq!(shards_for_limit(8 * MIB + 1, 1), 1024, "rounded up: never more keys per shard");
         assert_eq!(shards_for_limit(MIB, 1), 128);
         assert_eq!(shards_for_limit(64 * 1024, 1), 64, "at least 64 per thread");
         assert_eq!(shards_for_limit(8 * MIB, 32), 2048);
