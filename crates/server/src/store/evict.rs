@@ -332,6 +332,10 @@ pub(super) struct Candidate {
     pub(super) shard: usize,
     /// A copy: holding the item would keep a deleted value's memory alive.
     pub(super) key: Box<[u8]>,
+    /// [`Item::address`](super::item::Item::address) of the item scored: the key may have been
+    /// written again since, and its new item must not go on the old
+    /// one's score.
+    pub(super) item: usize,
 }
 
 /// The best candidates found so far (Redis's eviction pool).
@@ -511,7 +515,7 @@ mod tests {
     #[test]
     fn the_pool_gives_the_best_and_keeps_the_next_best() {
         let pool = Pool::default();
-        let c = |score: u64| Candidate { score, shard: 0, key: score.to_be_bytes().into() };
+        let c = |score: u64| Candidate { score, shard: 0, key: score.to_be_bytes().into(), item: 0 };
         assert_eq!(pool.best((0..40).map(c).collect()).map(|c| c.score), Some(39));
         assert_eq!(pool.best(vec![]).map(|c| c.score), Some(38));
         assert_eq!(pool.0.lock().unwrap().len(), POOL - 2);

@@ -175,6 +175,14 @@ impl Item {
     pub fn same(&self, other: &Self) -> bool {
         std::ptr::eq(&*self.0, &*other.0)
     }
+
+    /// The item's address: tells it from a later item under the same key
+    /// without holding it (and its memory) alive. A later item allocated at
+    /// the freed address looks the same; that is rare and only costs a
+    /// victim chosen on the older item's score.
+    pub fn address(&self) -> usize {
+        std::ptr::from_ref(&*self.0).addr()
+    }
 }
 
 impl std::fmt::Debug for Item {

@@ -497,6 +497,13 @@ impl Store {
             });
             let Some(victim) = victim else { return Ok(InShard::NoVictim) };
             let victim_hash = self.hasher.hash_one(victim.key());
+            // A pooled candidate may have been overwritten or deleted since
+            // it was drawn. Its access word then stops moving, so it looks
+            // idle, and evicting by its key would remove the key's new
+            // (often just requested) item. The pool dropped it; draw again.
+            if !w.live(victim_hash, victim.key(), now_ms).is_some_and(|current| current.same(&victim)) {
+                continue;
+            }
             let refused = std::mem::take(&mut first)
                 && refuses(sketch, hash, victim_hash, || {
                     condition != SetCondition::IfPresent && w.live(hash, key, now_ms).is_none()
@@ -801,6 +808,7 @@ impl Store {
             score: self.victim_score(policy, sketch.as_deref(), item, tick),
             shard,
             key: item.key().into(),
+            item: item.address(),
         };
         let samples = self.memory.samples();
         let mut found = Vec::with_capacity(samples);
@@ -868,7 +876,8 @@ impl Store {
         let shard = &self.shards[victim.shard];
         let hash = self.hasher.hash_one(&victim.key);
         let evicted = shard.write(|w| {
-            if w.get(hash, &victim.key).is_none() {
+            // Gone, or written again since it was scored (see `Candidate`).
+            if w.get(hash, &victim.key).is_none_or(|current| current.address() != victim.item) {
                 return (Ok(false), false);
             }
             if let Err(e) = self.record(w, Change::Delete { key: &victim.key }) {

@@ -338,6 +338,32 @@ mod eviction {
     }
 
     #[test]
+    fn a_key_written_again_is_not_evicted_on_its_old_items_score() {
+        // Candidates from earlier evictions wait in the pools with the score
+        // of the item they were drawn as. A key written again since has a
+        // new item, just used; the old one's idleness must not evict it.
+        for samples in BOTH_PATHS {
+            let s = filled_drawing(400, EvictionPolicy::AllKeysLru, false, samples);
+            for i in (0..400).filter(|i| !(200..300).contains(i)) {
+                s.get(format!("k{i}").as_bytes(), T0 + 60 * SEC);
+            }
+            // Two of the hundred idle keys go; the pools keep others drawn.
+            squeeze(&s, EvictionPolicy::AllKeysLru, 2, T0 + 120 * SEC);
+            let rewritten: Vec<u32> = (200..300).filter(|i| present(&s, *i..*i + 1, T0) == 1).collect();
+            // Without a limit for the rewrites, which would evict each other.
+            s.configure_memory(u64::MAX / 2, EvictionPolicy::AllKeysLru);
+            for i in &rewritten {
+                let key = format!("k{i}");
+                assert!(s.set(key.as_bytes(), &[8; 50], None, SetCondition::Always, T0 + 130 * SEC).unwrap().outcome);
+                s.get(key.as_bytes(), T0 + 140 * SEC);
+            }
+            squeeze(&s, EvictionPolicy::AllKeysLru, 20, T0 + 150 * SEC);
+            let kept = rewritten.iter().filter(|i| present(&s, **i..**i + 1, T0) == 1).count();
+            assert_eq!(kept, rewritten.len(), "samples {samples}: rewritten keys kept");
+        }
+    }
+
+    #[test]
     fn allkeys_lfu_evicts_the_keys_read_least() {
         for samples in BOTH_PATHS {
             let s = filled_drawing(400, EvictionPolicy::AllKeysLfu, false, samples);
