@@ -20,7 +20,8 @@
 //!   over shards by their hash, so a shard's keys are as random a sample of
 //!   the keyspace as draws across shards. Pooled candidates keep the score
 //!   they were drawn with (scoring them again would cost a cache miss each);
-//!   the one chosen is scored again and goes back if it was used since.
+//!   the one chosen is scored again and goes back if it was used since,
+//!   and is dropped if its key holds another item by now (written again).
 //! - **Across shards** otherwise (a small limit spreads keys thinly over
 //!   many shards, which is why a server sizes its shard count to a small
 //!   limit: see `shards_for_limit`), and always for `volatile-ttl`, whose ranking one shard
