@@ -36,6 +36,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+// The crate README's example is compiled with the doctests, so it cannot
+// drift from the API it shows.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod connection;
 pub mod credentials;
 mod error;
