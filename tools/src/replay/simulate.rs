@@ -104,12 +104,16 @@ mod tests {
         assert_eq!(c.operations, t.len() as u64 + distinct);
     }
 
+    /// What every key of these traces costs: 40 + "t:<n>" + 133 in the
+    /// 192-byte class, plus 28 of map.
+    const KEY_COST: u64 = 220;
+
     #[test]
     fn a_limit_costs_hits_and_tinylfu_resists_a_scan() {
         let t = trace(Shape::Scan);
         let all = run(&t, 100, settings(0, EvictionPolicy::AllKeysLru)).unwrap().hits;
         // About 10% of the 20,000 keys.
-        let limit = 2_000 * 232;
+        let limit = 2_000 * KEY_COST;
         let lru = run(&t, 100, settings(limit, EvictionPolicy::AllKeysLru)).unwrap().hits;
         let tiny = run(&t, 100, settings(limit, EvictionPolicy::AllKeysTinyLfu)).unwrap().hits;
         assert!(lru < all && tiny < all, "{lru} {tiny} < {all}");
@@ -118,13 +122,11 @@ mod tests {
 
     #[test]
     fn the_sketch_takes_its_bytes_from_the_keys() {
-        let limit = 2_000 * 232;
+        let limit = 2_000 * KEY_COST;
         let c = run(&trace(Shape::Zipf), 100, settings(limit, EvictionPolicy::AllKeysTinyLfu)).unwrap();
-        // Every key of this trace costs 232 bytes: 40 + "t:<n>" + 133 in the
-        // 192-byte class, plus 40 of map.
         let sketch = cryptomem_server::store::FrequencySketch::bytes_for(limit / 128);
-        assert!(c.keys as u64 * 232 + sketch <= limit, "{} keys and a {sketch}-byte sketch in {limit}", c.keys);
-        assert!(c.keys as u64 * 232 + sketch + 2 * 232 > limit, "the limit is used: {} keys", c.keys);
+        assert!(c.keys as u64 * KEY_COST + sketch <= limit, "{} keys and a {sketch}-byte sketch in {limit}", c.keys);
+        assert!(c.keys as u64 * KEY_COST + sketch + 2 * KEY_COST > limit, "the limit is used: {} keys", c.keys);
     }
 
     #[test]

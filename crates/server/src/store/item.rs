@@ -17,9 +17,9 @@
 //! logarithmic access counter (Redis's LFU counter).
 //! One allocation per key instead of three (entry, key, value) saves about
 //! 100 bytes per key and two `malloc`/`free` pairs per write. The thin pointer
-//! keeps the persistent map's slots at 16 bytes, which matters because every
-//! write copies the map nodes on its path: copying a slot is one refcount
-//! increment and a 16-byte move.
+//! keeps the persistent map's entries at 8 bytes, which matters because every
+//! write copies the map nodes on its path: copying an entry is one refcount
+//! increment and an 8-byte move.
 
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};

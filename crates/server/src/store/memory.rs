@@ -2,10 +2,10 @@
 //!
 //! A key's footprint is what the allocator hands out for its item (rounded up
 //! to jemalloc's size class, the allocator the server binary uses), plus its
-//! share of the map (a 16-byte slot and the amortized branch headers), plus an
-//! entry in the shard's expiry index when it has a TTL. The constants follow
-//! the layout (item header, 16-byte slots, amortized branch headers), which
-//! tests check against the types and the map's real allocations. What is
+//! share of the map (an 8-byte pointer and the amortized node headers), plus
+//! an entry in the shard's expiry index when it has a TTL. The constants
+//! follow the layout (item header, 8-byte entries, amortized node headers),
+//! which tests check against the types and the map's real allocations. What is
 //! not counted per key (shard headers, map nodes replaced while readers hold
 //! them, allocator metadata) is the difference INFO's `used_memory_rss` shows.
 
@@ -16,9 +16,12 @@ use super::Item;
 /// length (8).
 pub const ITEM_HEADER: u64 = 40;
 
-/// A key's share of its shard's map: the 16-byte slot, the branch headers
-/// amortized over their slots and the size-class rounding of branches.
-pub const MAP_SHARE: u64 = 40;
+/// A key's share of its shard's map: the 8-byte pointer, the node headers
+/// amortized over their entries and the size-class rounding of nodes. The
+/// map measures 20 to 24 bytes a key from a few keys a shard to a thousand
+/// (see `store::trie`); the rest covers nodes freed by path copying and not
+/// yet reused.
+pub const MAP_SHARE: u64 = 28;
 
 /// An entry of the expiry index (a B-tree of `(u64, Item)`, 16 bytes a
 /// pair, with node overhead).

@@ -6,38 +6,44 @@
 //!
 //! # Layout
 //!
-//! A branch holds a 32-bit bitmap and exactly as many slots as bits set
-//! (each slot 16 bytes: an item, a child branch, or a collision list). Level
-//! `l` (0 = root) indexes its 32 slots with hash bits `59 - 5l .. 64 - 5l`,
-//! the top 60 bits over 12 levels; the shard was picked with the low bits, so
-//! the two do not overlap where it matters. Keys whose top 60 bits are equal
-//! end in a collision list, searched linearly. A branch left with a single
-//! item is folded into its parent, so the trie stays as shallow as its keys
-//! require.
+//! A node covers 32 slots, indexed at level `l` (0 = root) by hash bits
+//! `59 - 5l .. 64 - 5l`, the top 60 bits over 12 levels; the shard was picked
+//! with the low bits, so the two do not overlap where it matters. A slot is
+//! empty, an item or a child node. As in CHAMP (Steindorfer and Vinju,
+//! OOPSLA 2015) a node keeps two bitmaps, one for the slots holding items
+//! and one for those holding children, and the two kinds in two arrays
+//! ordered by bit: the items in the node's own allocation, the children in a
+//! second one the node points to (none when it has no children, as most
+//! nodes near the leaves have not). Each entry is then one 8-byte pointer,
+//! where a single array mixing both kinds needs a 16-byte tagged slot. Keys
+//! whose top 60 bits are equal end in a node at level 12, whose items are a
+//! list searched linearly. A child left with a single item is folded into
+//! its parent, so the trie stays as shallow as its keys require.
 //!
 //! # Why not `imbl`
 //!
 //! `imbl::HashMap` (the first version of this store) keeps fixed-capacity
 //! nodes: 32 slots of 16 bytes in every inner node and 16 or 32 in every leaf,
 //! however few are used. At a million keys over 4096 shards that was 45 bytes
-//! of map per key; exact-size branches need about 23. Copying a path also
-//! moves only the slots that exist.
+//! of map per key; exact-size nodes of 16-byte slots took 28.5, and with the
+//! two arrays of 8-byte pointers about 20. Copying a path also moves only
+//! the entries that exist.
 
-use std::sync::Arc;
+use std::iter::once;
 
 use triomphe::ThinArc;
 
 use super::Item;
 
 const BITS: u32 = 5;
-/// Levels of branches; below them keys share their top 60 hash bits.
+/// Levels of bitmap nodes; below them keys share their top 60 hash bits.
 const LEVELS: u32 = 12;
 
 /// A persistent map from key bytes to [`Item`]s, by a 64-bit key hash the
 /// caller supplies (the same hash for the same key, always).
 #[derive(Clone, Default)]
 pub struct Trie {
-    root: Option<Branch>,
+    root: Option<Node>,
     len: usize,
 }
 
@@ -47,132 +53,162 @@ impl std::fmt::Debug for Trie {
     }
 }
 
-/// A branch: its bitmap and one slot per bit set, in one allocation.
-type Branch = ThinArc<u32, Slot>;
+/// A node: its bitmaps and children in the header, its items in the slice.
+type Node = ThinArc<Head, Item>;
+/// A node's children, in the order of their bits.
+type Kids = ThinArc<(), Node>;
 
 #[derive(Clone)]
-enum Slot {
-    Item(Item),
-    Branch(Branch),
-    /// At least two items whose hashes agree on the top 60 bits.
-    Collision(Arc<Vec<Item>>),
-    /// What a slot holds for the instant its contents are moved into a new
-    /// branch; never seen in a finished trie.
-    Vacant,
+struct Head {
+    /// Slots holding an item. Unused at level 12, where items are a list.
+    items: u32,
+    /// Slots holding a child; `kids` has one node per bit set.
+    kids_map: u32,
+    /// `None` when `kids_map` is empty.
+    kids: Option<Kids>,
 }
 
 fn index(hash: u64, level: u32) -> u32 {
-    debug_assert!(level < LEVELS, "branches exist only on levels 0..12");
+    debug_assert!(level < LEVELS, "bitmap nodes exist only on levels 0..12");
     // Truncation intended: 5 bits.
     #[allow(clippy::cast_possible_truncation)]
     let i = ((hash >> (64 - BITS * (level + 1)).min(63)) & 31) as u32;
     i
 }
 
-fn bitmap(b: &Branch) -> u32 {
-    b.header.header
+fn head(n: &Node) -> &Head {
+    &n.header.header
+}
+
+fn kids(n: &Node) -> &[Node] {
+    head(n).kids.as_ref().map_or(&[], |k| &k.slice)
 }
 
 fn position(bitmap: u32, bit: u32) -> usize {
     (bitmap & (bit - 1)).count_ones() as usize
 }
 
-fn branch(bitmap: u32, slots: impl Iterator<Item = Slot>, len: usize) -> Branch {
-    ThinArc::from_header_and_iter(bitmap, Exact { iter: slots, left: len })
+fn node(items: u32, kids_map: u32, list: impl Iterator<Item = Item>, len: usize, kids: Option<Kids>) -> Node {
+    ThinArc::from_header_and_iter(Head { items, kids_map, kids }, Exact { iter: list, left: len })
 }
 
-/// `b` with `slot` added at `bit`. A branch nobody else holds gives up its
-/// slots (no reference count changes, as when recovery loads keys); a shared
-/// one is copied.
-fn with_slot_added(b: &mut Branch, bit: u32, slot: Slot) -> Branch {
-    let (map, len, at) = (bitmap(b) | bit, b.slice.len() + 1, position(bitmap(b), bit));
-    if ThinArc::strong_count(b) == 1 {
-        return slots_mut(b, |slots| {
-            let (left, right) = slots.split_at_mut(at);
-            let moved = left.iter_mut().map(take).chain(std::iter::once(slot)).chain(right.iter_mut().map(take));
-            branch(map, moved, len)
-        });
+fn kids_of(nodes: impl Iterator<Item = Node>, len: usize) -> Option<Kids> {
+    (len > 0).then(|| ThinArc::from_header_and_iter((), Exact { iter: nodes, left: len }))
+}
+
+/// A node holding two items with different keys, at `level`.
+fn pair(a: Item, a_hash: u64, b: Item, b_hash: u64, level: u32) -> Node {
+    if level >= LEVELS {
+        return node(0, 0, [a, b].into_iter(), 2, None);
     }
-    let old = &b.slice;
-    branch(map, old[..at].iter().cloned().chain(std::iter::once(slot)).chain(old[at..].iter().cloned()), len)
-}
-
-/// `b` without the slot at `bit`; moves the others out of a branch nobody else holds.
-fn with_slot_removed(b: &mut Branch, bit: u32) -> Branch {
-    let (map, len, at) = (bitmap(b) & !bit, b.slice.len() - 1, position(bitmap(b), bit));
-    if ThinArc::strong_count(b) == 1 {
-        return slots_mut(b, |slots| {
-            let (left, right) = slots.split_at_mut(at);
-            branch(map, left.iter_mut().chain(right.iter_mut().skip(1)).map(take), len)
-        });
+    let (ia, ib) = (index(a_hash, level), index(b_hash, level));
+    if ia == ib {
+        let kid = pair(a, a_hash, b, b_hash, level + 1);
+        return node(0, 1 << ia, std::iter::empty(), 0, kids_of(once(kid), 1));
     }
-    let old = &b.slice;
-    branch(map, old[..at].iter().chain(&old[at + 1..]).cloned(), len)
+    let (first, second) = if ia < ib { (a, b) } else { (b, a) };
+    node((1 << ia) | (1 << ib), 0, [first, second].into_iter(), 2, None)
 }
 
-fn take(slot: &mut Slot) -> Slot {
-    std::mem::replace(slot, Slot::Vacant)
+/// `list` with `extra` put in at `at`.
+fn inserted<'a, T: Clone + 'a>(list: &'a [T], at: usize, extra: T) -> impl Iterator<Item = T> + 'a {
+    list[..at].iter().cloned().chain(once(extra)).chain(list[at..].iter().cloned())
 }
 
-/// Runs `f` on the branch's slots, first copying the branch if a published
+/// `list` without the entry at `at`.
+fn removed<T: Clone>(list: &[T], at: usize) -> impl Iterator<Item = T> + '_ {
+    list[..at].iter().chain(&list[at + 1..]).cloned()
+}
+
+/// `n` with `item` in the empty slot `bit`.
+fn with_item_added(n: &Node, bit: u32, item: Item) -> Node {
+    let h = head(n);
+    node(h.items | bit, h.kids_map, inserted(&n.slice, position(h.items, bit), item), n.slice.len() + 1, h.kids.clone())
+}
+
+/// `n` without the item at `bit`.
+fn with_item_removed(n: &Node, bit: u32) -> Node {
+    let h = head(n);
+    node(h.items & !bit, h.kids_map, removed(&n.slice, position(h.items, bit)), n.slice.len() - 1, h.kids.clone())
+}
+
+/// `n` with the item at `bit` replaced by the child `kid` (which holds it).
+fn with_item_moved_down(n: &Node, bit: u32, kid: Node) -> Node {
+    let h = head(n);
+    let (list, kids_now) = (&n.slice, kids(n));
+    let kids = kids_of(inserted(kids_now, position(h.kids_map, bit), kid), kids_now.len() + 1);
+    node(h.items & !bit, h.kids_map | bit, removed(list, position(h.items, bit)), list.len() - 1, kids)
+}
+
+/// `n` with the child at `bit` replaced by `item`, its last one.
+fn with_kid_folded(n: &Node, bit: u32, item: Item) -> Node {
+    let h = head(n);
+    let (list, kids_now) = (&n.slice, kids(n));
+    let kids = kids_of(removed(kids_now, position(h.kids_map, bit)), kids_now.len() - 1);
+    node(h.items | bit, h.kids_map & !bit, inserted(list, position(h.items, bit), item), list.len() + 1, kids)
+}
+
+/// Runs `f` on the node's items, first copying the node if a published
 /// version shares it (the copy-on-write of a path), in place otherwise.
-fn slots_mut<R>(b: &mut Branch, f: impl FnOnce(&mut [Slot]) -> R) -> R {
-    if ThinArc::strong_count(b) != 1 {
-        *b = branch(bitmap(b), b.slice.iter().cloned(), b.slice.len());
-    }
-    b.with_arc_mut(|arc| match triomphe::Arc::get_mut(arc) {
+fn items_mut<R>(n: &mut Node, f: impl FnOnce(&mut [Item]) -> R) -> R {
+    unshare(n);
+    n.with_arc_mut(|arc| match triomphe::Arc::get_mut(arc) {
         Some(inner) => f(inner.slice_mut()),
-        // The copy above left `b` the only owner.
-        None => unreachable!("a branch just copied is not shared"),
+        None => unreachable!("a node just unshared is not shared"),
     })
 }
 
-/// A slot holding two items with different keys, at `level`.
-fn pair(a: Item, a_hash: u64, b: Item, b_hash: u64, level: u32) -> Slot {
-    if level >= LEVELS {
-        return Slot::Collision(Arc::new(vec![a, b]));
-    }
-    let (ia, ib) = (index(a_hash, level), index(b_hash, level));
-    let node = if ia == ib {
-        branch(1 << ia, std::iter::once(pair(a, a_hash, b, b_hash, level + 1)), 1)
-    } else {
-        let (first, second) = if ia < ib { (a, b) } else { (b, a) };
-        branch((1 << ia) | (1 << ib), [Slot::Item(first), Slot::Item(second)].into_iter(), 2)
-    };
-    Slot::Branch(node)
+/// Runs `f` on the node's children, copying the node and then its children
+/// array where they are shared.
+fn kids_mut<R>(n: &mut Node, f: impl FnOnce(&mut [Node]) -> R) -> R {
+    unshare(n);
+    n.with_arc_mut(|arc| match triomphe::Arc::get_mut(arc).and_then(|inner| inner.header_mut().kids.as_mut()) {
+        Some(kids) => {
+            unshare(kids);
+            kids.with_arc_mut(|arc| match triomphe::Arc::get_mut(arc) {
+                Some(inner) => f(inner.slice_mut()),
+                None => unreachable!("children just unshared are not shared"),
+            })
+        }
+        None => unreachable!("called only on a node with children, just unshared"),
+    })
 }
 
-/// Bytes ahead of a branch's slots: the reference count, the bitmap and the
-/// slot count.
-const BRANCH_HEADER: u64 = 24;
-/// Bytes of one slot.
-const SLOT_BYTES: u64 = 16;
-/// A collision list's `Arc<Vec<_>>` block: two counts and the Vec.
-const COLLISION_HEADER: u64 = 40;
+fn unshare<H: Clone, T: Clone>(a: &mut ThinArc<H, T>) {
+    if ThinArc::strong_count(a) != 1 {
+        *a = ThinArc::from_header_and_iter(a.header.header.clone(), a.slice.iter().cloned());
+    }
+}
 
-/// What the allocator holds for `b` and the branches and lists below it,
-/// each rounded up to its size class.
-fn branch_bytes(b: &Branch) -> u64 {
-    let own = super::memory::alloc_size(BRANCH_HEADER + SLOT_BYTES * b.slice.len() as u64);
-    own + b
-        .slice
-        .iter()
-        .map(|slot| match slot {
-            Slot::Branch(child) => branch_bytes(child),
-            Slot::Collision(items) => {
-                super::memory::alloc_size(COLLISION_HEADER) + super::memory::alloc_size(8 * items.capacity() as u64)
-            }
-            Slot::Item(_) | Slot::Vacant => 0,
-        })
-        .sum::<u64>()
+/// Bytes ahead of a node's items: the reference count, the header (two
+/// bitmaps and the children pointer) and the item count.
+const NODE_HEADER: u64 = 32;
+/// Bytes ahead of a children array: the reference count and the length.
+const KIDS_HEADER: u64 = 16;
+/// Bytes of one entry of either array: a pointer.
+const ENTRY_BYTES: u64 = 8;
+
+/// What the allocator holds for `n` and the nodes below it, each
+/// allocation rounded up to its size class.
+fn node_bytes(n: &Node) -> u64 {
+    let entries = |count: usize| ENTRY_BYTES * count as u64;
+    let own = super::memory::alloc_size(NODE_HEADER + entries(n.slice.len()));
+    let below = match head(n).kids.as_ref() {
+        None => 0,
+        Some(k) => {
+            super::memory::alloc_size(KIDS_HEADER + entries(k.slice.len()))
+                + k.slice.iter().map(node_bytes).sum::<u64>()
+        }
+    };
+    own + below
 }
 
 impl Trie {
-    /// Bytes the map itself holds (branches and collision lists, not the
+    /// Bytes the map itself holds (nodes and children arrays, not the
     /// items), as the allocator rounds them: the "map" line of the memory
     /// breakdown.
     pub fn map_bytes(&self) -> u64 {
-        self.root.as_ref().map_or(0, branch_bytes)
+        self.root.as_ref().map_or(0, node_bytes)
     }
 
     /// Number of items.
@@ -187,19 +223,21 @@ impl Trie {
 
     /// The item stored under `key`, whose hash is `hash`.
     pub fn get(&self, hash: u64, key: &[u8]) -> Option<&Item> {
-        let mut b = self.root.as_ref()?;
+        let mut n = self.root.as_ref()?;
         let mut level = 0;
         loop {
-            let bit = 1 << index(hash, level);
-            if bitmap(b) & bit == 0 {
+            if level >= LEVELS {
+                return n.slice.iter().find(|i| i.key() == key);
+            }
+            let (bit, h) = (1 << index(hash, level), head(n));
+            if h.items & bit != 0 {
+                let item = &n.slice[position(h.items, bit)];
+                return (item.key() == key).then_some(item);
+            }
+            if h.kids_map & bit == 0 {
                 return None;
             }
-            match &b.slice[position(bitmap(b), bit)] {
-                Slot::Item(item) => return (item.key() == key).then_some(item),
-                Slot::Branch(child) => b = child,
-                Slot::Collision(items) => return items.iter().find(|i| i.key() == key),
-                Slot::Vacant => return None,
-            }
+            n = &kids(n)[position(h.kids_map, bit)];
             level += 1;
         }
     }
@@ -210,7 +248,7 @@ impl Trie {
     pub fn insert(&mut self, hash: u64, item: Item, rehash: &dyn Fn(&[u8]) -> u64) -> Option<Item> {
         let replaced = match &mut self.root {
             None => {
-                self.root = Some(branch(1 << index(hash, 0), std::iter::once(Slot::Item(item)), 1));
+                self.root = Some(node(1 << index(hash, 0), 0, once(item), 1, None));
                 None
             }
             Some(root) => insert_into(root, hash, item, 0, rehash),
@@ -223,138 +261,118 @@ impl Trie {
 
     /// Removes `key` (whose hash is `hash`); returns the removed item.
     pub fn remove(&mut self, hash: u64, key: &[u8]) -> Option<Item> {
+        // Looking first keeps a miss from copying the path.
+        self.get(hash, key)?;
         let root = self.root.as_mut()?;
         let removed = remove_from(root, hash, key, 0)?;
         self.len -= 1;
-        if root.slice.is_empty() {
+        if root.slice.is_empty() && head(root).kids.is_none() {
             self.root = None;
         }
         Some(removed)
     }
 
     /// Up to `max` items for eviction sampling, given to `f`: the slot
-    /// picked by the random bits `r` at each branch (uniformly by the next
-    /// bits), then the items that follow it in its branch, as Redis's
+    /// picked by the random bits `r` at each node (uniformly among its items
+    /// and children), then the items that follow it in its node, as Redis's
     /// `dictGetSomeKeys` takes neighbouring entries. Neighbours are no less
     /// random a sample (their place comes from their key's hash, not from
     /// how they are used) and cost no further walk from the root: the walk,
     /// one cache miss per level, was most of an eviction's time. Every item
-    /// can be picked; it is not exactly uniform (an item in a sparser branch
-    /// is likelier), but hashed keys keep sibling branches about equally full.
-    pub fn sample<'a>(&'a self, mut r: u64, max: usize, mut f: impl FnMut(&'a Item)) {
-        let Some(mut b) = self.root.as_ref() else { return };
+    /// can be picked; it is not exactly uniform (an item in a sparser node
+    /// is likelier), but hashed keys keep sibling nodes about equally full.
+    pub fn sample<'a>(&'a self, mut r: u64, max: usize, f: impl FnMut(&'a Item)) {
+        let Some(mut n) = self.root.as_ref() else { return };
         loop {
-            let n = b.slice.len();
-            if n == 0 || max == 0 {
+            let (items, children) = (n.slice.len(), kids(n));
+            let total = items + children.len();
+            if total == 0 || max == 0 {
                 return;
             }
-            // `r % n` < n, a slot index.
+            // `r % total` < total, an entry's index.
             #[allow(clippy::cast_possible_truncation)]
-            let pick = (r % n as u64) as usize;
-            r = r.rotate_right(7) ^ (r / n as u64);
-            match &b.slice[pick] {
-                Slot::Branch(child) => b = child,
-                Slot::Collision(items) => {
-                    #[allow(clippy::cast_possible_truncation)]
-                    let first = (r % items.len().max(1) as u64) as usize;
-                    items.iter().cycle().skip(first).take(max.min(items.len())).for_each(&mut f);
-                    return;
-                }
-                _ => {
-                    let run = b.slice.iter().cycle().skip(pick).take(n);
-                    run.filter_map(|s| if let Slot::Item(i) = s { Some(i) } else { None }).take(max).for_each(f);
-                    return;
-                }
+            let pick = (r % total as u64) as usize;
+            r = r.rotate_right(7) ^ (r / total as u64);
+            if pick < items {
+                n.slice.iter().cycle().skip(pick).take(max.min(items)).for_each(f);
+                return;
             }
+            n = &children[pick - items];
         }
     }
 
     /// Every item, in the same order as [`Trie::iter`], from an iterator that
-    /// owns what it walks (branches are reference-counted), so it can be kept
+    /// owns what it walks (nodes are reference-counted), so it can be kept
     /// between calls while this trie's shard moves on: a SCAN cursor.
     pub fn owned_iter(&self) -> OwnedIter {
-        OwnedIter { stack: self.root.iter().map(|r| (r.clone(), 0)).collect(), collision: None }
+        OwnedIter { stack: self.root.iter().map(|r| (r.clone(), 0)).collect() }
     }
 
     /// Every item, in no particular order.
     pub fn iter(&self) -> Iter<'_> {
-        Iter { stack: self.root.iter().map(|r| r.slice.iter()).collect(), collision: [].iter() }
+        Iter { stack: self.root.iter().map(|r| (r.slice.iter(), kids(r).iter())).collect() }
     }
 }
 
-fn insert_into(b: &mut Branch, hash: u64, item: Item, level: u32, rehash: &dyn Fn(&[u8]) -> u64) -> Option<Item> {
-    let bit = 1 << index(hash, level);
-    if bitmap(b) & bit == 0 {
-        *b = with_slot_added(b, bit, Slot::Item(item));
+fn insert_into(n: &mut Node, hash: u64, item: Item, level: u32, rehash: &dyn Fn(&[u8]) -> u64) -> Option<Item> {
+    if level >= LEVELS {
+        if let Some(at) = n.slice.iter().position(|i| i.key() == item.key()) {
+            return Some(items_mut(n, |items| std::mem::replace(&mut items[at], item)));
+        }
+        let len = n.slice.len() + 1;
+        *n = node(0, 0, n.slice.iter().cloned().chain(once(item)), len, None);
         return None;
     }
-    let at = position(bitmap(b), bit);
-    slots_mut(b, |slots| {
-        let slot = &mut slots[at];
-        match slot {
-            Slot::Item(existing) if existing.key() == item.key() => Some(std::mem::replace(existing, item)),
-            Slot::Item(existing) => {
-                let existing_hash = rehash(existing.key());
-                *slot = pair(existing.clone(), existing_hash, item, hash, level + 1);
-                None
-            }
-            Slot::Branch(child) => insert_into(child, hash, item, level + 1, rehash),
-            Slot::Collision(items) => {
-                let items = Arc::make_mut(items);
-                match items.iter_mut().find(|i| i.key() == item.key()) {
-                    Some(existing) => Some(std::mem::replace(existing, item)),
-                    None => {
-                        items.push(item);
-                        None
-                    }
-                }
-            }
-            Slot::Vacant => {
-                *slot = Slot::Item(item);
-                None
-            }
-        }
-    })
-}
-
-fn remove_from(b: &mut Branch, hash: u64, key: &[u8], level: u32) -> Option<Item> {
-    let bit = 1 << index(hash, level);
-    if bitmap(b) & bit == 0 {
+    let (bit, h) = (1 << index(hash, level), head(n));
+    if h.kids_map & bit != 0 {
+        let at = position(h.kids_map, bit);
+        return kids_mut(n, |kids| insert_into(&mut kids[at], hash, item, level + 1, rehash));
+    }
+    if h.items & bit == 0 {
+        *n = with_item_added(n, bit, item);
         return None;
     }
-    let at = position(bitmap(b), bit);
-    match &b.slice[at] {
-        Slot::Item(item) if item.key() == key => {
-            let removed = item.clone();
-            *b = with_slot_removed(b, bit);
-            Some(removed)
-        }
-        Slot::Item(_) | Slot::Vacant => None,
-        Slot::Branch(_) => slots_mut(b, |slots| {
-            let Slot::Branch(child) = &mut slots[at] else { return None };
-            let removed = remove_from(child, hash, key, level + 1)?;
-            // A child left with one item folds into this slot.
-            if let [Slot::Item(only)] = &child.slice[..] {
-                slots[at] = Slot::Item(only.clone());
-            }
-            Some(removed)
-        }),
-        Slot::Collision(items) => {
-            let found = items.iter().position(|i| i.key() == key)?;
-            slots_mut(b, |slots| {
-                let Slot::Collision(items) = &mut slots[at] else { return None };
-                let items = Arc::make_mut(items);
-                let removed = items.swap_remove(found);
-                if let [only] = items.as_slice() {
-                    slots[at] = Slot::Item(only.clone());
-                }
-                Some(removed)
-            })
-        }
+    let at = position(h.items, bit);
+    if n.slice[at].key() == item.key() {
+        return Some(items_mut(n, |items| std::mem::replace(&mut items[at], item)));
     }
+    let existing = n.slice[at].clone();
+    let existing_hash = rehash(existing.key());
+    *n = with_item_moved_down(n, bit, pair(existing, existing_hash, item, hash, level + 1));
+    None
 }
 
-/// An iterator whose length is known, for building a branch in place.
+fn remove_from(n: &mut Node, hash: u64, key: &[u8], level: u32) -> Option<Item> {
+    if level >= LEVELS {
+        let at = n.slice.iter().position(|i| i.key() == key)?;
+        let found = n.slice[at].clone();
+        *n = node(0, 0, removed(&n.slice, at), n.slice.len() - 1, None);
+        return Some(found);
+    }
+    let (bit, h) = (1 << index(hash, level), head(n));
+    if h.items & bit != 0 {
+        let found = n.slice[position(h.items, bit)].clone();
+        if found.key() != key {
+            return None;
+        }
+        *n = with_item_removed(n, bit);
+        return Some(found);
+    }
+    if h.kids_map & bit == 0 {
+        return None;
+    }
+    let at = position(h.kids_map, bit);
+    let found = kids_mut(n, |kids| remove_from(&mut kids[at], hash, key, level + 1))?;
+    // A child left with one item folds into this slot.
+    let kid = &kids(n)[at];
+    if let ([only], None) = (&kid.slice[..], &head(kid).kids) {
+        let only = only.clone();
+        *n = with_kid_folded(n, bit, only);
+    }
+    Some(found)
+}
+
+/// An iterator whose length is known, for building a node in place.
 struct Exact<I> {
     iter: I,
     left: usize,
@@ -376,10 +394,9 @@ impl<I: Iterator> Iterator for Exact<I> {
 
 impl<I: Iterator> ExactSizeIterator for Exact<I> {}
 
-/// Iterator over a trie's items.
+/// Iterator over a trie's items: each node's items, then its children's.
 pub struct Iter<'a> {
-    stack: Vec<std::slice::Iter<'a, Slot>>,
-    collision: std::slice::Iter<'a, Item>,
+    stack: Vec<(std::slice::Iter<'a, Item>, std::slice::Iter<'a, Node>)>,
 }
 
 impl<'a> Iterator for Iter<'a> {
@@ -387,18 +404,15 @@ impl<'a> Iterator for Iter<'a> {
 
     fn next(&mut self) -> Option<&'a Item> {
         loop {
-            if let Some(item) = self.collision.next() {
+            let (items, children) = self.stack.last_mut()?;
+            if let Some(item) = items.next() {
                 return Some(item);
             }
-            let slots = self.stack.last_mut()?;
-            match slots.next() {
+            match children.next() {
+                Some(child) => self.stack.push((child.slice.iter(), kids(child).iter())),
                 None => {
                     self.stack.pop();
                 }
-                Some(Slot::Item(item)) => return Some(item),
-                Some(Slot::Branch(child)) => self.stack.push(child.slice.iter()),
-                Some(Slot::Collision(items)) => self.collision = items.iter(),
-                Some(Slot::Vacant) => {}
             }
         }
     }
@@ -408,9 +422,9 @@ impl<'a> Iterator for Iter<'a> {
 /// alive, as a snapshot does.
 #[derive(Clone, Default)]
 pub struct OwnedIter {
-    /// Branches being walked, each with the next slot to visit.
-    stack: Vec<(Branch, usize)>,
-    collision: Option<(Arc<Vec<Item>>, usize)>,
+    /// Nodes being walked, each with the next entry to visit: its items
+    /// first, then its children.
+    stack: Vec<(Node, usize)>,
 }
 
 impl Iterator for OwnedIter {
@@ -418,25 +432,18 @@ impl Iterator for OwnedIter {
 
     fn next(&mut self) -> Option<Item> {
         loop {
-            if let Some((items, at)) = &mut self.collision {
-                if let Some(item) = items.get(*at) {
-                    *at += 1;
-                    return Some(item.clone());
-                }
-                self.collision = None;
+            let (n, at) = self.stack.last_mut()?;
+            let items = n.slice.len();
+            if let Some(item) = n.slice.get(*at) {
+                *at += 1;
+                return Some(item.clone());
             }
-            let (branch, at) = self.stack.last_mut()?;
-            let Some(slot) = branch.slice.get(*at).cloned() else {
+            let Some(child) = kids(n).get(*at - items).cloned() else {
                 self.stack.pop();
                 continue;
             };
             *at += 1;
-            match slot {
-                Slot::Item(item) => return Some(item),
-                Slot::Branch(child) => self.stack.push((child, 0)),
-                Slot::Collision(items) => self.collision = Some((items, 0)),
-                Slot::Vacant => {}
-            }
+            self.stack.push((child, 0));
         }
     }
 }
@@ -467,15 +474,23 @@ mod tests {
 
     #[test]
     fn the_counted_layout_is_the_real_one() {
-        assert_eq!(std::mem::size_of::<Slot>() as u64, SLOT_BYTES);
-        // The reference count, then the bitmap and the slot count.
-        let header = 8 + std::mem::size_of::<triomphe::HeaderWithLength<u32>>() as u64;
-        assert_eq!(header, BRANCH_HEADER);
-        assert_eq!(8 + std::mem::size_of::<Vec<Item>>() as u64 + 8, COLLISION_HEADER);
+        for size in [std::mem::size_of::<Item>(), std::mem::size_of::<Node>(), std::mem::size_of::<Option<Kids>>()] {
+            assert_eq!(size as u64, ENTRY_BYTES);
+        }
+        // The reference count, then the header and the length.
+        assert_eq!(8 + std::mem::size_of::<triomphe::HeaderWithLength<Head>>() as u64, NODE_HEADER);
+        assert_eq!(8 + std::mem::size_of::<triomphe::HeaderWithLength<()>>() as u64, KIDS_HEADER);
         let mut t = Trie::default();
         assert_eq!(t.map_bytes(), 0);
         t.insert(strong(b"a"), item(b"a", 1), &strong);
-        assert_eq!(t.map_bytes(), 48, "one branch of one slot: 24 + 16, in the 48-byte class");
+        assert_eq!(t.map_bytes(), 48, "one node of one item: 32 + 8, in the 48-byte class");
+        // Hashes equal at level 0, apart at level 1: a root with one child
+        // (32, and 16 + 8 for its children) above a node of two items (48).
+        let two = |k: &[u8]| if k == b"x" { 1 << 54 } else { 2 << 54 };
+        let mut t = Trie::default();
+        t.insert(two(b"x"), item(b"x", 1), &two);
+        t.insert(two(b"y"), item(b"y", 2), &two);
+        assert_eq!(t.map_bytes(), 32 + 32 + 48);
     }
 
     #[test]
