@@ -26,7 +26,7 @@ pub fn run(data: &Path) -> anyhow::Result<ExitCode> {
     let cut_seq = report.next_seq - 1;
     let cut = store.cut(|| cut_seq);
     eprintln!("writing a snapshot of {} keys at seq {cut_seq} ...", store.len());
-    let (path, header) = write_snapshot(&OsDisk, data, &cut, now, |n| eprintln!("  {n} keys written"))?;
+    let (path, header) = write_snapshot(&OsDisk, data, cut, now, |n| eprintln!("  {n} keys written"))?;
     // Every record is at or below the cut now, so every segment and older snapshot goes.
     remove_superseded(&OsDisk, data, cut_seq, Superseded::AllSegments)
         .context("removing the files the snapshot replaces")?;

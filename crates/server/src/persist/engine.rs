@@ -224,8 +224,7 @@ impl Persistence {
         // the kernel a while) stay off the threads serving requests.
         let written = super::background::run("cryptomem-snapshot", move || {
             let written =
-                write_snapshot(disk.as_ref(), &dir, &cut, now, |n| info!(entries = n, "snapshot in progress"))?;
-            drop(cut);
+                write_snapshot(disk.as_ref(), &dir, cut, now, |n| info!(entries = n, "snapshot in progress"))?;
             if let Err(e) = remove_superseded(disk.as_ref(), &dir, written.1.cut_seq, Superseded::ClosedSegments) {
                 warn!(error = %e, "could not remove files the new snapshot supersedes; they will be retried next time");
             }
