@@ -12,7 +12,9 @@
 //! the story: SET p99 roughly doubles while snapshots run back to back at
 //! nice 0, 10, 19 or `SCHED_IDLE` alike; what costs is sharing memory
 //! bandwidth and caches, and allocating fresh memory while the snapshot's cut
-//! keeps replaced values alive.
+//! keeps replaced values alive (less since a snapshot lets go of each shard's
+//! version once written: RSS growth while snapshotting fell from about 7% to
+//! 3%, p99 did not move measurably).
 
 use tokio::sync::oneshot;
 
