@@ -23,19 +23,6 @@ pub struct ServeArgs {
     log: String,
 }
 
-/// Readiness events a worker takes from the OS per poll (tokio's default is
-/// 1024). A poll wakes every connection it reports at once; past the
-/// 256 a worker's local queue holds, the rest go to the shared queue,
-/// which the worker visits only now and then, so under load some sessions
-/// waited several rounds while others were served every round. With fewer
-/// per poll, the rest stay in the kernel's ready list, which hands them out
-/// in the order they became ready. Measured on 2 cores (`threads` 1,
-/// 100-byte values, medians): SET with 1,000 connections p99 89.6 -> 31.9
-/// ms at 64 (8 rounds); GET with 1,000 connections, pipeline 16, 154 -> 53
-/// ms at 32; 32 beat 64 (25.8 against 30.1 ms); ops/s and CPU per request
-/// unchanged, since a poll is one syscall per 32 sessions served.
-const IO_EVENTS_PER_POLL: usize = 32;
-
 /// Reads the configuration, then serves on a runtime with its `threads`.
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let filter =
@@ -51,12 +38,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => Settings::default(),
     };
     let config = args.settings.or(file).resolve()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.threads)
-        .max_io_events_per_tick(IO_EVENTS_PER_POLL)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = cryptomem_server::server::runtime(config.threads).context("cannot start the async runtime")?;
     runtime.block_on(serve(config))
 }
 

@@ -23,6 +23,7 @@ mod data_dir;
 mod dispatch;
 mod metrics;
 mod request_buffers;
+mod runtime;
 mod scans;
 pub mod server_keys;
 mod service_manager;
@@ -39,6 +40,7 @@ use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
 pub use config::{ConfigError, DEFAULTS, MemoryLimit, ServerConfig, Settings};
+pub use runtime::{IO_EVENTS_PER_POLL, runtime};
 pub use stats::Stats;
 
 use crate::auth::Authenticator;
