@@ -104,16 +104,18 @@ mod tests {
         assert_eq!(c.operations, t.len() as u64 + distinct);
     }
 
-    /// What every key of these traces costs: 40 + "t:<n>" + 133 in the
-    /// 192-byte class, plus 28 of map.
-    const KEY_COST: u64 = 220;
+    /// What every key of these traces is charged: "t:0" to "t:19999" with
+    /// a 133-byte sealed value all fall in one size class.
+    fn key_cost() -> u64 {
+        cryptomem_server::store::footprint_of("t:19999".len(), 133, false)
+    }
 
     #[test]
     fn a_limit_costs_hits_and_tinylfu_resists_a_scan() {
         let t = trace(Shape::Scan);
         let all = run(&t, 100, settings(0, EvictionPolicy::AllKeysLru)).unwrap().hits;
         // About 10% of the 20,000 keys.
-        let limit = 2_000 * KEY_COST;
+        let limit = 2_000 * key_cost();
         let lru = run(&t, 100, settings(limit, EvictionPolicy::AllKeysLru)).unwrap().hits;
         let tiny = run(&t, 100, settings(limit, EvictionPolicy::AllKeysTinyLfu)).unwrap().hits;
         assert!(lru < all && tiny < all, "{lru} {tiny} < {all}");
@@ -122,11 +124,13 @@ mod tests {
 
     #[test]
     fn the_sketch_takes_its_bytes_from_the_keys() {
-        let limit = 2_000 * KEY_COST;
+        let limit = 2_000 * key_cost();
         let c = run(&trace(Shape::Zipf), 100, settings(limit, EvictionPolicy::AllKeysTinyLfu)).unwrap();
         let sketch = cryptomem_server::store::FrequencySketch::bytes_for(limit / 128);
-        assert!(c.keys as u64 * KEY_COST + sketch <= limit, "{} keys and a {sketch}-byte sketch in {limit}", c.keys);
-        assert!(c.keys as u64 * KEY_COST + sketch + 2 * KEY_COST > limit, "the limit is used: {} keys", c.keys);
+        let key_cost = key_cost();
+        assert_eq!(key_cost, cryptomem_server::store::footprint_of("t:0".len(), 133, false));
+        assert!(c.keys as u64 * key_cost + sketch <= limit, "{} keys and a {sketch}-byte sketch in {limit}", c.keys);
+        assert!(c.keys as u64 * key_cost + sketch + 2 * key_cost > limit, "the limit is used: {} keys", c.keys);
     }
 
     #[test]

@@ -157,13 +157,16 @@ fn write_body(
     // stays allocated, which under eviction was a fifth of a small limit.
     for map in cut.maps {
         let mut items = map.iter();
+        // Per shard: it borrows from the shard's version, dropped below.
+        let mut batch: Vec<&crate::store::Item> = Vec::with_capacity(TOUCH_AHEAD);
         loop {
-            let batch: Vec<&crate::store::Item> = items.by_ref().take(TOUCH_AHEAD).collect();
+            batch.clear();
+            batch.extend(items.by_ref().take(TOUCH_AHEAD));
             if batch.is_empty() {
                 break;
             }
             touch(&batch);
-            for item in batch {
+            for &item in &batch {
                 if !item.is_live(now_ms) {
                     continue;
                 }

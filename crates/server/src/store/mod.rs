@@ -39,7 +39,7 @@ use std::time::Duration;
 pub use cryptomem_util::clock::{Clock, deadline, duration_ms_ceil};
 pub use evict::{EvictionPolicy, FrequencySketch, Memory, UnknownPolicy};
 pub use item::Item;
-pub use memory::{alloc_size, footprint};
+pub use memory::{alloc_size, footprint, footprint_of};
 pub use scan::{KeyScan, Page, PageLimits};
 use shard::Shard;
 pub use trie::Trie;

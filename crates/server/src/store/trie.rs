@@ -148,6 +148,16 @@ fn with_kid_folded(n: &Node, bit: u32, item: Item) -> Node {
     node(h.items | bit, h.kids_map & !bit, inserted(list, position(h.items, bit), item), list.len() + 1, kids)
 }
 
+/// `n` with its child at `at` (a position, not a bit) replaced by `kid`.
+fn with_kid_replaced(n: &Node, at: usize, kid: Node) -> Node {
+    let (h, kids_now) = (head(n), kids(n));
+    let kids = kids_of(
+        kids_now[..at].iter().cloned().chain(once(kid)).chain(kids_now[at + 1..].iter().cloned()),
+        kids_now.len(),
+    );
+    node(h.items, h.kids_map, n.slice.iter().cloned(), n.slice.len(), kids)
+}
+
 /// Runs `f` on the node's items, first copying the node if a published
 /// version shares it (the copy-on-write of a path), in place otherwise.
 fn items_mut<R>(n: &mut Node, f: impl FnOnce(&mut [Item]) -> R) -> R {
@@ -261,14 +271,9 @@ impl Trie {
 
     /// Removes `key` (whose hash is `hash`); returns the removed item.
     pub fn remove(&mut self, hash: u64, key: &[u8]) -> Option<Item> {
-        // Looking first keeps a miss from copying the path.
-        self.get(hash, key)?;
-        let root = self.root.as_mut()?;
-        let removed = remove_from(root, hash, key, 0)?;
+        let (rest, removed) = without(self.root.as_ref()?, hash, key, 0)?;
         self.len -= 1;
-        if root.slice.is_empty() && head(root).kids.is_none() {
-            self.root = None;
-        }
+        self.root = (!rest.slice.is_empty() || head(&rest).kids.is_some()).then_some(rest);
         Some(removed)
     }
 
@@ -342,34 +347,30 @@ fn insert_into(n: &mut Node, hash: u64, item: Item, level: u32, rehash: &dyn Fn(
     None
 }
 
-fn remove_from(n: &mut Node, hash: u64, key: &[u8], level: u32) -> Option<Item> {
+/// `n` without `key`, and the item removed; `None`, and nothing copied,
+/// when `key` is not there. The path is rebuilt from the bottom up, so a
+/// miss costs one read-only walk and a hit no second one.
+fn without(n: &Node, hash: u64, key: &[u8], level: u32) -> Option<(Node, Item)> {
     if level >= LEVELS {
         let at = n.slice.iter().position(|i| i.key() == key)?;
-        let found = n.slice[at].clone();
-        *n = node(0, 0, removed(&n.slice, at), n.slice.len() - 1, None);
-        return Some(found);
+        return Some((node(0, 0, removed(&n.slice, at), n.slice.len() - 1, None), n.slice[at].clone()));
     }
     let (bit, h) = (1 << index(hash, level), head(n));
     if h.items & bit != 0 {
-        let found = n.slice[position(h.items, bit)].clone();
-        if found.key() != key {
-            return None;
-        }
-        *n = with_item_removed(n, bit);
-        return Some(found);
+        let found = &n.slice[position(h.items, bit)];
+        return (found.key() == key).then(|| (with_item_removed(n, bit), found.clone()));
     }
     if h.kids_map & bit == 0 {
         return None;
     }
     let at = position(h.kids_map, bit);
-    let found = kids_mut(n, |kids| remove_from(&mut kids[at], hash, key, level + 1))?;
+    let (kid, found) = without(&kids(n)[at], hash, key, level + 1)?;
     // A child left with one item folds into this slot.
-    let kid = &kids(n)[at];
-    if let ([only], None) = (&kid.slice[..], &head(kid).kids) {
-        let only = only.clone();
-        *n = with_kid_folded(n, bit, only);
-    }
-    Some(found)
+    let rest = match (&kid.slice[..], &head(&kid).kids) {
+        ([only], None) => with_kid_folded(n, bit, only.clone()),
+        _ => with_kid_replaced(n, at, kid),
+    };
+    Some((rest, found))
 }
 
 /// An iterator whose length is known, for building a node in place.
@@ -602,6 +603,13 @@ mod tests {
             let in_order: Vec<Vec<u8>> = t.iter().map(|i| i.key().to_vec()).collect();
             let owned: Vec<Vec<u8>> = t.owned_iter().map(|i| i.key().to_vec()).collect();
             prop_assert_eq!(&owned, &in_order, "the owned iterator walks the same order");
+            // Folding keeps the shape canonical: the same keys built afresh
+            // take the same nodes, however many were removed on the way.
+            let mut fresh = Trie::default();
+            for (k, v) in &model {
+                fresh.insert(hash(k), item(k, *v), hash);
+            }
+            prop_assert_eq!(t.map_bytes(), fresh.map_bytes());
             let mut seen = in_order;
             seen.sort();
             let mut expected: Vec<Vec<u8>> = model.keys().cloned().collect();
