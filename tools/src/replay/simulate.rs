@@ -25,12 +25,14 @@ pub struct Settings {
     pub rate: u64,
 }
 
-/// What a run gives: hits, GETs plus SETs, and the keys held at the end.
+/// What a run gives: hits, GETs plus SETs, and at the end the keys held
+/// and the bytes of the policy's own tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
     pub hits: u64,
     pub operations: u64,
     pub keys: usize,
+    pub policy_bytes: u64,
 }
 
 /// Replays `trace` cache-aside (GET, then SET on a miss) into a fresh store.
@@ -45,11 +47,9 @@ pub fn run(trace: &[u32], data_size: usize, settings: Settings) -> anyhow::Resul
     if let Some(n) = settings.samples {
         store.memory().set_samples(n);
     }
-    // What the server counts outside the keyspace, less its buffers.
-    store.memory().set_external(store.sketch_bytes());
     let value = vec![b'x'; data_size + SEALED_OVERHEAD];
     let mut now_ms = 1_700_000_000_000;
-    let mut counts = Counts { hits: 0, operations: 0, keys: 0 };
+    let mut counts = Counts { hits: 0, operations: 0, keys: 0, policy_bytes: 0 };
     for (i, n) in trace.iter().enumerate() {
         if (i as u64).is_multiple_of(settings.rate.max(1)) {
             now_ms += 1;
@@ -71,6 +71,7 @@ pub fn run(trace: &[u32], data_size: usize, settings: Settings) -> anyhow::Resul
         );
     }
     counts.keys = store.len();
+    counts.policy_bytes = store.policy_bytes();
     Ok(counts)
 }
 
@@ -123,14 +124,15 @@ mod tests {
     }
 
     #[test]
-    fn the_sketch_takes_its_bytes_from_the_keys() {
+    fn the_sketch_and_small_caches_take_their_bytes_from_the_keys() {
         let limit = 2_000 * key_cost();
         let c = run(&trace(Shape::Zipf), 100, settings(limit, EvictionPolicy::AllKeysTinyLfu)).unwrap();
         let sketch = cryptomem_server::store::FrequencySketch::bytes_for(limit / 128);
-        let key_cost = key_cost();
+        assert!(c.policy_bytes > sketch, "the small caches count too: {} bytes", c.policy_bytes);
+        let (key_cost, tables) = (key_cost(), c.policy_bytes);
         assert_eq!(key_cost, cryptomem_server::store::footprint_of("t:0".len(), 133, false));
-        assert!(c.keys as u64 * key_cost + sketch <= limit, "{} keys and a {sketch}-byte sketch in {limit}", c.keys);
-        assert!(c.keys as u64 * key_cost + sketch + 2 * key_cost > limit, "the limit is used: {} keys", c.keys);
+        assert!(c.keys as u64 * key_cost + tables <= limit, "{} keys and {tables} bytes of tables in {limit}", c.keys);
+        assert!(c.keys as u64 * key_cost + tables + 2 * key_cost > limit, "the limit is used: {} keys", c.keys);
     }
 
     #[test]

@@ -346,12 +346,12 @@ fn fit_under_the_limit(store: &Store, config: &ServerConfig) {
     }
 }
 
-/// What counts against `--maxmemory` besides the keys: request buffers and
-/// the eviction sketch. The log's append buffer does not (as Redis leaves
+/// What counts against `--maxmemory` besides the keys and the eviction
+/// policy's tables (which the store counts): request buffers. The log's append buffer does not (as Redis leaves
 /// its AOF buffer out): it has its own bound, and evicting keys because the
 /// disk is slow would lose data to a stall.
 fn memory_outside_keys(shared: &Shared) -> u64 {
-    shared.request_buffers.held() as u64 + shared.store.sketch_bytes()
+    shared.request_buffers.held() as u64
 }
 
 /// Reclaims expired keys, a bounded batch per shard at a time, and updates

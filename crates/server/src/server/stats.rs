@@ -83,6 +83,9 @@ impl Stats {
         let _ = writeln!(out, "maxmemory:{}", memory.limit());
         let _ = writeln!(out, "maxmemory_policy:{}", memory.policy());
         let _ = writeln!(out, "maxmemory_samples:{}", memory.samples());
+        if let Some(fading) = store.tinylfu_fading() {
+            let _ = writeln!(out, "tinylfu_ranking:{}", if fading { "faded" } else { "counts" });
+        }
         let _ = writeln!(out, "used_memory_log_buffer:{log_buffer_bytes}");
         let _ = writeln!(
             out,

@@ -44,10 +44,13 @@
 //! Cache Admission Policy", 2017) counts reads (GET and MGET lookups, hits
 //! and misses alike; writes are not requests) in the sketch, whose counters
 //! halve every ten times the keys the limit holds, so old popularity fades.
-//! Its victim is the sampled key the sketch says is requested least (the
-//! longest idle among equals), and a new key is admitted only if it is
-//! requested at least as often as that victim; otherwise the new key is the
-//! one evicted. One-off keys (a scan) then cannot push out keys in use, which
+//! Its victim is the sampled key of lowest rank (the longest idle among
+//! equals), and a new key is admitted only if it is requested more often
+//! than that victim ranks; otherwise the new key is the one evicted. A
+//! key's rank is its sketch count, or, while the store's small simulations
+//! say that does better, the count halved for every two epochs the key has
+//! been idle (see `fade.rs`; the item's access word keeps the epoch of its
+//! last request in the byte other policies use for Redis's LFU counter). One-off keys (a scan) then cannot push out keys in use, which
 //! recency alone lets them do. Choosing victims by recency instead, as the
 //! paper's W-TinyLFU does in its main region, lost 0.5 to 1.5 points of hit
 //! ratio on every trace of `tools/compare-redis.sh` suite `eviction` (that
@@ -58,6 +61,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
+use super::fade::{self, Fade};
 use super::item::{ACCESS_TICK_MS, ticks_since};
 
 /// Keys drawn per eviction by default (Redis's `maxmemory-samples`).
@@ -214,6 +218,9 @@ pub(super) fn fresh(now_tick: u32) -> u32 {
 /// small limit do not crowd the few blocks a smaller table would have.
 const MIN_SKETCH_KEYS: u64 = 4096;
 
+/// Epochs of the request clock per sketch size in requests.
+const EPOCHS_PER_KEYS: u64 = 8;
+
 /// Counts of requests per key hash, approximately: a count-min sketch of
 /// 4-bit counters (16 to an atomic word), four counters per key, all in one
 /// cache-line-aligned block of 8 words, with four counters per expected
@@ -225,6 +232,11 @@ pub struct FrequencySketch {
     mask: u64,
     additions: AtomicU64,
     reset_at: u64,
+    /// The request clock (see [`FrequencySketch::epoch`]).
+    epoch: AtomicU8,
+    /// Requests per epoch of the request clock, less one (a power of two
+    /// less one, so the clock ticks on a mask test, not a division).
+    epoch_mask: u64,
 }
 
 /// 8 words on one 64-byte cache line: a key's four counters cost one miss.
@@ -252,6 +264,9 @@ impl FrequencySketch {
             mask: counters - 1,
             additions: AtomicU64::new(0),
             reset_at: keys * 10,
+            epoch: AtomicU8::new(0),
+            // Rounded down to a power of two.
+            epoch_mask: (1u64 << (keys / EPOCHS_PER_KEYS).max(1).ilog2()) - 1,
         }
     }
 
@@ -293,7 +308,12 @@ impl FrequencySketch {
                 }
             }
         }
-        if self.additions.fetch_add(1, Relaxed) + 1 == self.reset_at {
+        let additions = self.additions.fetch_add(1, Relaxed) + 1;
+        // Halving restarts `additions`, so the epoch after it may be short.
+        if additions & self.epoch_mask == 0 {
+            self.epoch.fetch_add(1, Relaxed);
+        }
+        if additions == self.reset_at {
             self.halve();
         }
     }
@@ -306,10 +326,24 @@ impl FrequencySketch {
         min.unwrap_or(0)
     }
 
-    /// TinyLFU's admission rule: a new key (`candidate`) replaces `victim`
-    /// only if it is requested at least as often.
-    pub fn admits(&self, candidate: u64, victim: u64) -> bool {
-        self.estimate(candidate) >= self.estimate(victim)
+    /// The request clock: epochs of requests counted, modulo 256 (an epoch
+    /// is an [`EPOCHS_PER_KEYS`]th of the keys the sketch is sized for,
+    /// rounded down to a power of two). Read on every GET, so one load.
+    pub fn epoch(&self) -> u8 {
+        self.epoch.load(Relaxed)
+    }
+
+    /// TinyLFU's admission rule: a new key (`candidate`) replaces a victim
+    /// of rank `victim` (its estimate, faded or not: see `fade.rs`) only if
+    /// it is requested more often. Not "as often": a key read once (a scan)
+    /// would then push out every key read once before it, which cost 0.5
+    /// points of hit ratio on the scan trace and 0.2 on Zipf. Except when
+    /// neither was ever requested: then the newer goes in, so that a cache
+    /// filled by writes alone (write-through, or a load before any reads)
+    /// still takes new keys instead of keeping the first ones for good.
+    pub fn admits(&self, candidate: u64, victim: u8) -> bool {
+        let estimate = self.estimate(candidate);
+        estimate > victim || (estimate == 0 && victim == 0)
     }
 
     fn halve(&self) {
@@ -323,6 +357,46 @@ impl FrequencySketch {
 impl std::fmt::Debug for FrequencySketch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FrequencySketch").field("bytes", &self.bytes()).finish_non_exhaustive()
+    }
+}
+
+/// `allkeys-tinylfu`'s state: the request counts and the ranking chosen
+/// from them (see `fade.rs`).
+#[derive(Debug)]
+pub struct TinyLfu {
+    pub(super) sketch: FrequencySketch,
+    pub(super) fade: Fade,
+}
+
+impl TinyLfu {
+    /// For about `keys` resident keys.
+    pub fn new(keys: u64) -> Self {
+        Self { sketch: FrequencySketch::new(keys), fade: Fade::default() }
+    }
+
+    /// The sketch.
+    pub fn sketch(&self) -> &FrequencySketch {
+        &self.sketch
+    }
+
+    /// Bytes it holds: the sketch and the fading's small caches.
+    pub fn bytes(&self) -> u64 {
+        self.sketch.bytes() + self.fade.bytes()
+    }
+
+    /// The access word of a key requested or written now: the access tick
+    /// (for `OBJECT`-style idle times and ties) and the request epoch.
+    pub(super) fn access_word(&self, tick: u32) -> u32 {
+        (tick << 8) | u32::from(self.sketch.epoch())
+    }
+
+    /// The rank of the key with `hash` and access word `access` (lower
+    /// goes first), and its idle epochs.
+    pub(super) fn rank(&self, hash: u64, access: u32) -> (u8, u8) {
+        // The low byte is the epoch.
+        #[allow(clippy::cast_possible_truncation)]
+        let idle = self.sketch.epoch().wrapping_sub(access as u8);
+        (fade::rank(self.sketch.estimate(hash), idle, self.fade.fading()), idle)
     }
 }
 
@@ -378,6 +452,8 @@ pub struct Memory {
     /// Memory outside the keyspace the limit also covers (connection and
     /// log buffers, the sketch), as the server last reported it.
     external: AtomicU64,
+    /// The policy's own tables (`allkeys-tinylfu`'s sketch and small caches).
+    policy_bytes: AtomicU64,
     peak: AtomicU64,
     /// Keys with a TTL, so volatile policies know when there is none.
     pub(super) volatile: AtomicU64,
@@ -431,15 +507,28 @@ impl Memory {
         self.note_peak();
     }
 
-    /// What counts against the limit now: keys, buffers, and the writes
-    /// reserved but not yet stored.
-    pub fn used(&self) -> u64 {
-        self.data.load(Relaxed) + self.external.load(Relaxed) + self.reserved.load(Relaxed)
+    pub(super) fn set_policy_bytes(&self, bytes: u64) {
+        self.policy_bytes.store(bytes, Relaxed);
+        self.note_peak();
     }
 
-    /// The part of [`Memory::used`] outside the keyspace.
+    pub(super) fn add_policy_bytes(&self, delta: i64) {
+        match u64::try_from(delta) {
+            Ok(grown) => self.policy_bytes.fetch_add(grown, Relaxed),
+            Err(_) => self.policy_bytes.fetch_sub(delta.unsigned_abs(), Relaxed),
+        };
+    }
+
+    /// What counts against the limit now: keys, buffers, the policy's
+    /// tables, and the writes reserved but not yet stored.
+    pub fn used(&self) -> u64 {
+        self.data.load(Relaxed) + self.external() + self.reserved.load(Relaxed)
+    }
+
+    /// The part of [`Memory::used`] outside the keyspace: buffers and the
+    /// policy's tables.
     pub fn external(&self) -> u64 {
-        self.external.load(Relaxed)
+        self.external.load(Relaxed) + self.policy_bytes.load(Relaxed)
     }
 
     /// The keyspace's part of [`Memory::used`].

@@ -25,6 +25,7 @@
 //! journal's position, which gives snapshots an exact sequence-number cut.
 
 mod evict;
+mod fade;
 mod item;
 mod memory;
 mod scan;
@@ -37,7 +38,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 pub use cryptomem_util::clock::{Clock, deadline, duration_ms_ceil};
-pub use evict::{EvictionPolicy, FrequencySketch, Memory, UnknownPolicy};
+pub use evict::{EvictionPolicy, FrequencySketch, Memory, TinyLfu, UnknownPolicy};
 pub use item::Item;
 pub use memory::{alloc_size, footprint, footprint_of};
 pub use scan::{KeyScan, Page, PageLimits};
@@ -188,7 +189,7 @@ pub struct Store {
     journal: Option<Arc<dyn Journal>>,
     memory: Arc<Memory>,
     /// Request counts for `allkeys-tinylfu`; `None` under other policies.
-    sketch: ArcSwapOption<FrequencySketch>,
+    tinylfu: ArcSwapOption<TinyLfu>,
 }
 
 impl std::fmt::Debug for Store {
@@ -259,7 +260,7 @@ impl Store {
             hasher,
             journal: None,
             memory,
-            sketch: ArcSwapOption::empty(),
+            tinylfu: ArcSwapOption::empty(),
         }
     }
 
@@ -277,18 +278,28 @@ impl Store {
             // Sized for the keys the limit holds at ~128 bytes each: 1/64 to
             // 1/32 of it (the counters are a power of two).
             let keys = limit / 128;
-            let same = self.sketch.load().as_ref().is_some_and(|s| s.bytes() == FrequencySketch::bytes_for(keys));
+            let same =
+                self.tinylfu.load().as_ref().is_some_and(|t| t.sketch.bytes() == FrequencySketch::bytes_for(keys));
             if !same {
-                self.sketch.store(Some(Arc::new(FrequencySketch::new(keys))));
+                self.tinylfu.store(Some(Arc::new(TinyLfu::new(keys))));
             }
         } else {
-            self.sketch.store(None);
+            self.tinylfu.store(None);
         }
+        self.memory.set_policy_bytes(self.policy_bytes());
     }
 
-    /// Bytes held by the frequency sketch (0 unless `allkeys-tinylfu`).
-    pub fn sketch_bytes(&self) -> u64 {
-        self.sketch.load().as_ref().map_or(0, |s| s.bytes())
+    /// Under `allkeys-tinylfu`, whether idle keys' counts fade now (see
+    /// `store/fade.rs`); `None` under other policies.
+    pub fn tinylfu_fading(&self) -> Option<bool> {
+        self.tinylfu.load().as_ref().map(|t| t.fade.fading())
+    }
+
+    /// Bytes held by the policy's own tables (`allkeys-tinylfu`'s sketch
+    /// and small caches; 0 under other policies). Counted in
+    /// [`Memory::used`].
+    pub fn policy_bytes(&self) -> u64 {
+        self.tinylfu.load().as_ref().map_or(0, |t| t.bytes())
     }
 
     /// The same store, journaling every change from now on. Recovery loads
@@ -341,12 +352,18 @@ impl Store {
         let counter = if found.is_some() { &shard.hits } else { &shard.misses };
         counter.fetch_add(1, Relaxed);
         if self.memory.limit() > 0 {
+            let tinylfu = self.tinylfu.load();
             if let Some(item) = &found {
                 let tick = access_tick(now_ms);
-                item.touch(|a| accessed(a, tick));
+                match tinylfu.as_ref() {
+                    Some(t) => item.touch(|_| t.access_word(tick)),
+                    None => item.touch(|a| accessed(a, tick)),
+                }
             }
-            if let Some(sketch) = self.sketch.load().as_ref() {
-                sketch.increment(hash);
+            if let Some(t) = tinylfu.as_ref() {
+                t.sketch.increment(hash);
+                let footprint = || found.as_ref().map(memory::footprint);
+                t.fade.read(&t.sketch, hash, footprint, self.memory.limit().saturating_sub(self.memory.external()));
             }
         }
         found
@@ -383,10 +400,25 @@ impl Store {
         let expires_at_ms = ttl.map(|t| deadline(now_ms, t));
         let (shard, hash) = self.locate(key);
         let limit = self.memory.limit();
-        let _reservation = self.reserve(limit, memory::footprint_of(key.len(), value.len(), ttl.is_some()))?;
+        let footprint = memory::footprint_of(key.len(), value.len(), ttl.is_some());
+        let access = match self.tinylfu.load().as_ref() {
+            Some(t) => {
+                let room = limit.saturating_sub(self.memory.external());
+                let grown = t.fade.write(&t.sketch, hash, footprint, room);
+                self.memory.add_policy_bytes(grown);
+                // A small cache's table grew (rare: it doubles): room for
+                // that first, since this write may be refused admission.
+                if grown > 0 && limit > 0 && self.memory.used() > limit {
+                    self.make_room(limit, now_ms, |_| true)?;
+                }
+                t.access_word(access_tick(now_ms))
+            }
+            None => fresh(access_tick(now_ms)),
+        };
+        let _reservation = self.reserve(limit, footprint)?;
         let evict_here = limit > 0 && self.memory.used() > limit;
         // Built before the lock: the copy and allocation need not hold writers up.
-        let item = Item::with_access(key, value, expires_at_ms, fresh(access_tick(now_ms)));
+        let item = Item::with_access(key, value, expires_at_ms, access);
         let change = Change::Set { key, value, expires_at_ms };
         let item = match shard.write(|w| {
             if !allowed(w, hash, key, condition, now_ms) {
@@ -478,8 +510,8 @@ impl Store {
         if !policy.ranks_within_a_shard() {
             return Ok(InShard::NoVictim);
         }
-        let sketch = self.sketch.load();
-        let sketch = sketch.as_deref().filter(|_| policy == EvictionPolicy::AllKeysTinyLfu);
+        let tinylfu = self.tinylfu.load();
+        let tinylfu = tinylfu.as_deref().filter(|_| policy == EvictionPolicy::AllKeysTinyLfu);
         // Admission is checked once, at the first victim.
         let mut first = true;
         let tick = access_tick(now_ms);
@@ -493,7 +525,7 @@ impl Store {
                 return Ok(InShard::NoVictim);
             }
             let victim = w.best_sampled(draws, SAMPLE_RUN, policy.volatile_only(), |item| {
-                self.victim_score(policy, sketch, item, tick)
+                self.victim_score(policy, tinylfu, item, tick)
             });
             let Some(victim) = victim else { return Ok(InShard::NoVictim) };
             let victim_hash = self.hasher.hash_one(victim.key());
@@ -505,7 +537,7 @@ impl Store {
                 continue;
             }
             let refused = std::mem::take(&mut first)
-                && refuses(sketch, hash, victim_hash, || {
+                && refuses(tinylfu, hash, tinylfu.map_or(0, |t| t.rank(victim_hash, victim.access()).0), || {
                     condition != SetCondition::IfPresent && w.live(hash, key, now_ms).is_none()
                 });
             if refused {
@@ -524,13 +556,13 @@ impl Store {
     }
 
     /// How good a victim `item` is under `policy` at `tick`: higher goes first.
-    fn victim_score(&self, policy: EvictionPolicy, sketch: Option<&FrequencySketch>, item: &Item, tick: u32) -> u64 {
+    fn victim_score(&self, policy: EvictionPolicy, tinylfu: Option<&TinyLfu>, item: &Item, tick: u32) -> u64 {
         let score = policy.score(item.access(), item.expires_at_ms(), tick);
-        match sketch.filter(|_| policy == EvictionPolicy::AllKeysTinyLfu) {
-            Some(s) => {
-                // The least requested first; the longest idle among equals.
-                let rarity = 15 - u64::from(s.estimate(self.hasher.hash_one(item.key())));
-                (rarity << 32) | score.min(u64::from(u32::MAX))
+        match tinylfu.filter(|_| policy == EvictionPolicy::AllKeysTinyLfu) {
+            Some(t) => {
+                // The lowest rank first; the longest idle among equals.
+                let (rank, idle) = t.rank(self.hasher.hash_one(item.key()), item.access());
+                (u64::from(15 - rank.min(15)) << 32) | (u64::from(idle) << 24) | score.min(0xFF_FFFF)
             }
             None => score,
         }
@@ -732,13 +764,13 @@ impl Store {
         if limit == 0 || self.memory.used() <= limit {
             return Ok(true);
         }
-        let sketch = self.sketch.load();
-        let sketch = sketch.as_deref().filter(|_| self.memory.policy() == EvictionPolicy::AllKeysTinyLfu);
+        let tinylfu = self.tinylfu.load();
+        let tinylfu = tinylfu.as_deref().filter(|_| self.memory.policy() == EvictionPolicy::AllKeysTinyLfu);
         // Admission is checked once, at the first victim.
         let mut new_key = Some(new_key);
         let admitted = self.make_room(limit, now_ms, |victim| {
             let Some(is_new) = new_key.take() else { return true };
-            !refuses(sketch, hash, self.hasher.hash_one(&victim.key), is_new)
+            !refuses(tinylfu, hash, rank_in_score(victim.score), is_new)
         })?;
         if !admitted {
             self.memory.evicted.fetch_add(1, Relaxed);
@@ -803,9 +835,9 @@ impl Store {
         }
         let tick = access_tick(now_ms);
         let n = self.shards.len();
-        let sketch = self.sketch.load();
+        let tinylfu = self.tinylfu.load();
         let candidate = |shard: usize, item: &Item| Candidate {
-            score: self.victim_score(policy, sketch.as_deref(), item, tick),
+            score: self.victim_score(policy, tinylfu.as_deref(), item, tick),
             shard,
             key: item.key().into(),
             item: item.address(),
@@ -913,12 +945,20 @@ impl Store {
 mod tests;
 
 /// TinyLFU's admission at the limit: whether the written key (`hash`) is
-/// kept out rather than `victim_hash` evicted. Only a new key can be: one
-/// requested less often than the victim. `is_new` (a lookup) runs only when
-/// the sketch would refuse, which is rare under a load of new keys that all
-/// rate alike. Without a sketch (any other policy) nothing is refused.
-fn refuses(sketch: Option<&FrequencySketch>, hash: u64, victim_hash: u64, is_new: impl FnOnce() -> bool) -> bool {
-    sketch.is_some_and(|s| !s.admits(hash, victim_hash)) && is_new()
+/// kept out rather than a victim of rank `victim_rank` evicted. Only a new
+/// key can be: one requested no more often than the victim ranks. `is_new`
+/// (a lookup) runs only when the sketch would refuse. Without a sketch (any
+/// other policy) nothing is refused.
+fn refuses(tinylfu: Option<&TinyLfu>, hash: u64, victim_rank: u8, is_new: impl FnOnce() -> bool) -> bool {
+    tinylfu.is_some_and(|t| !t.sketch.admits(hash, victim_rank)) && is_new()
+}
+
+/// The TinyLFU rank a victim score of [`Store::victim_score`] holds.
+fn rank_in_score(score: u64) -> u8 {
+    // The rarity is 0 to 15.
+    #[allow(clippy::cast_possible_truncation)]
+    let rarity = (score >> 32).min(15) as u8;
+    15 - rarity
 }
 
 /// Whether a write is allowed by its condition, as its shard stands.

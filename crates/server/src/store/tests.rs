@@ -291,9 +291,17 @@ mod eviction {
         keys.filter(|i| s.expiry(format!("k{i}").as_bytes(), now).is_some()).count()
     }
 
+    /// Sets the limit to what is used now. Until it holds: a new limit
+    /// resizes `allkeys-tinylfu`'s sketch, which counts against it.
+    fn limit_to_used(s: &Store, policy: EvictionPolicy) {
+        while s.memory().limit() != s.memory().used() {
+            s.configure_memory(s.memory().used(), policy);
+        }
+    }
+
     /// Lowers the limit to what is used now, then writes `n` new keys.
     fn squeeze(s: &Store, policy: EvictionPolicy, n: u32, now: u64) {
-        s.configure_memory(s.memory().used(), policy);
+        limit_to_used(s, policy);
         for i in 0..n {
             assert!(s.set(format!("new{i}").as_bytes(), &[7; 50], None, SetCondition::Always, now).unwrap().outcome);
             assert!(s.memory().used() <= s.memory().limit(), "over the limit after write {i}");
@@ -439,13 +447,56 @@ mod eviction {
     fn tinylfu_reading(samples: usize, hot: std::ops::Range<u32>) -> Store {
         let policy = EvictionPolicy::AllKeysTinyLfu;
         let s = filled_drawing(300, policy, false, samples);
-        s.configure_memory(s.memory().used(), policy);
+        limit_to_used(&s, policy);
         for _ in 0..5 {
             for i in hot.clone() {
                 s.get(format!("k{i}").as_bytes(), T0);
             }
         }
         s
+    }
+
+    /// With fading on (which the store's small simulations turn on when
+    /// the hot keys move: see `fade.rs`), keys idle for many epochs rank
+    /// below keys read lately, for victims and for admission; with it off
+    /// their counts stand whole.
+    #[test]
+    fn tinylfu_fading_lets_idle_hot_keys_go() {
+        for fading in [false, true] {
+            for samples in BOTH_PATHS {
+                let s = tinylfu_with_hot_keys(samples);
+                if let Some(t) = s.tinylfu.load().as_ref() {
+                    t.fade.set_fading(fading);
+                }
+                // 5,000 requests for other keys: ten epochs (the sketch is
+                // sized for its 4,096-key minimum, an epoch is 512 requests).
+                for i in 0..5_000 {
+                    s.get(format!("other{i}").as_bytes(), T0 + SEC);
+                }
+                for _ in 0..2 {
+                    for i in 150..300 {
+                        s.get(format!("k{i}").as_bytes(), T0 + SEC);
+                    }
+                }
+                for i in 0..100 {
+                    let key = format!("new{i}");
+                    for _ in 0..3 {
+                        s.get(key.as_bytes(), T0 + SEC);
+                    }
+                    assert!(s.set(key.as_bytes(), &[7; 50], None, SetCondition::Always, T0 + SEC).unwrap().outcome);
+                    assert!(s.memory().used() <= s.memory().limit());
+                }
+                let (idle_hot, recent) = (present(&s, 0..150, T0), present(&s, 150..300, T0));
+                let why = format!("fading {fading}, {samples} draws: {idle_hot} idle hot keys, {recent} recent ones");
+                // As in the test above, a shard near its end may refuse a few.
+                assert!(present_new(&s, 100) >= 80, "{why}");
+                if fading {
+                    assert!(idle_hot <= 60 && recent >= 140, "{why}");
+                } else {
+                    assert!(idle_hot >= 140 && recent <= 75, "{why}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -505,6 +556,19 @@ mod eviction {
         }
     }
 
+    /// Keys written and never read are admitted over keys never read
+    /// either: a cache filled by writes alone keeps taking new keys.
+    #[test]
+    fn tinylfu_takes_new_keys_under_writes_alone() {
+        for samples in BOTH_PATHS {
+            let policy = EvictionPolicy::AllKeysTinyLfu;
+            let s = filled_drawing(300, policy, false, samples);
+            limit_to_used(&s, policy);
+            squeeze(&s, policy, 100, T0 + SEC);
+            assert_eq!(present_new(&s, 100), 100, "{samples} draws");
+        }
+    }
+
     /// Admission keeps out new keys only: an update of a stored key lands
     /// even when the sketch rates it below every victim.
     #[test]
@@ -519,7 +583,7 @@ mod eviction {
                 s.get(b"k299", T0);
             }
             // The update may have evicted a key; full again.
-            s.configure_memory(s.memory().used(), policy);
+            limit_to_used(&s, policy);
             let evicted = s.memory().evicted();
             assert!(s.set(b"fresh", &[8; 50], None, SetCondition::Always, T0).unwrap().outcome);
             assert!(s.peek(b"fresh", T0).is_none(), "a key never asked for is kept out ({samples} draws)");
