@@ -512,11 +512,12 @@ impl Memory {
         self.note_peak();
     }
 
+    /// Adds a change in the policy's tables. Saturating: a change from
+    /// tables a policy change has just replaced must not wrap the count.
     pub(super) fn add_policy_bytes(&self, delta: i64) {
-        match u64::try_from(delta) {
-            Ok(grown) => self.policy_bytes.fetch_add(grown, Relaxed),
-            Err(_) => self.policy_bytes.fetch_sub(delta.unsigned_abs(), Relaxed),
-        };
+        if delta != 0 {
+            let _ = self.policy_bytes.fetch_update(Relaxed, Relaxed, |b| Some(b.saturating_add_signed(delta)));
+        }
     }
 
     /// What counts against the limit now: keys, buffers, the policy's
@@ -600,6 +601,17 @@ mod tests {
             s.increment(1_000_000 + i);
         }
         assert!(s.estimate(42) <= 3, "halved: {}", s.estimate(42));
+    }
+
+    #[test]
+    fn policy_bytes_count_in_used_and_never_wrap() {
+        let m = Memory::default();
+        m.set_policy_bytes(1000);
+        m.add_policy_bytes(24);
+        assert_eq!((m.used(), m.external()), (1024, 1024));
+        m.set_policy_bytes(0);
+        m.add_policy_bytes(-24);
+        assert_eq!(m.used(), 0, "a late shrink of replaced tables saturates");
     }
 
     #[test]

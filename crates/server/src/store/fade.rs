@@ -108,7 +108,15 @@ impl Fade {
     /// cache misses, and would starve whenever the main cache ranks
     /// differently. Tables do not grow here (that would pass the limit
     /// with no write to evict): a full table makes room first.
-    pub fn read(&self, sketch: &FrequencySketch, hash: u64, found: impl FnOnce() -> Option<u64>, room: u64) {
+    /// `room` gives the bytes the limit leaves for keys; both run only for
+    /// a sampled key.
+    pub fn read(
+        &self,
+        sketch: &FrequencySketch,
+        hash: u64,
+        found: impl FnOnce() -> Option<u64>,
+        room: impl FnOnce() -> u64,
+    ) {
         if !sampled(hash) {
             return;
         }
@@ -116,7 +124,7 @@ impl Fade {
         let c = &mut *guard;
         let epoch = sketch.epoch();
         let found = found();
-        let room = room / SAMPLE;
+        let room = room() / SAMPLE;
         for cache in [&mut c.plain, &mut c.faded] {
             if !cache.read(hash, epoch)
                 && let Some(bytes) = found
@@ -301,7 +309,7 @@ mod tests {
             let hash = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 6;
             assert!(sampled(hash));
             self.sketch.increment(hash);
-            self.fade.read(&self.sketch, hash, || None, self.room);
+            self.fade.read(&self.sketch, hash, || None, || self.room);
             self.fade.write(&self.sketch, hash, 100, self.room);
         }
     }
@@ -353,9 +361,9 @@ mod tests {
         for hash in [missed, held] {
             d.sketch.increment(hash);
         }
-        d.fade.read(&d.sketch, missed, || None, d.room);
+        d.fade.read(&d.sketch, missed, || None, || d.room);
         assert_eq!(holds(missed), (false, false, bytes), "a miss waits for its write");
-        d.fade.read(&d.sketch, held, || Some(100), d.room);
+        d.fade.read(&d.sketch, held, || Some(100), || d.room);
         assert_eq!(holds(held), (true, true, bytes), "a key the main cache holds is taken in");
         let c = d.fade.caches.lock().unwrap();
         assert_eq!(c.plain.table_bytes() + c.faded.table_bytes(), bytes, "in the tables there were");

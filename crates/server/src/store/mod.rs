@@ -363,7 +363,8 @@ impl Store {
             if let Some(t) = tinylfu.as_ref() {
                 t.sketch.increment(hash);
                 let footprint = || found.as_ref().map(memory::footprint);
-                t.fade.read(&t.sketch, hash, footprint, self.memory.limit().saturating_sub(self.memory.external()));
+                let room = || self.memory.limit().saturating_sub(self.memory.external());
+                t.fade.read(&t.sketch, hash, footprint, room);
             }
         }
         found
