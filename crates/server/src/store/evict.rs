@@ -327,7 +327,7 @@ impl FrequencySketch {
     }
 
     /// The request clock: epochs of requests counted, modulo 256 (an epoch
-    /// is an [`EPOCHS_PER_KEYS`]th of the keys the sketch is sized for,
+    /// is an eighth of the keys the sketch is sized for,
     /// rounded down to a power of two). Read on every GET, so one load.
     pub fn epoch(&self) -> u8 {
         self.epoch.load(Relaxed)
