@@ -269,6 +269,8 @@ mod eviction {
     const ACROSS_SHARDS: usize = 64;
     const IN_SHARD: usize = 8;
     const BOTH_PATHS: [usize; 2] = [ACROSS_SHARDS, IN_SHARD];
+    /// A limit no test here reaches.
+    const ROOMY: u64 = 64 << 20;
 
     fn filled(n: u32, policy: EvictionPolicy, with_ttls: bool) -> Store {
         filled_drawing(n, policy, with_ttls, ACROSS_SHARDS)
@@ -277,7 +279,9 @@ mod eviction {
     fn filled_drawing(n: u32, policy: EvictionPolicy, with_ttls: bool, samples: usize) -> Store {
         // Two large shards, so each can choose its own victims.
         let s = Store::new(if samples == IN_SHARD { 2 } else { 8 });
-        s.configure_memory(u64::MAX / 2, policy);
+        // A limit far above what these tests store, but not so far that
+        // `allkeys-tinylfu` sizes its sketch for 2^28 keys (512 MB).
+        s.configure_memory(ROOMY, policy);
         s.memory().set_samples(samples);
         for i in 0..n {
             let ttl = (with_ttls && i % 2 == 0).then(|| Duration::from_secs(1000 + u64::from(i)));
@@ -359,7 +363,7 @@ mod eviction {
             squeeze(&s, EvictionPolicy::AllKeysLru, 2, T0 + 120 * SEC);
             let rewritten: Vec<u32> = (200..300).filter(|i| present(&s, *i..*i + 1, T0) == 1).collect();
             // Without a limit for the rewrites, which would evict each other.
-            s.configure_memory(u64::MAX / 2, EvictionPolicy::AllKeysLru);
+            s.configure_memory(ROOMY, EvictionPolicy::AllKeysLru);
             for i in &rewritten {
                 let key = format!("k{i}");
                 assert!(s.set(key.as_bytes(), &[8; 50], None, SetCondition::Always, T0 + 130 * SEC).unwrap().outcome);
