@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use cryptomem_client::value_crypto::{Keyring, ValueKey};
 use cryptomem_server::persist::{FsyncPolicy, PersistConfig, Persistence};
-use cryptomem_server::store::{Change, Clock, Journal, SetCondition as StoreCondition, Store};
+use cryptomem_server::store::{Change, Clock, EvictionPolicy, Journal, SetCondition as StoreCondition, Store};
 use cryptomem_wire::protocol::{Limits, Request, SetCondition, decode_request, encode_request};
 use cryptomem_wire::secure::noise::{self, Initiator, responder_read_message};
 use cryptomem_wire::secure::{RecordOpener, RecordSealer};
@@ -156,6 +156,35 @@ fn store(c: &mut Criterion) {
     group.finish();
 }
 
+/// SET of a key not stored, at a 32 MiB limit: every write evicts (or, under
+/// `allkeys-tinylfu`, may be refused). Half the requests are GETs first, as
+/// a cache-aside client sends them, so the sketch has counts to rank by.
+fn store_at_limit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("store at limit");
+    let limit = 32 << 20;
+    for policy in [EvictionPolicy::AllKeysLru, EvictionPolicy::AllKeysTinyLfu] {
+        let store = Store::new(cryptomem_server::store::shards_for_limit(limit, 1));
+        store.configure_memory(limit, policy);
+        let value = vec![0u8; 133];
+        let names: Vec<Bytes> =
+            (0..1u64 << 20).map(|i| Bytes::from(format!("key:{}", (i * 7919) % 1_000_000))).collect();
+        let mut i = 0;
+        let mut request = |store: &Store| {
+            i = (i + 1) % names.len();
+            if i % 2 == 0 && store.get(&names[i], 0).is_some() {
+                return;
+            }
+            black_box(store.set(&names[i], &value, None, StoreCondition::Always, 0).unwrap().outcome);
+        };
+        // Full before timing.
+        for _ in 0..names.len() {
+            request(&store);
+        }
+        group.bench_function(policy.name(), |b| b.iter(|| request(&store)));
+    }
+    group.finish();
+}
+
 fn values(c: &mut Criterion) {
     let ring = Keyring::new(ValueKey::from_bytes([3; 32]));
     let plain = vec![5u8; 100];
@@ -177,5 +206,5 @@ fn placement(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, records, large_values, codec, store, values, placement);
+criterion_group!(benches, records, large_values, codec, store, store_at_limit, values, placement);
 criterion_main!(benches);
