@@ -46,8 +46,8 @@
 //! the memory limit as they grow.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Mutex, TryLockError};
 
 use super::evict::FrequencySketch;
 
@@ -73,10 +73,28 @@ fn sampled(hash: u64) -> bool {
 }
 
 /// The two small caches and the ranking the main cache uses now.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Fade {
     caches: Mutex<Caches>,
     fading: AtomicBool,
+}
+
+impl std::fmt::Debug for Fade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the tables: thousands of entries.
+        f.debug_struct("Fade").field("fading", &self.fading()).finish_non_exhaustive()
+    }
+}
+
+/// The small caches, unless another thread holds them (the sample is then
+/// skipped, so no read waits). A panic while they were held leaves them
+/// usable: they are an estimate either way.
+fn try_hold(caches: &Mutex<Caches>) -> Option<std::sync::MutexGuard<'_, Caches>> {
+    match caches.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
 }
 
 #[derive(Debug)]
@@ -120,7 +138,7 @@ impl Fade {
         if !sampled(hash) {
             return;
         }
-        let Ok(mut guard) = self.caches.try_lock() else { return };
+        let Some(mut guard) = try_hold(&self.caches) else { return };
         let c = &mut *guard;
         let epoch = sketch.epoch();
         let found = found();
@@ -150,7 +168,7 @@ impl Fade {
         if !sampled(hash) {
             return 0;
         }
-        let Ok(mut c) = self.caches.try_lock() else { return 0 };
+        let Some(mut c) = try_hold(&self.caches) else { return 0 };
         let room = room / SAMPLE;
         let epoch = sketch.epoch();
         c.plain.write(sketch, hash, bytes, room, epoch, true);
