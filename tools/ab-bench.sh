@@ -6,6 +6,7 @@
 #
 # Usage: tools/ab-bench.sh A_CHECKOUT B_CHECKOUT
 #   ROUNDS=5 TEST=set PIPELINE=16 CLIENTS=50 REQUESTS=300000 KEYSPACE=100000
+#   SIZE=100 (value bytes before sealing)
 #   A_ARGS / B_ARGS: extra `serve` flags per side, so one checkout can be
 #   compared with itself under two settings, e.g. throughput at a memory
 #   limit: A_ARGS= B_ARGS="--maxmemory 8MiB --maxmemory-policy allkeys-lru"
@@ -13,7 +14,7 @@
 set -euo pipefail
 [ $# -eq 2 ] || { echo "usage: $0 A_CHECKOUT B_CHECKOUT" >&2; exit 2; }
 ROUNDS=${ROUNDS:-5}; TEST=${TEST:-set}; PIPELINE=${PIPELINE:-16}; CLIENTS=${CLIENTS:-50}; REQUESTS=${REQUESTS:-300000}
-KEYSPACE=${KEYSPACE:-100000}
+KEYSPACE=${KEYSPACE:-100000}; SIZE=${SIZE:-100}
 ticks=$(getconf CLK_TCK)
 
 run() { # prints "ops_per_sec server_ns_per_request"
@@ -26,7 +27,7 @@ run() { # prints "ops_per_sec server_ns_per_request"
   sleep 0.5
   t0=$(awk '{print $14+$15}' "/proc/$pid/stat")
   out=$("$root/target/release/cryptomem-tool" bench --credentials "$dir/data/credentials.toml" \
-    -c "$CLIENTS" -P "$PIPELINE" -n "$REQUESTS" -r "$KEYSPACE" -t "$TEST" --json 2>/dev/null)
+    -c "$CLIENTS" -P "$PIPELINE" -n "$REQUESTS" -r "$KEYSPACE" -d "$SIZE" -t "$TEST" --json 2>/dev/null)
   t1=$(awk '{print $14+$15}' "/proc/$pid/stat")
   kill "$pid"; wait "$pid" 2>/dev/null || true; rm -rf "$dir"
   local ops

@@ -192,21 +192,33 @@ async fn write_loop(mut rx: mpsc::Receiver<Pending>, mut writer: Writer, waiters
     let mut plain = Vec::new();
     let mut replies = Vec::new();
     while let Some(first) = rx.recv().await {
-        plain.clear();
-        plain.extend_from_slice(&first.frame);
         replies.push(first.reply);
-        while plain.len() < BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(p) => {
-                    plain.extend_from_slice(&p.frame);
-                    replies.push(p.reply);
+        let second = if first.frame.len() < BATCH_BYTES { rx.try_recv().ok() } else { None };
+        let batch: &[u8] = match second {
+            // Alone (nothing else waiting, or a batch's worth by itself): sent
+            // from its own buffer. Copying it into the batch first was 8% of
+            // the client's CPU on 1 MiB SETs.
+            None => &first.frame,
+            Some(second) => {
+                plain.clear();
+                plain.extend_from_slice(&first.frame);
+                plain.extend_from_slice(&second.frame);
+                replies.push(second.reply);
+                while plain.len() < BATCH_BYTES {
+                    match rx.try_recv() {
+                        Ok(p) => {
+                            plain.extend_from_slice(&p.frame);
+                            replies.push(p.reply);
+                        }
+                        Err(_) => break,
+                    }
                 }
-                Err(_) => break,
+                &plain
             }
-        }
+        };
         // Registered before the bytes leave, so no response can beat its waiter.
         lock(&waiters).extend(replies.drain(..));
-        if let Err(e) = writer.send(&plain).await {
+        if let Err(e) = writer.send(batch).await {
             return e.to_string();
         }
         if plain.capacity() > 4 * BATCH_BYTES {

@@ -286,11 +286,7 @@ impl Client {
     pub async fn request(&self, request: &Request) -> Result<Response> {
         let mut frame = Vec::new();
         encode_request(request, &mut frame).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        let response = self.round_trip(frame, Reply::One).await?;
-        if let Some((code, message)) = response.error_parts() {
-            return Err(Error::Server { code, message });
-        }
-        Ok(response)
+        checked(self.round_trip(frame, Reply::One).await?)
     }
 
     /// Starts a [`Pipeline`]: commands queued on it go out in one write and
@@ -378,9 +374,32 @@ impl Client {
     /// # Errors
     /// [`Error::NoValueKey`]; any other [`Error`].
     pub async fn set_with(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>, options: SetOptions) -> Result<bool> {
-        let key = key.as_ref();
-        let sealed = self.keyring()?.seal(key, value.as_ref())?;
-        self.set_raw_with(key, sealed, options).await
+        let mut frame = Vec::new();
+        self.encode_sealed_set(key.as_ref(), value.as_ref(), options, &mut frame)?;
+        let response = checked(self.round_trip(frame, Reply::One).await?)?;
+        Ok(response.status == Status::Ok)
+    }
+
+    /// Appends a SET of `value` sealed for `key` to `out`, the value sealed
+    /// straight into the frame (see [`Keyring::seal_into`]). On an error
+    /// `out` is as it was.
+    pub(crate) fn encode_sealed_set(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        options: SetOptions,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let keyring = self.keyring()?;
+        let start = out.len();
+        let sealed_len = value_crypto::SEALED_OVERHEAD + value.len();
+        protocol::encode_set_head(&self.wire_key(key), sealed_len, options.ttl, options.condition, out)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        if let Err(e) = keyring.seal_into(key, value, out) {
+            out.truncate(start);
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// Reads the stored bytes without opening them.
@@ -599,5 +618,13 @@ impl Client {
 
     async fn found(&self, request: Request) -> Result<bool> {
         Ok(self.request(&request).await?.status == Status::Ok)
+    }
+}
+
+/// A response, or the server's error it carries.
+fn checked(response: Response) -> Result<Response> {
+    match response.error_parts() {
+        Some((code, message)) => Err(Error::Server { code, message }),
+        None => Ok(response),
     }
 }

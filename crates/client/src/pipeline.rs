@@ -99,9 +99,9 @@ impl<'a> Pipeline<'a> {
         value: impl AsRef<[u8]>,
         options: SetOptions,
     ) -> Result<&mut Self> {
-        let key = key.as_ref();
-        let sealed = self.client.keyring()?.seal(key, value.as_ref())?;
-        self.set_raw_with(key, sealed, options)
+        self.client.encode_sealed_set(key.as_ref(), value.as_ref(), options, &mut self.frame)?;
+        self.expect.push(Expect::Written);
+        Ok(self)
     }
 
     /// Queues a SET of bytes as given, without sealing.

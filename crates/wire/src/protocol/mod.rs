@@ -170,7 +170,7 @@
 mod request;
 mod response;
 
-pub use request::{Decoded, Request, SetCondition, decode_request, encode_request};
+pub use request::{Decoded, Request, SetCondition, decode_request, encode_request, encode_set_head};
 
 #[cfg(test)]
 mod table_tests {

@@ -207,9 +207,7 @@ impl Request {
             Self::Ping { .. } => commands::PING,
             Self::Auth { .. } => commands::AUTH,
             Self::Get { .. } => commands::GET,
-            Self::Set { condition: SetCondition::Always, .. } => commands::SET,
-            Self::Set { condition: SetCondition::IfAbsent, .. } => commands::SETNX,
-            Self::Set { condition: SetCondition::IfPresent, .. } => commands::SETXX,
+            Self::Set { condition, .. } => set_command(*condition),
             Self::Delete { .. } => commands::DELETE,
             Self::Exists { .. } => commands::EXISTS,
             Self::Expire { .. } => commands::EXPIRE,
@@ -621,15 +619,49 @@ fn len_u32(len: usize, what: &'static str) -> Result<u32, FrameError> {
 }
 
 fn write_frame(out: &mut Vec<u8>, code: u8, key: &[u8], value: &[u8], ttl_ns: i64) -> Result<(), FrameError> {
+    write_head(out, code, key, value.len(), ttl_ns)?;
+    out.extend_from_slice(value);
+    Ok(())
+}
+
+/// A frame up to its value, with room reserved for the value.
+fn write_head(out: &mut Vec<u8>, code: u8, key: &[u8], value_len: usize, ttl_ns: i64) -> Result<(), FrameError> {
     let key_len = len_u16(key.len())?;
-    let val_len = len_u32(value.len(), "value")?;
-    out.reserve(REQUEST_HEADER_LEN + key.len() + value.len());
+    let val_len = len_u32(value_len, "value")?;
+    out.reserve(REQUEST_HEADER_LEN + key.len() + value_len);
     out.extend_from_slice(&MAGIC);
     out.push(code);
     out.extend_from_slice(&key_len.to_be_bytes());
     out.extend_from_slice(&val_len.to_be_bytes());
     out.extend_from_slice(&ttl_ns.to_be_bytes());
     out.extend_from_slice(key);
-    out.extend_from_slice(value);
     Ok(())
+}
+
+/// The command a SET with `condition` is sent as.
+fn set_command(condition: SetCondition) -> Command {
+    match condition {
+        SetCondition::Always => commands::SET,
+        SetCondition::IfAbsent => commands::SETNX,
+        SetCondition::IfPresent => commands::SETXX,
+    }
+}
+
+/// Writes a SET request (SET, SETNX or SETXX per `condition`) up to its
+/// value: the caller appends exactly `value_len` value bytes to `out`, as
+/// [`encode_request`] would have. A client that seals the value straight
+/// into the frame this way copies it once fewer than one that seals it into
+/// a buffer of its own and encodes a [`Request::Set`].
+///
+/// # Errors
+/// [`FrameError`] for a key or value too long for the frame's fields.
+pub fn encode_set_head(
+    key: &[u8],
+    value_len: usize,
+    ttl: Option<Duration>,
+    condition: SetCondition,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError> {
+    let ttl_ns = ttl.map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX).max(1));
+    write_head(out, set_command(condition).code, key, value_len, ttl_ns)
 }

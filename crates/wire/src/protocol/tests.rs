@@ -183,3 +183,20 @@ fn auth_tokens_are_not_printed() {
     let r = Request::Auth { token: Bytes::from_static(b"cmt_secret") };
     assert!(!format!("{r:?}").contains("secret"));
 }
+
+proptest! {
+    /// A SET written head first, then its value, is the frame
+    /// `encode_request` writes for it.
+    #[test]
+    fn a_set_head_and_its_value_make_the_set_frame(
+        key in key(), value in value(), ttl in ttl(),
+        condition in prop_oneof![Just(SetCondition::Always), Just(SetCondition::IfAbsent), Just(SetCondition::IfPresent)],
+    ) {
+        let mut whole = Vec::new();
+        encode_request(&Request::Set { key: key.clone(), value: value.clone(), ttl, condition }, &mut whole).unwrap();
+        let mut split = vec![7u8; 3];
+        encode_set_head(&key, value.len(), ttl, condition, &mut split).unwrap();
+        split.extend_from_slice(&value);
+        prop_assert_eq!(&split[3..], &whole[..], "appended after what was there");
+    }
+}
