@@ -48,6 +48,7 @@ mod nonce;
 use std::fmt;
 use std::path::Path;
 
+use aes_gcm::aead::inout::InOutBuf;
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use sha2::{Digest, Sha256};
@@ -330,9 +331,14 @@ impl Keyring {
         let body_end = sealed.len() - TAG_LEN;
         let mut tag = [0u8; TAG_LEN];
         tag.copy_from_slice(&sealed[body_end..]);
-        let mut plaintext = sealed[SEALED_HEADER_LEN..body_end].to_vec();
+        // Decrypted from the sealed bytes into the new buffer, not copied
+        // there first and decrypted in place: one pass over a large value
+        // fewer.
+        let body = &sealed[SEALED_HEADER_LEN..body_end];
+        let mut plaintext = vec![0u8; body.len()];
+        let buffer = InOutBuf::new(body, &mut plaintext).map_err(|_| ValueCryptoError::Truncated(sealed.len()))?;
         with_associated_data(&sealed[..5], key_name, |aad| {
-            key.cipher.decrypt_inout_detached(&Nonce::from(nonce), aad, plaintext.as_mut_slice().into(), &tag.into())
+            key.cipher.decrypt_inout_detached(&Nonce::from(nonce), aad, buffer, &tag.into())
         })
         .map_err(|_| ValueCryptoError::Authentication)?;
         Ok(plaintext)
