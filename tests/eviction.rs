@@ -113,6 +113,11 @@ async fn under_write_load_used_memory_stays_at_or_under_the_limit() {
     let info = client.info().await.unwrap();
     assert!(info_field(&info, "evicted_keys").parse::<u64>().unwrap() > 1000);
     assert_eq!(info_field(&info, "maxmemory_policy"), "allkeys-tinylfu");
+    // Writes alone give the small simulations no reads to compare.
+    assert_eq!(info_field(&info, "tinylfu_ranking"), "counts");
+    client.config_set("maxmemory-policy", "allkeys-lru").await.unwrap();
+    let info = client.info().await.unwrap();
+    assert!(!info.contains("tinylfu_ranking"), "only under allkeys-tinylfu: {info}");
     server.stop().await;
 }
 

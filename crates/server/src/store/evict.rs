@@ -374,11 +374,6 @@ impl TinyLfu {
         Self { sketch: FrequencySketch::new(keys), fade: Fade::default() }
     }
 
-    /// The sketch.
-    pub fn sketch(&self) -> &FrequencySketch {
-        &self.sketch
-    }
-
     /// Bytes it holds: the sketch and the fading's small caches.
     pub fn bytes(&self) -> u64 {
         self.sketch.bytes() + self.fade.bytes()
@@ -449,8 +444,8 @@ pub struct Memory {
     pub(super) data: AtomicU64,
     /// Footprints of writes between their check and their insert.
     pub(super) reserved: AtomicU64,
-    /// Memory outside the keyspace the limit also covers (connection and
-    /// log buffers, the sketch), as the server last reported it.
+    /// Memory outside the keyspace the limit also covers (request
+    /// buffers), as the server last reported it.
     external: AtomicU64,
     /// The policy's own tables (`allkeys-tinylfu`'s sketch and small caches).
     policy_bytes: AtomicU64,

@@ -38,7 +38,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 pub use cryptomem_util::clock::{Clock, deadline, duration_ms_ceil};
-pub use evict::{EvictionPolicy, FrequencySketch, Memory, TinyLfu, UnknownPolicy};
+pub use evict::{EvictionPolicy, FrequencySketch, Memory, UnknownPolicy};
 pub use item::Item;
 pub use memory::{alloc_size, footprint, footprint_of};
 pub use scan::{KeyScan, Page, PageLimits};
@@ -46,7 +46,7 @@ use shard::Shard;
 pub use trie::Trie;
 
 use arc_swap::ArcSwapOption;
-use evict::{Candidate, accessed, fresh};
+use evict::{Candidate, TinyLfu, accessed, fresh};
 use item::access_tick;
 
 /// When [`Store::set`] writes.
@@ -404,19 +404,14 @@ impl Store {
         let footprint = memory::footprint_of(key.len(), value.len(), ttl.is_some());
         let access = match self.tinylfu.load().as_ref() {
             Some(t) => {
+                // Before the check below: a small cache's table may grow.
                 let room = limit.saturating_sub(self.memory.external());
-                let grown = t.fade.write(&t.sketch, hash, footprint, room);
-                self.memory.add_policy_bytes(grown);
-                // A small cache's table grew (rare: it doubles): room for
-                // that first, since this write may be refused admission.
-                if grown > 0 && limit > 0 && self.memory.used() > limit {
-                    self.make_room(limit, now_ms, |_| true)?;
-                }
+                self.memory.add_policy_bytes(t.fade.write(&t.sketch, hash, footprint, room));
                 t.access_word(access_tick(now_ms))
             }
             None => fresh(access_tick(now_ms)),
         };
-        let _reservation = self.reserve(limit, footprint)?;
+        let reservation = self.reserve(limit, footprint)?;
         let evict_here = limit > 0 && self.memory.used() > limit;
         // Built before the lock: the copy and allocation need not hold writers up.
         let item = Item::with_access(key, value, expires_at_ms, access);
@@ -429,9 +424,9 @@ impl Store {
             if evict_here {
                 match self.evict_in_shard(w, hash, key, condition, now_ms, limit, &mut evicted) {
                     Ok(InShard::Room) => {}
-                    Ok(InShard::Refused) => return (Ok(Ok(Written::unchanged(true))), evicted),
+                    Ok(InShard::Refused) => return (Ok(Err(None)), evicted),
                     // Handed back unused, for the way across shards.
-                    Ok(InShard::NoVictim) => return (Ok(Err(item)), evicted),
+                    Ok(InShard::NoVictim) => return (Ok(Err(Some(item))), evicted),
                     Err(e) => return (Err(e), evicted),
                 }
             }
@@ -439,12 +434,13 @@ impl Store {
             (result.map(Ok), changed || evicted)
         })? {
             Ok(written) => return Ok(written),
-            Err(item) => item,
+            Err(None) => return self.refused(reservation, limit, now_ms),
+            Err(Some(item)) => item,
         };
         // This shard is too small a sample: draw from all of them.
         let new_key = || condition != SetCondition::IfPresent && shard.get(hash, key, now_ms).is_none();
         if !self.make_room_admitting(limit, hash, new_key, now_ms)? {
-            return Ok(Written::unchanged(true));
+            return self.refused(reservation, limit, now_ms);
         }
         shard.write(|w| {
             if !allowed(w, hash, key, condition, now_ms) {
@@ -452,6 +448,25 @@ impl Store {
             }
             self.put_recorded(w, hash, change, item)
         })
+    }
+
+    /// Answers a write `allkeys-tinylfu` kept out: done, with nothing
+    /// stored. Admission was checked at the first victim, before what the
+    /// limit also counts grew (request buffers, the policy's own tables)
+    /// was made room for, so that room is made now, once the refused
+    /// write's reservation is let go: no write is acknowledged over the
+    /// limit, refused or not.
+    fn refused(
+        &self,
+        reservation: Option<Reservation<'_>>,
+        limit: u64,
+        now_ms: u64,
+    ) -> Result<Written<bool>, StoreError> {
+        drop(reservation);
+        if limit > 0 && self.memory.used() > limit {
+            self.make_room(limit, now_ms, |_| true)?;
+        }
+        Ok(Written::unchanged(true))
     }
 
     /// Reserves a write's `need` bytes against `limit` (none without a

@@ -596,6 +596,22 @@ mod eviction {
         }
     }
 
+    /// What the limit counts besides the keys can grow between writes
+    /// (request buffers, the policy's own tables); a write kept out still
+    /// leaves the store at or under the limit when it is answered.
+    #[test]
+    fn tinylfu_makes_room_for_outside_growth_even_when_refusing() {
+        for samples in BOTH_PATHS {
+            let s = tinylfu_reading(samples, 0..300);
+            s.memory().set_external(500);
+            assert!(s.memory().used() > s.memory().limit());
+            assert!(s.set(b"fresh", &[8; 50], None, SetCondition::Always, T0).unwrap().outcome);
+            assert!(s.peek(b"fresh", T0).is_none(), "a key never asked for is kept out ({samples} draws)");
+            assert!(s.memory().used() <= s.memory().limit(), "{} > {}", s.memory().used(), s.memory().limit());
+            assert!(present(&s, 0..300, T0) < 300, "room was made by evicting");
+        }
+    }
+
     #[test]
     fn a_value_larger_than_the_limit_is_refused_without_evicting() {
         let s = filled(20, EvictionPolicy::AllKeysLru, false);
