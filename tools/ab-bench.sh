@@ -7,6 +7,8 @@
 # Usage: tools/ab-bench.sh A_CHECKOUT B_CHECKOUT
 #   ROUNDS=5 TEST=set PIPELINE=16 CLIENTS=50 REQUESTS=300000 KEYSPACE=100000
 #   SIZE=100 (value bytes before sealing)
+#   WARMUP=0: requests of the same test sent first and not measured (a
+#   store filled to its memory limit, so that every measured SET evicts)
 #   A_ARGS / B_ARGS: extra `serve` flags per side, so one checkout can be
 #   compared with itself under two settings, e.g. throughput at a memory
 #   limit: A_ARGS= B_ARGS="--maxmemory 8MiB --maxmemory-policy allkeys-lru"
@@ -14,7 +16,7 @@
 set -euo pipefail
 [ $# -eq 2 ] || { echo "usage: $0 A_CHECKOUT B_CHECKOUT" >&2; exit 2; }
 ROUNDS=${ROUNDS:-5}; TEST=${TEST:-set}; PIPELINE=${PIPELINE:-16}; CLIENTS=${CLIENTS:-50}; REQUESTS=${REQUESTS:-300000}
-KEYSPACE=${KEYSPACE:-100000}; SIZE=${SIZE:-100}
+KEYSPACE=${KEYSPACE:-100000}; SIZE=${SIZE:-100}; WARMUP=${WARMUP:-0}
 ticks=$(getconf CLK_TCK)
 
 run() { # prints "ops_per_sec server_ns_per_request"
@@ -25,6 +27,10 @@ run() { # prints "ops_per_sec server_ns_per_request"
   pid=$!
   for _ in $(seq 100); do [ -f "$dir/data/credentials.toml" ] && break; sleep 0.1; done
   sleep 0.5
+  if [ "$WARMUP" -gt 0 ]; then
+    "$root/target/release/cryptomem-tool" bench --credentials "$dir/data/credentials.toml" \
+      -c "$CLIENTS" -P "$PIPELINE" -n "$WARMUP" -r "$KEYSPACE" -d "$SIZE" -t "$TEST" >/dev/null 2>&1
+  fi
   t0=$(awk '{print $14+$15}' "/proc/$pid/stat")
   out=$("$root/target/release/cryptomem-tool" bench --credentials "$dir/data/credentials.toml" \
     -c "$CLIENTS" -P "$PIPELINE" -n "$REQUESTS" -r "$KEYSPACE" -d "$SIZE" -t "$TEST" --json 2>/dev/null)

@@ -79,6 +79,11 @@ pub struct Args {
     /// Requests per simulated millisecond.
     #[arg(long, requires = "simulate", default_value_t = 300)]
     rate: u64,
+    /// Write the trace to this file (each key number as 4 bytes,
+    /// little-endian) and replay nothing: for offline analysis such as
+    /// `tools/trace-bounds.py`.
+    #[arg(long, value_name = "FILE")]
+    write_trace: Option<std::path::PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -182,6 +187,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         seed: args.seed,
     };
     let trace = Arc::new(trace::generate(&spec));
+    if let Some(path) = &args.write_trace {
+        let bytes: Vec<u8> = trace.iter().flat_map(|k| k.to_le_bytes()).collect();
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let outcome = match args.simulate {
         Some(limit) => simulated(args, &trace, limit)?,
         None => {

@@ -131,3 +131,20 @@ async fn bench_loads_a_cluster_of_three_through_the_sharded_client() {
     }
     assert_eq!(total, 3000);
 }
+
+#[tokio::test]
+async fn replay_writes_its_trace_as_little_endian_key_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("scan.bin");
+    let args =
+        ["replay", "--trace", "scan", "--keys", "1000", "-n", "5000", "--scan-len", "100", "--scan-period", "1000"];
+    let mut args: Vec<String> = args.iter().map(|s| (*s).to_string()).collect();
+    args.extend(["--write-trace".to_string(), path.display().to_string()]);
+    tool(args).await;
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes.len(), 5000 * 4, "one 4-byte key number per request");
+    let keys: Vec<u32> = bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert!(keys.iter().all(|&k| k < 1000), "key numbers within --keys");
+    // The first period ends with a scan of keys 0..100 in order.
+    assert_eq!(keys[900..1000], (0..100).collect::<Vec<u32>>()[..]);
+}
