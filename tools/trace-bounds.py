@@ -27,6 +27,8 @@ from collections import OrderedDict
 
 def load(path):
     keys = array.array("I")
+    if keys.itemsize != 4:
+        sys.exit("this Python's array('I') is not 4 bytes wide")
     with open(path, "rb") as f:
         keys.frombytes(f.read())
     if sys.byteorder != "little":

@@ -148,3 +148,22 @@ async fn replay_writes_its_trace_as_little_endian_key_numbers() {
     // The first period ends with a scan of keys 0..100 in order.
     assert_eq!(keys[900..1000], (0..100).collect::<Vec<u32>>()[..]);
 }
+
+/// `tools/trace-bounds.py` (run with the `python3` CI installs for the
+/// Python client's tests) on a trace small enough to work out by hand: two
+/// keys held, requests 1 2 1 2 3 1. Exact LRU hits the second 1 and 2, then
+/// 3 pushes 1 out (2 hits). The perfect-count LFU keeps 3 (asked for once)
+/// out, since 1 and 2 were asked for twice, and hits the last 1 too (3).
+/// Belady evicts 2 (never asked for again) for 3 and hits the last 1 (3).
+#[test]
+fn trace_bounds_computes_lru_lfu_and_optimum_on_a_hand_worked_trace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("t.bin");
+    let trace: Vec<u8> = [1u32, 2, 1, 2, 3, 1].iter().flat_map(|k| k.to_le_bytes()).collect();
+    std::fs::write(&path, trace).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/trace-bounds.py");
+    let out = std::process::Command::new("python3").arg(script).arg(&path).arg("2").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(text.trim(), "2 keys: lru 0.3333  lfu-admit 0.5000  opt 0.5000");
+}

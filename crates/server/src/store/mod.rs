@@ -545,7 +545,7 @@ impl Store {
             let victim = w.best_sampled(draws, SAMPLE_RUN, policy.volatile_only(), |item| {
                 self.victim_score(policy, tinylfu, item, tick)
             });
-            let Some(victim) = victim else { return Ok(InShard::NoVictim) };
+            let Some((score, victim)) = victim else { return Ok(InShard::NoVictim) };
             let victim_hash = self.hasher.hash_one(victim.key());
             // A pooled candidate may have been overwritten or deleted since
             // it was drawn. Its access word then stops moving, so it looks
@@ -554,8 +554,10 @@ impl Store {
             if !w.live(victim_hash, victim.key(), now_ms).is_some_and(|current| current.same(&victim)) {
                 continue;
             }
+            // The victim's rank is in the score it was just chosen on, as
+            // on the way across shards: no second hash and sketch read.
             let refused = std::mem::take(&mut first)
-                && refuses(tinylfu, hash, tinylfu.map_or(0, |t| t.rank(victim_hash, victim.access()).0), || {
+                && refuses(tinylfu, hash, rank_in_score(score), || {
                     condition != SetCondition::IfPresent && w.live(hash, key, now_ms).is_none()
                 });
             if refused {

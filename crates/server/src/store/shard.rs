@@ -186,14 +186,15 @@ impl Writer {
     /// Pooled candidates keep the score they were drawn with, as in Redis's
     /// pool (scoring them again would cost a cache miss each); only the one
     /// chosen is scored again, and if it was used since it goes back with
-    /// its new score and the next best is tried.
+    /// its new score and the next best is tried. The victim comes with that
+    /// fresh score.
     pub(super) fn best_sampled(
         &mut self,
         samples: usize,
         run: usize,
         volatile: bool,
         score: impl Fn(&Item) -> u64,
-    ) -> Option<Item> {
+    ) -> Option<(u64, Item)> {
         let mut pool = std::mem::take(&mut self.pool);
         pool.retain(|(_, i)| !volatile || i.expires_at_ms().is_some());
         let mut consider = |item: &Item| {
@@ -233,7 +234,7 @@ impl Writer {
             let (was, item) = pool.swap_remove(at);
             let now = score(&item);
             if now >= was {
-                best = Some(item);
+                best = Some((now, item));
                 break;
             }
             pool.push((now, item));
