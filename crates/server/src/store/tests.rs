@@ -491,9 +491,15 @@ mod eviction {
                     assert!(s.memory().used() <= s.memory().limit());
                 }
                 let (idle_hot, recent) = (present(&s, 0..150, T0), present(&s, 150..300, T0));
-                let why = format!("fading {fading}, {samples} draws: {idle_hot} idle hot keys, {recent} recent ones");
-                // As in the test above, a shard near its end may refuse a few.
-                assert!(present_new(&s, 100) >= 80, "{why}");
+                let admitted = present_new(&s, 100);
+                let why = format!(
+                    "fading {fading}, {samples} draws: {idle_hot} idle hot keys, {recent} recent ones, {admitted} new"
+                );
+                // As in the test above, a shard near its end may refuse some:
+                // over 400 runs, as few as 77 were admitted with 8 draws in
+                // the shard, 92 with draws across shards.
+                let least = if samples == IN_SHARD { 65 } else { 85 };
+                assert!(admitted >= least, "{why}");
                 if fading {
                     assert!(idle_hot <= 60 && recent >= 140, "{why}");
                 } else {
@@ -552,7 +558,9 @@ mod eviction {
             // Near the end a shard has few rarely read keys left, and 8 draws
             // plus its pool of 8 now and then find none: the new key then
             // meets a more requested victim and is refused.
-            let least = if samples == IN_SHARD { 90 } else { 95 };
+            // Over 400 runs, as few as 91 were admitted with 8 draws in the
+            // shard, never fewer than 100 across shards.
+            let least = if samples == IN_SHARD { 85 } else { 95 };
             let admitted = present_new(&s, 100);
             assert!(admitted >= least, "asked-for keys are admitted ({samples} draws): {admitted}");
             assert!(present(&s, 0..150, T0) >= 140, "frequent keys stay: {}", present(&s, 0..150, T0));
@@ -588,10 +596,15 @@ mod eviction {
             }
             // The update may have evicted a key; full again.
             limit_to_used(&s, policy);
-            let evicted = s.memory().evicted();
+            let (evicted, held, tables) = (s.memory().evicted(), present(&s, 0..300, T0), s.policy_bytes());
             assert!(s.set(b"fresh", &[8; 50], None, SetCondition::Always, T0).unwrap().outcome);
             assert!(s.peek(b"fresh", T0).is_none(), "a key never asked for is kept out ({samples} draws)");
-            assert_eq!(s.memory().evicted(), evicted + 1, "and counted as evicted");
+            // When the store's hash puts "fresh" among the keys `fade.rs`
+            // samples, its small caches' tables grow, and keys are evicted
+            // to make room for them: those count as evictions too.
+            let gone = (held - present(&s, 0..300, T0)) as u64;
+            assert!(gone == 0 || s.policy_bytes() > tables, "{gone} keys evicted with no growth to make room for");
+            assert_eq!(s.memory().evicted(), evicted + 1 + gone, "the refusal counted as evicted");
             assert!(s.memory().used() <= s.memory().limit());
         }
     }
