@@ -14,7 +14,9 @@
 //! turns a read into a shard write. Its top 24 bits are the last access in
 //! [`ACCESS_TICK_MS`] ticks (wrapping after about 49 days, compared modulo
 //! 2^24 as Redis compares its 24-bit LRU clock), its low 8 bits a
-//! logarithmic access counter (Redis's LFU counter).
+//! logarithmic access counter (Redis's LFU counter). Under
+//! `allkeys-tinylfu` the same 32 bits hold what that policy ranks by
+//! instead (see `TinyLfu::access_word` in `evict.rs`).
 //! One allocation per key instead of three (entry, key, value) saves about
 //! 100 bytes per key and two `malloc`/`free` pairs per write. The thin pointer
 //! keeps the persistent map's entries at 8 bytes, which matters because every
@@ -128,7 +130,7 @@ impl Item {
     }
 
     /// The access word: last access tick in the high 24 bits, the access
-    /// counter in the low 8.
+    /// counter in the low 8 (under `allkeys-tinylfu`, that policy's layout).
     pub fn access(&self) -> u32 {
         self.0.header.header.access.load(Ordering::Relaxed)
     }

@@ -283,7 +283,8 @@ impl Store {
             let same =
                 self.tinylfu.load().as_ref().is_some_and(|t| t.sketch.bytes() == FrequencySketch::bytes_for(keys));
             if !same {
-                self.tinylfu.store(Some(Arc::new(TinyLfu::new(keys))));
+                let old = self.tinylfu.load_full();
+                self.tinylfu.store(Some(Arc::new(TinyLfu::replacing(keys, old.as_deref()))));
             }
         } else {
             self.tinylfu.store(None);
@@ -355,18 +356,17 @@ impl Store {
         counter.fetch_add(1, Relaxed);
         if self.memory.limit() > 0 {
             let tinylfu = self.tinylfu.load();
-            if let Some(item) = &found {
-                let tick = access_tick(now_ms);
-                match tinylfu.as_ref() {
-                    Some(t) => item.touch(|_| t.access_word(tick)),
-                    None => item.touch(|a| accessed(a, tick)),
-                }
-            }
+            let tick = access_tick(now_ms);
             if let Some(t) = tinylfu.as_ref() {
-                t.sketch.increment(hash);
+                let estimate = t.sketch.increment(hash);
+                if let Some(item) = &found {
+                    item.touch(|_| t.access_word(tick, estimate));
+                }
                 let footprint = || found.as_ref().map(memory::footprint);
                 let room = || self.memory.limit().saturating_sub(self.memory.external());
                 t.fade.read(&t.sketch, hash, footprint, room);
+            } else if let Some(item) = &found {
+                item.touch(|a| accessed(a, tick));
             }
         }
         found
@@ -409,7 +409,7 @@ impl Store {
                 // Before the check below: a small cache's table may grow.
                 let room = limit.saturating_sub(self.memory.external());
                 self.memory.add_policy_bytes(t.fade.write(&t.sketch, hash, footprint, room));
-                t.access_word(access_tick(now_ms))
+                t.access_word(access_tick(now_ms), t.sketch.estimate(hash))
             }
             None => fresh(access_tick(now_ms)),
         };
@@ -543,7 +543,7 @@ impl Store {
                 return Ok(InShard::NoVictim);
             }
             let victim = w.best_sampled(draws, SAMPLE_RUN, policy.volatile_only(), |item| {
-                self.victim_score(policy, tinylfu, item, tick)
+                Self::victim_score(policy, tinylfu, item, tick)
             });
             let Some((score, victim)) = victim else { return Ok(InShard::NoVictim) };
             let victim_hash = self.hasher.hash_one(victim.key());
@@ -576,15 +576,10 @@ impl Store {
     }
 
     /// How good a victim `item` is under `policy` at `tick`: higher goes first.
-    fn victim_score(&self, policy: EvictionPolicy, tinylfu: Option<&TinyLfu>, item: &Item, tick: u32) -> u64 {
-        let score = policy.score(item.access(), item.expires_at_ms(), tick);
+    fn victim_score(policy: EvictionPolicy, tinylfu: Option<&TinyLfu>, item: &Item, tick: u32) -> u64 {
         match tinylfu.filter(|_| policy == EvictionPolicy::AllKeysTinyLfu) {
-            Some(t) => {
-                // The lowest rank first; the longest idle among equals.
-                let (rank, idle) = t.rank(self.hasher.hash_one(item.key()), item.access());
-                (u64::from(15 - rank.min(15)) << 32) | (u64::from(idle) << 24) | score.min(0xFF_FFFF)
-            }
-            None => score,
+            Some(t) => t.score(item.access(), tick),
+            None => policy.score(item.access(), item.expires_at_ms(), tick),
         }
     }
 
@@ -857,7 +852,7 @@ impl Store {
         let n = self.shards.len();
         let tinylfu = self.tinylfu.load();
         let candidate = |shard: usize, item: &Item| Candidate {
-            score: self.victim_score(policy, tinylfu.as_deref(), item, tick),
+            score: Self::victim_score(policy, tinylfu.as_deref(), item, tick),
             shard,
             key: item.key().into(),
             item: item.address(),
