@@ -50,7 +50,12 @@
 //! key's rank is its sketch count, or, while the store's small simulations
 //! say that does better, the count halved for every two epochs the key has
 //! been idle (see `fade.rs`). One-off keys (a scan) then cannot push out
-//! keys in use, which recency alone lets them do.
+//! keys in use, which recency alone lets them do. Choosing victims by
+//! recency instead, as the paper's W-TinyLFU does in its main region, lost
+//! 0.5 to 1.5 points of hit ratio on every trace of `tools/compare-redis.sh`
+//! suite `eviction` (that design needs its window and segmented LRU, which
+//! sampling cannot give); counting writes too let a cache-aside miss (a
+//! GET, then a SET) count twice and weakened admission.
 //!
 //! A victim's count is not read from the sketch: each request stores the
 //! key's new estimate in its access word, with the request epoch and the
@@ -60,12 +65,12 @@
 //! which made an evicting SET about 1.3x the cost of one under
 //! `allkeys-lru`. The stored count is what the sketch would say but for
 //! the requests of other keys that share its counters, which only raise
-//! the sketch's estimate; the `eviction` suite's hit ratios did not move. Choosing victims by recency instead, as the
-//! paper's W-TinyLFU does in its main region, lost 0.5 to 1.5 points of hit
-//! ratio on every trace of `tools/compare-redis.sh` suite `eviction` (that
-//! design needs its window and segmented LRU, which sampling cannot give);
-//! counting writes too let a cache-aside miss (a GET, then a SET) count
-//! twice and weakened admission.
+//! the sketch's estimate; the `eviction` suite's hit ratios did not move.
+//! The halvings are kept modulo 256, so a key idle for 256 of them (2,560
+//! times the keys the limit holds in requests) reads its old count again
+//! until it is requested, as its idle epochs already wrapped; an access
+//! word left by another policy before a switch reads as a count of 0 for
+//! about 63 keys in 64, and as up to its low 4 bits for the rest.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -399,10 +404,9 @@ pub struct TinyLfu {
 
 impl TinyLfu {
     /// For about `keys` resident keys, in place of `old` (a resize), if
-    /// any. Its
-    /// request clock runs on from `old`'s, so idle epochs stay true, and
-    /// its halvings start four past, so every count an access word holds
-    /// reads as 0, as the new, empty sketch would say.
+    /// any. Its request clock runs on from `old`'s, so idle epochs stay
+    /// true, and its halvings start four past, so every count an access
+    /// word holds reads as 0, as the new, empty sketch would say.
     pub fn replacing(keys: u64, old: Option<&Self>) -> Self {
         let (epoch, generation) = old.map_or((0, 0), |o| (o.sketch.epoch(), o.sketch.generation().wrapping_add(4)));
         Self { sketch: FrequencySketch::continuing(keys, epoch, generation), fade: Fade::default() }
