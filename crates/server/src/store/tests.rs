@@ -568,6 +568,40 @@ mod eviction {
         }
     }
 
+    /// A switch to `allkeys-tinylfu` at run time finds access words in
+    /// another policy's layout; keys read since the switch still outrank
+    /// the rest, and new keys asked for are admitted over the unread ones.
+    #[test]
+    fn tinylfu_after_a_switch_from_lru_ranks_keys_read_since() {
+        for samples in BOTH_PATHS {
+            let s = filled_drawing(300, EvictionPolicy::AllKeysLru, false, samples);
+            for i in 0..300u32 {
+                s.get(format!("k{i}").as_bytes(), T0 + u64::from(i) * SEC);
+            }
+            limit_to_used(&s, EvictionPolicy::AllKeysTinyLfu);
+            for _ in 0..3 {
+                for i in 0..150 {
+                    s.get(format!("k{i}").as_bytes(), T0 + 400 * SEC);
+                }
+            }
+            for i in 0..100 {
+                let key = format!("new{i}");
+                for _ in 0..2 {
+                    s.get(key.as_bytes(), T0 + 400 * SEC);
+                }
+                assert!(s.set(key.as_bytes(), &[7; 50], None, SetCondition::Always, T0 + 400 * SEC).unwrap().outcome);
+                assert!(s.memory().used() <= s.memory().limit());
+            }
+            let (read, unread) = (present(&s, 0..150, T0), present(&s, 150..300, T0));
+            let why = format!("{samples} draws: {read} keys read since, {unread} unread, {} new", present_new(&s, 100));
+            assert!(read >= 140 && unread <= 75, "{why}");
+            // Over 300 runs: at most 60 unread keys left; as few as 87 new
+            // ones admitted with draws in the shard, always 100 across.
+            let least = if samples == IN_SHARD { 75 } else { 95 };
+            assert!(present_new(&s, 100) >= least, "{why}");
+        }
+    }
+
     /// Keys written and never read are admitted over keys never read
     /// either: a cache filled by writes alone keeps taking new keys.
     #[test]
