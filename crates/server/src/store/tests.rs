@@ -442,6 +442,19 @@ mod eviction {
         (0..n).filter(|i| s.expiry(format!("new{i}").as_bytes(), T0).is_some()).count()
     }
 
+    /// Writes `new0..new99`, each looked up `reads` times first (a miss,
+    /// as a cache-aside client sees it), staying at or under the limit.
+    fn write_requested_new(s: &Store, reads: usize, now: u64) {
+        for i in 0..100 {
+            let key = format!("new{i}");
+            for _ in 0..reads {
+                s.get(key.as_bytes(), now);
+            }
+            assert!(s.set(key.as_bytes(), &[7; 50], None, SetCondition::Always, now).unwrap().outcome);
+            assert!(s.memory().used() <= s.memory().limit(), "over the limit after new{i}");
+        }
+    }
+
     /// 300 keys at the limit under `allkeys-tinylfu`; k0..k149 read 5 times each at T0.
     fn tinylfu_with_hot_keys(samples: usize) -> Store {
         tinylfu_reading(samples, 0..150)
@@ -482,14 +495,7 @@ mod eviction {
                         s.get(format!("k{i}").as_bytes(), T0 + SEC);
                     }
                 }
-                for i in 0..100 {
-                    let key = format!("new{i}");
-                    for _ in 0..3 {
-                        s.get(key.as_bytes(), T0 + SEC);
-                    }
-                    assert!(s.set(key.as_bytes(), &[7; 50], None, SetCondition::Always, T0 + SEC).unwrap().outcome);
-                    assert!(s.memory().used() <= s.memory().limit());
-                }
+                write_requested_new(&s, 3, T0 + SEC);
                 let (idle_hot, recent) = (present(&s, 0..150, T0), present(&s, 150..300, T0));
                 let admitted = present_new(&s, 100);
                 let why = format!(
@@ -548,13 +554,7 @@ mod eviction {
             for i in 150..300 {
                 s.get(format!("k{i}").as_bytes(), T0 + 10 * SEC);
             }
-            for i in 0..100 {
-                let key = format!("new{i}");
-                for _ in 0..3 {
-                    s.get(key.as_bytes(), T0 + 20 * SEC);
-                }
-                assert!(s.set(key.as_bytes(), &[7; 50], None, SetCondition::Always, T0 + 20 * SEC).unwrap().outcome);
-            }
+            write_requested_new(&s, 3, T0 + 20 * SEC);
             // Near the end a shard has few rarely read keys left, and 8 draws
             // plus its pool of 8 now and then find none: the new key then
             // meets a more requested victim and is refused.
@@ -584,14 +584,7 @@ mod eviction {
                     s.get(format!("k{i}").as_bytes(), T0 + 400 * SEC);
                 }
             }
-            for i in 0..100 {
-                let key = format!("new{i}");
-                for _ in 0..2 {
-                    s.get(key.as_bytes(), T0 + 400 * SEC);
-                }
-                assert!(s.set(key.as_bytes(), &[7; 50], None, SetCondition::Always, T0 + 400 * SEC).unwrap().outcome);
-                assert!(s.memory().used() <= s.memory().limit());
-            }
+            write_requested_new(&s, 2, T0 + 400 * SEC);
             let (read, unread) = (present(&s, 0..150, T0), present(&s, 150..300, T0));
             let why = format!("{samples} draws: {read} keys read since, {unread} unread, {} new", present_new(&s, 100));
             assert!(read >= 140 && unread <= 75, "{why}");
