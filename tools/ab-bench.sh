@@ -6,7 +6,8 @@
 #
 # Usage: tools/ab-bench.sh A_CHECKOUT B_CHECKOUT
 #   ROUNDS=5 TEST=set PIPELINE=16 CLIENTS=50 REQUESTS=300000 KEYSPACE=100000
-#   SIZE=100 (value bytes before sealing)
+#   SIZE=100 (value bytes before sealing); TEST=get first writes every key
+#   of the keyspace once, unmeasured, so that GETs hit
 #   WARMUP=0: requests of the same test sent first and not measured (a
 #   store filled to its memory limit, so that every measured SET evicts)
 #   A_ARGS / B_ARGS: extra `serve` flags per side, so one checkout can be
@@ -27,6 +28,12 @@ run() { # prints "ops_per_sec server_ns_per_request"
   pid=$!
   for _ in $(seq 100); do [ -f "$dir/data/credentials.toml" ] && break; sleep 0.1; done
   sleep 0.5
+  # GET on an empty store would measure misses: every key is written once
+  # first, unmeasured, as compare-redis.sh runs SET before GET.
+  if [ "$TEST" = get ]; then
+    "$root/target/release/cryptomem-tool" bench --credentials "$dir/data/credentials.toml" \
+      -c "$CLIENTS" -P "$PIPELINE" -r "$KEYSPACE" -d "$SIZE" -t fill >/dev/null 2>&1
+  fi
   if [ "$WARMUP" -gt 0 ]; then
     "$root/target/release/cryptomem-tool" bench --credentials "$dir/data/credentials.toml" \
       -c "$CLIENTS" -P "$PIPELINE" -n "$WARMUP" -r "$KEYSPACE" -d "$SIZE" -t "$TEST" >/dev/null 2>&1
