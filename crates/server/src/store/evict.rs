@@ -176,7 +176,8 @@ impl EvictionPolicy {
         let idle = u64::from(ticks_since(access >> 8, now_tick));
         match self {
             Self::NoEviction => 0,
-            // TinyLFU's rarity comes first; the store adds it from the sketch.
+            // Reached only without TinyLFU's state (no limit): with it,
+            // `TinyLfu::score` ranks from the word's own layout.
             Self::AllKeysLru | Self::VolatileLru | Self::AllKeysTinyLfu => idle,
             Self::AllKeysLfu | Self::VolatileLfu => {
                 let counter = decayed(access, now_tick);
@@ -366,19 +367,6 @@ impl FrequencySketch {
         self.generation.load(Relaxed)
     }
 
-    /// TinyLFU's admission rule: a new key (`candidate`) replaces a victim
-    /// of rank `victim` (its estimate, faded or not: see `fade.rs`) only if
-    /// it is requested more often. Not "as often": a key read once (a scan)
-    /// would then push out every key read once before it, which cost 0.5
-    /// points of hit ratio on the scan trace and 0.2 on Zipf. Except when
-    /// neither was ever requested: then the newer goes in, so that a cache
-    /// filled by writes alone (write-through, or a load before any reads)
-    /// still takes new keys instead of keeping the first ones for good.
-    pub fn admits(&self, candidate: u64, victim: u8) -> bool {
-        let estimate = self.estimate(candidate);
-        estimate > victim || (estimate == 0 && victim == 0)
-    }
-
     fn halve(&self) {
         for w in self.blocks.iter().flat_map(|b| &b.0) {
             w.store((w.load(Relaxed) >> 1) & 0x7777_7777_7777_7777, Relaxed);
@@ -453,6 +441,26 @@ impl TinyLfu {
         let ticks = tick.wrapping_sub(access >> 20) & TINYLFU_TICK_MASK;
         (u64::from(15 - rank.min(15)) << 32) | (u64::from(idle) << 24) | u64::from(ticks)
     }
+}
+
+/// The TinyLFU rank a score of [`TinyLfu::score`] holds.
+pub(super) fn rank_in_score(score: u64) -> u8 {
+    // The rarity is 0 to 15.
+    #[allow(clippy::cast_possible_truncation)]
+    let rarity = (score >> 32).min(15) as u8;
+    15 - rarity
+}
+
+/// TinyLFU's admission rule: a new key whose sketch estimate is
+/// `candidate` replaces a victim of rank `victim` (its estimate, faded or
+/// not: see `fade.rs`) only if it is requested more often. Not "as often": a
+/// key read once (a scan) would then push out every key read once before
+/// it, which cost 0.5 points of hit ratio on the scan trace and 0.2 on Zipf.
+/// Except when neither was ever requested: then the newer goes in, so that
+/// a cache filled by writes alone (write-through, or a load before any
+/// reads) still takes new keys instead of keeping the first ones for good.
+pub(super) fn admits(candidate: u8, victim: u8) -> bool {
+    candidate > victim || (candidate == 0 && victim == 0)
 }
 
 /// The access tick bits an `allkeys-tinylfu` access word keeps.
@@ -661,6 +669,27 @@ mod tests {
         assert!(s.estimate(42) <= 3, "halved: {}", s.estimate(42));
     }
 
+    /// What `increment` returns is what the sketch then says, also for the
+    /// request that halves it (whose estimate is stored in an access word
+    /// with the halving already counted).
+    #[test]
+    fn increment_returns_the_estimate_even_on_the_halving_request() {
+        let s = FrequencySketch::new(MIN_SKETCH_KEYS);
+        for n in 1..=9 {
+            assert_eq!(s.increment(42), n);
+            assert_eq!(s.estimate(42), n);
+        }
+        let mut other = 1_000_000;
+        while s.additions.load(Relaxed) < s.reset_at - 1 {
+            s.increment(other);
+            other += 1;
+        }
+        let halved = (s.estimate(42) + 1).min(15) / 2;
+        assert_eq!(s.increment(42), halved, "the halving request");
+        assert_eq!(s.estimate(42), halved);
+        assert_eq!(s.generation(), 1);
+    }
+
     /// The rank an access word gives follows the sketch without reading
     /// it: the estimate the last request left, halved with the sketch.
     #[test]
@@ -687,7 +716,7 @@ mod tests {
         }
         let later = t.score(word, 3 + 10);
         assert_eq!(later & 0xFFF, 10, "ticks idle break ties");
-        assert_eq!(crate::store::rank_in_score(later), 0);
+        assert_eq!(rank_in_score(later), 0);
 
         // A resize starts an empty sketch: every word's count reads as 0.
         let word = t.access_word(3, 15);

@@ -51,7 +51,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Mutex, TryLockError};
 
-use super::evict::FrequencySketch;
+use super::evict::{FrequencySketch, admits};
 
 /// One key in this many is simulated.
 pub const SAMPLE: u64 = 64;
@@ -243,7 +243,7 @@ impl MiniCache {
             while self.used + bytes > room || (!may_grow && self.tables_full()) {
                 let Some((victim, victim_rank)) = self.victim(sketch, epoch) else { break };
                 // Admission is checked once, at the first victim, as in the main cache.
-                if std::mem::take(&mut first) && !sketch.admits(hash, victim_rank) {
+                if std::mem::take(&mut first) && !admits(sketch.estimate(hash), victim_rank) {
                     return;
                 }
                 self.remove(victim);

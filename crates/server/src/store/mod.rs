@@ -46,7 +46,7 @@ use shard::Shard;
 pub use trie::Trie;
 
 use arc_swap::ArcSwapOption;
-use evict::{Candidate, TinyLfu, accessed, fresh};
+use evict::{Candidate, TinyLfu, accessed, fresh, rank_in_score};
 use item::access_tick;
 
 /// When [`Store::set`] writes.
@@ -404,14 +404,17 @@ impl Store {
         let (shard, hash) = self.locate(key);
         let limit = self.memory.limit();
         let footprint = memory::footprint_of(key.len(), value.len(), ttl.is_some());
-        let access = match self.tinylfu.load().as_ref() {
+        // The written key's request count, read once: for its access word
+        // and for admission (0 and unused under other policies).
+        let (access, estimate) = match self.tinylfu.load().as_ref() {
             Some(t) => {
                 // Before the check below: a small cache's table may grow.
                 let room = limit.saturating_sub(self.memory.external());
                 self.memory.add_policy_bytes(t.fade.write(&t.sketch, hash, footprint, room));
-                t.access_word(access_tick(now_ms), t.sketch.estimate(hash))
+                let estimate = t.sketch.estimate(hash);
+                (t.access_word(access_tick(now_ms), estimate), estimate)
             }
-            None => fresh(access_tick(now_ms)),
+            None => (fresh(access_tick(now_ms)), 0),
         };
         let reservation = self.reserve(limit, footprint)?;
         let evict_here = limit > 0 && self.memory.used() > limit;
@@ -424,7 +427,7 @@ impl Store {
             }
             let mut evicted = false;
             if evict_here {
-                match self.evict_in_shard(w, hash, key, condition, now_ms, limit, &mut evicted) {
+                match self.evict_in_shard(w, hash, key, estimate, condition, now_ms, limit, &mut evicted) {
                     Ok(InShard::Room) => {}
                     Ok(InShard::Refused) => return (Ok(Err(None)), evicted),
                     // Handed back unused, for the way across shards.
@@ -441,7 +444,7 @@ impl Store {
         };
         // This shard is too small a sample: draw from all of them.
         let new_key = || condition != SetCondition::IfPresent && shard.get(hash, key, now_ms).is_none();
-        if !self.make_room_admitting(limit, hash, new_key, now_ms)? {
+        if !self.make_room_admitting(limit, estimate, new_key, now_ms)? {
             return self.refused(reservation, limit, now_ms);
         }
         shard.write(|w| {
@@ -516,6 +519,7 @@ impl Store {
         w: &mut shard::Writer,
         hash: u64,
         key: &[u8],
+        estimate: u8,
         condition: SetCondition,
         now_ms: u64,
         limit: u64,
@@ -557,7 +561,7 @@ impl Store {
             // The victim's rank is in the score it was just chosen on, as
             // on the way across shards: no second hash and sketch read.
             let refused = std::mem::take(&mut first)
-                && refuses(tinylfu, hash, rank_in_score(score), || {
+                && refuses(tinylfu, estimate, rank_in_score(score), || {
                     condition != SetCondition::IfPresent && w.live(hash, key, now_ms).is_none()
                 });
             if refused {
@@ -772,7 +776,7 @@ impl Store {
     fn make_room_admitting(
         &self,
         limit: u64,
-        hash: u64,
+        estimate: u8,
         new_key: impl FnOnce() -> bool,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
@@ -785,7 +789,7 @@ impl Store {
         let mut new_key = Some(new_key);
         let admitted = self.make_room(limit, now_ms, |victim| {
             let Some(is_new) = new_key.take() else { return true };
-            !refuses(tinylfu, hash, rank_in_score(victim.score), is_new)
+            !refuses(tinylfu, estimate, rank_in_score(victim.score), is_new)
         })?;
         if !admitted {
             self.memory.evicted.fetch_add(1, Relaxed);
@@ -959,21 +963,13 @@ impl Store {
 #[cfg(test)]
 mod tests;
 
-/// TinyLFU's admission at the limit: whether the written key (`hash`) is
-/// kept out rather than a victim of rank `victim_rank` evicted. Only a new
-/// key can be: one requested no more often than the victim ranks. `is_new`
-/// (a lookup) runs only when the sketch would refuse. Without a sketch (any
-/// other policy) nothing is refused.
-fn refuses(tinylfu: Option<&TinyLfu>, hash: u64, victim_rank: u8, is_new: impl FnOnce() -> bool) -> bool {
-    tinylfu.is_some_and(|t| !t.sketch.admits(hash, victim_rank)) && is_new()
-}
-
-/// The TinyLFU rank a victim score of [`Store::victim_score`] holds.
-fn rank_in_score(score: u64) -> u8 {
-    // The rarity is 0 to 15.
-    #[allow(clippy::cast_possible_truncation)]
-    let rarity = (score >> 32).min(15) as u8;
-    15 - rarity
+/// TinyLFU's admission at the limit: whether the written key (sketch
+/// estimate `estimate`) is kept out rather than a victim of rank
+/// `victim_rank` evicted. Only a new key can be: one requested no more often
+/// than the victim ranks. `is_new` (a lookup) runs only when the rule would
+/// refuse. Without a sketch (any other policy) nothing is refused.
+fn refuses(tinylfu: Option<&TinyLfu>, estimate: u8, victim_rank: u8, is_new: impl FnOnce() -> bool) -> bool {
+    tinylfu.is_some() && !evict::admits(estimate, victim_rank) && is_new()
 }
 
 /// Whether a write is allowed by its condition, as its shard stands.
