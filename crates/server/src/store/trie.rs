@@ -9,25 +9,45 @@
 //! A node covers 32 slots, indexed at level `l` (0 = root) by hash bits
 //! `59 - 5l .. 64 - 5l`, the top 60 bits over 12 levels; the shard was picked
 //! with the low bits, so the two do not overlap where it matters. A slot is
-//! empty, an item or a child node. As in CHAMP (Steindorfer and Vinju,
-//! OOPSLA 2015) a node keeps two bitmaps, one for the slots holding items
-//! and one for those holding children, and the two kinds in two arrays
-//! ordered by bit: the items in the node's own allocation, the children in a
-//! second one the node points to (none when it has no children, as most
-//! nodes near the leaves have not). Each entry is then one 8-byte pointer,
-//! where a single array mixing both kinds needs a 16-byte tagged slot. Keys
-//! whose top 60 bits are equal end in a node at level 12, whose items are a
-//! list searched linearly. A child left with a single item is folded into
-//! its parent, so the trie stays as shallow as its keys require.
+//! empty, holds one or two items, or holds a child node. As in CHAMP
+//! (Steindorfer and Vinju, OOPSLA 2015) a node keeps items and children in
+//! two arrays ordered by slot: the items in the node's own allocation, the
+//! children in a second one the node points to (none when it has no
+//! children, as most nodes near the leaves have not). Each entry is then one
+//! 8-byte pointer, where a single array mixing both kinds needs a 16-byte
+//! tagged slot. Two bitmaps say what each slot holds:
+//!
+//! | `items` bit | `more` bit | the slot holds |
+//! |---|---|---|
+//! | 0 | 0 | nothing |
+//! | 1 | 0 | one item |
+//! | 1 | 1 | two items, next to each other in the items array |
+//! | 0 | 1 | a child node |
+//!
+//! A slot takes a child only when a third key arrives, and a child left with
+//! two items or fewer folds back into its parent's slot, so the shape depends
+//! only on the keys, not on the order they came and went. Keys whose top 60
+//! bits are equal end in a node at level 12, whose items are a list searched
+//! linearly.
+//!
+//! Why two items a slot: with one, every pair of keys meeting in a slot cost
+//! a node of its own (a 32-byte header and a children array entry) for two
+//! 8-byte pointers. At 4096 shards a million keys leave about 250 a shard,
+//! whose level-1 nodes hold 7 or 8 items in 32 slots, and a fifth of keys
+//! met another in their slot: the map took 20.1 bytes a key, now 14.7 (and
+//! 20.7 to 13.0 at 100k keys). The cost is a second key comparison for a
+//! key that is second in its slot, a tenth of lookups at a million keys. A
+//! third item a slot would need two bits of `more` per slot, a bigger
+//! header, and saves under a byte a key more.
 //!
 //! # Why not `imbl`
 //!
 //! `imbl::HashMap` (the first version of this store) keeps fixed-capacity
 //! nodes: 32 slots of 16 bytes in every inner node and 16 or 32 in every leaf,
 //! however few are used. At a million keys over 4096 shards that was 45 bytes
-//! of map per key; exact-size nodes of 16-byte slots took 28.5, and with the
-//! two arrays of 8-byte pointers about 20. Copying a path also moves only
-//! the entries that exist.
+//! of map per key; exact-size nodes of 16-byte slots took 28.5, the two
+//! arrays of 8-byte pointers 20.1, and slots of up to two items 14.7. Copying
+//! a path also moves only the entries that exist.
 
 use std::iter::once;
 
@@ -38,6 +58,8 @@ use super::Item;
 const BITS: u32 = 5;
 /// Levels of bitmap nodes; below them keys share their top 60 hash bits.
 const LEVELS: u32 = 12;
+/// Most items a slot holds before they move down into a child.
+const SLOT_ITEMS: usize = 2;
 
 /// A persistent map from key bytes to [`Item`]s, by a 64-bit key hash the
 /// caller supplies (the same hash for the same key, always).
@@ -60,12 +82,32 @@ type Kids = ThinArc<(), Node>;
 
 #[derive(Clone)]
 struct Head {
-    /// Slots holding an item. Unused at level 12, where items are a list.
+    /// Slots holding at least one item. Unused at level 12, where items are
+    /// a list.
     items: u32,
-    /// Slots holding a child; `kids` has one node per bit set.
-    kids_map: u32,
-    /// `None` when `kids_map` is empty.
+    /// With the `items` bit, slots holding a second item; without it, slots
+    /// holding a child (see the module doc's table).
+    more: u32,
+    /// `None` when no slot holds a child.
     kids: Option<Kids>,
+}
+
+impl Head {
+    fn kids_map(&self) -> u32 {
+        self.more & !self.items
+    }
+
+    fn pairs(&self) -> u32 {
+        self.more & self.items
+    }
+
+    /// Where slot `bit`'s items start in the items array (or would start,
+    /// for an empty slot), and how many there are.
+    fn bucket(&self, bit: u32) -> (usize, usize) {
+        let at = position(self.items, bit) + position(self.pairs(), bit);
+        let count = usize::from(self.items & bit != 0) + usize::from(self.pairs() & bit != 0);
+        (at, count)
+    }
 }
 
 fn index(hash: u64, level: u32) -> u32 {
@@ -84,30 +126,49 @@ fn kids(n: &Node) -> &[Node] {
     head(n).kids.as_ref().map_or(&[], |k| &k.slice)
 }
 
+/// Entries ahead of `bit` in an array ordered by `bitmap`.
 fn position(bitmap: u32, bit: u32) -> usize {
     (bitmap & (bit - 1)).count_ones() as usize
 }
 
-fn node(items: u32, kids_map: u32, list: impl Iterator<Item = Item>, len: usize, kids: Option<Kids>) -> Node {
-    ThinArc::from_header_and_iter(Head { items, kids_map, kids }, Exact { iter: list, left: len })
+fn node(items: u32, more: u32, list: impl Iterator<Item = Item>, len: usize, kids: Option<Kids>) -> Node {
+    ThinArc::from_header_and_iter(Head { items, more, kids }, Exact { iter: list, left: len })
 }
 
 fn kids_of(nodes: impl Iterator<Item = Node>, len: usize) -> Option<Kids> {
     (len > 0).then(|| ThinArc::from_header_and_iter((), Exact { iter: nodes, left: len }))
 }
 
-/// A node holding two items with different keys, at `level`.
-fn pair(a: Item, a_hash: u64, b: Item, b_hash: u64, level: u32) -> Node {
+/// A node at `level` holding `entries` (items with their key hashes, all
+/// keys different and sharing the hash bits above `level`): a slot's
+/// worth and one more, when a third key arrives in a full slot.
+fn node_of(mut entries: Vec<(Item, u64)>, level: u32) -> Node {
+    let len = entries.len();
     if level >= LEVELS {
-        return node(0, 0, [a, b].into_iter(), 2, None);
+        return node(0, 0, entries.into_iter().map(|(item, _)| item), len, None);
     }
-    let (ia, ib) = (index(a_hash, level), index(b_hash, level));
-    if ia == ib {
-        let kid = pair(a, a_hash, b, b_hash, level + 1);
-        return node(0, 1 << ia, std::iter::empty(), 0, kids_of(once(kid), 1));
+    entries.sort_by_key(|&(_, hash)| index(hash, level));
+    let (mut items, mut more, mut list, mut below) = (0, 0, Vec::with_capacity(len), Vec::new());
+    let mut rest = &mut entries[..];
+    while let Some(&(_, first)) = rest.first() {
+        let slot = index(first, level);
+        let run = rest.iter().take_while(|&&(_, h)| index(h, level) == slot).count();
+        let (group, tail) = rest.split_at_mut(run);
+        let bit = 1 << slot;
+        if run <= SLOT_ITEMS {
+            items |= bit;
+            if run == SLOT_ITEMS {
+                more |= bit;
+            }
+            list.extend(group.iter().map(|(item, _)| item.clone()));
+        } else {
+            more |= bit;
+            below.push(node_of(group.to_vec(), level + 1));
+        }
+        rest = tail;
     }
-    let (first, second) = if ia < ib { (a, b) } else { (b, a) };
-    node((1 << ia) | (1 << ib), 0, [first, second].into_iter(), 2, None)
+    let (n_items, n_kids) = (list.len(), below.len());
+    node(items, more, list.into_iter(), n_items, kids_of(below.into_iter(), n_kids))
 }
 
 /// `list` with `extra` put in at `at`.
@@ -115,37 +176,46 @@ fn inserted<'a, T: Clone + 'a>(list: &'a [T], at: usize, extra: T) -> impl Itera
     list[..at].iter().cloned().chain(once(extra)).chain(list[at..].iter().cloned())
 }
 
-/// `list` without the entry at `at`.
-fn removed<T: Clone>(list: &[T], at: usize) -> impl Iterator<Item = T> + '_ {
-    list[..at].iter().chain(&list[at + 1..]).cloned()
+/// `list` without the `count` entries from `at`.
+fn removed<T: Clone>(list: &[T], at: usize, count: usize) -> impl Iterator<Item = T> + '_ {
+    list[..at].iter().chain(&list[at + count..]).cloned()
 }
 
-/// `n` with `item` in the empty slot `bit`.
+/// `n` with `item` added to slot `bit`, which holds fewer than two.
 fn with_item_added(n: &Node, bit: u32, item: Item) -> Node {
     let h = head(n);
-    node(h.items | bit, h.kids_map, inserted(&n.slice, position(h.items, bit), item), n.slice.len() + 1, h.kids.clone())
+    let (at, count) = h.bucket(bit);
+    let more = if count == 0 { h.more } else { h.more | bit };
+    node(h.items | bit, more, inserted(&n.slice, at + count, item), n.slice.len() + 1, h.kids.clone())
 }
 
-/// `n` without the item at `bit`.
-fn with_item_removed(n: &Node, bit: u32) -> Node {
+/// `n` without the item at `at`, which is in slot `bit`.
+fn with_item_removed(n: &Node, bit: u32, at: usize) -> Node {
     let h = head(n);
-    node(h.items & !bit, h.kids_map, removed(&n.slice, position(h.items, bit)), n.slice.len() - 1, h.kids.clone())
+    let (items, more) = if h.pairs() & bit != 0 { (h.items, h.more & !bit) } else { (h.items & !bit, h.more) };
+    node(items, more, removed(&n.slice, at, 1), n.slice.len() - 1, h.kids.clone())
 }
 
-/// `n` with the item at `bit` replaced by the child `kid` (which holds it).
-fn with_item_moved_down(n: &Node, bit: u32, kid: Node) -> Node {
+/// `n` with the items of slot `bit` replaced by the child `kid` (which
+/// holds them).
+fn with_items_moved_down(n: &Node, bit: u32, kid: Node) -> Node {
+    let h = head(n);
+    let (at, count) = h.bucket(bit);
+    let (list, kids_now) = (&n.slice, kids(n));
+    let kids = kids_of(inserted(kids_now, position(h.kids_map(), bit), kid), kids_now.len() + 1);
+    node(h.items & !bit, h.more | bit, removed(list, at, count), list.len() - count, kids)
+}
+
+/// `n` with the child at `bit` replaced by `folded`, its last one or two
+/// items.
+fn with_kid_folded(n: &Node, bit: u32, folded: &[Item]) -> Node {
     let h = head(n);
     let (list, kids_now) = (&n.slice, kids(n));
-    let kids = kids_of(inserted(kids_now, position(h.kids_map, bit), kid), kids_now.len() + 1);
-    node(h.items & !bit, h.kids_map | bit, removed(list, position(h.items, bit)), list.len() - 1, kids)
-}
-
-/// `n` with the child at `bit` replaced by `item`, its last one.
-fn with_kid_folded(n: &Node, bit: u32, item: Item) -> Node {
-    let h = head(n);
-    let (list, kids_now) = (&n.slice, kids(n));
-    let kids = kids_of(removed(kids_now, position(h.kids_map, bit)), kids_now.len() - 1);
-    node(h.items | bit, h.kids_map & !bit, inserted(list, position(h.items, bit), item), list.len() + 1, kids)
+    let kids = kids_of(removed(kids_now, position(h.kids_map(), bit), 1), kids_now.len() - 1);
+    let more = if folded.len() == SLOT_ITEMS { h.more } else { h.more & !bit };
+    let (at, _) = h.bucket(bit);
+    let items = list[..at].iter().chain(folded).chain(&list[at..]).cloned();
+    node(h.items | bit, more, items, list.len() + folded.len(), kids)
 }
 
 /// `n` with its child at `at` (a position, not a bit) replaced by `kid`.
@@ -155,7 +225,7 @@ fn with_kid_replaced(n: &Node, at: usize, kid: Node) -> Node {
         kids_now[..at].iter().cloned().chain(once(kid)).chain(kids_now[at + 1..].iter().cloned()),
         kids_now.len(),
     );
-    node(h.items, h.kids_map, n.slice.iter().cloned(), n.slice.len(), kids)
+    node(h.items, h.more, n.slice.iter().cloned(), n.slice.len(), kids)
 }
 
 /// Runs `f` on the node's items, first copying the node if a published
@@ -241,13 +311,13 @@ impl Trie {
             }
             let (bit, h) = (1 << index(hash, level), head(n));
             if h.items & bit != 0 {
-                let item = &n.slice[position(h.items, bit)];
-                return (item.key() == key).then_some(item);
+                let (at, count) = h.bucket(bit);
+                return n.slice[at..at + count].iter().find(|i| i.key() == key);
             }
-            if h.kids_map & bit == 0 {
+            if h.more & bit == 0 {
                 return None;
             }
-            n = &kids(n)[position(h.kids_map, bit)];
+            n = &kids(n)[position(h.kids_map(), bit)];
             level += 1;
         }
     }
@@ -329,21 +399,21 @@ fn insert_into(n: &mut Node, hash: u64, item: Item, level: u32, rehash: &dyn Fn(
         return None;
     }
     let (bit, h) = (1 << index(hash, level), head(n));
-    if h.kids_map & bit != 0 {
-        let at = position(h.kids_map, bit);
+    if h.items & bit == 0 && h.more & bit != 0 {
+        let at = position(h.kids_map(), bit);
         return kids_mut(n, |kids| insert_into(&mut kids[at], hash, item, level + 1, rehash));
     }
-    if h.items & bit == 0 {
+    let (at, count) = h.bucket(bit);
+    if let Some(i) = n.slice[at..at + count].iter().position(|i| i.key() == item.key()) {
+        return Some(items_mut(n, |items| std::mem::replace(&mut items[at + i], item)));
+    }
+    if count < SLOT_ITEMS {
         *n = with_item_added(n, bit, item);
         return None;
     }
-    let at = position(h.items, bit);
-    if n.slice[at].key() == item.key() {
-        return Some(items_mut(n, |items| std::mem::replace(&mut items[at], item)));
-    }
-    let existing = n.slice[at].clone();
-    let existing_hash = rehash(existing.key());
-    *n = with_item_moved_down(n, bit, pair(existing, existing_hash, item, hash, level + 1));
+    // A third key in a full slot: the three move down into a child.
+    let entries = n.slice[at..at + count].iter().map(|i| (i.clone(), rehash(i.key()))).chain(once((item, hash)));
+    *n = with_items_moved_down(n, bit, node_of(entries.collect(), level + 1));
     None
 }
 
@@ -353,22 +423,24 @@ fn insert_into(n: &mut Node, hash: u64, item: Item, level: u32, rehash: &dyn Fn(
 fn without(n: &Node, hash: u64, key: &[u8], level: u32) -> Option<(Node, Item)> {
     if level >= LEVELS {
         let at = n.slice.iter().position(|i| i.key() == key)?;
-        return Some((node(0, 0, removed(&n.slice, at), n.slice.len() - 1, None), n.slice[at].clone()));
+        return Some((node(0, 0, removed(&n.slice, at, 1), n.slice.len() - 1, None), n.slice[at].clone()));
     }
     let (bit, h) = (1 << index(hash, level), head(n));
     if h.items & bit != 0 {
-        let found = &n.slice[position(h.items, bit)];
-        return (found.key() == key).then(|| (with_item_removed(n, bit), found.clone()));
+        let (at, count) = h.bucket(bit);
+        let i = n.slice[at..at + count].iter().position(|i| i.key() == key)?;
+        return Some((with_item_removed(n, bit, at + i), n.slice[at + i].clone()));
     }
-    if h.kids_map & bit == 0 {
+    if h.more & bit == 0 {
         return None;
     }
-    let at = position(h.kids_map, bit);
+    let at = position(h.kids_map(), bit);
     let (kid, found) = without(&kids(n)[at], hash, key, level + 1)?;
-    // A child left with one item folds into this slot.
-    let rest = match (&kid.slice[..], &head(&kid).kids) {
-        ([only], None) => with_kid_folded(n, bit, only.clone()),
-        _ => with_kid_replaced(n, at, kid),
+    // A child left with a slot's worth of items folds into this slot.
+    let rest = if head(&kid).kids.is_none() && kid.slice.len() <= SLOT_ITEMS {
+        with_kid_folded(n, bit, &kid.slice)
+    } else {
+        with_kid_replaced(n, at, kid)
     };
     Some((rest, found))
 }
@@ -485,13 +557,21 @@ mod tests {
         assert_eq!(t.map_bytes(), 0);
         t.insert(strong(b"a"), item(b"a", 1), &strong);
         assert_eq!(t.map_bytes(), 48, "one node of one item: 32 + 8, in the 48-byte class");
-        // Hashes equal at level 0, apart at level 1: a root with one child
-        // (32, and 16 + 8 for its children) above a node of two items (48).
-        let two = |k: &[u8]| if k == b"x" { 1 << 54 } else { 2 << 54 };
+        // Hashes equal at level 0, apart at level 1. Two keys share the
+        // root's slot (32 + 2 x 8). A third moves the three down: a root
+        // with one child (32, and 16 + 8 for its children) above a node of
+        // three items (32 + 3 x 8, in the 64-byte class); a removal folds
+        // the two left back.
+        let three = |k: &[u8]| u64::from(k[0] - b'w') << 54;
         let mut t = Trie::default();
-        t.insert(two(b"x"), item(b"x", 1), &two);
-        t.insert(two(b"y"), item(b"y", 2), &two);
-        assert_eq!(t.map_bytes(), 32 + 32 + 48);
+        t.insert(three(b"x"), item(b"x", 1), &three);
+        t.insert(three(b"y"), item(b"y", 2), &three);
+        assert_eq!(t.map_bytes(), 48);
+        t.insert(three(b"z"), item(b"z", 3), &three);
+        assert_eq!(t.map_bytes(), 32 + 32 + 64);
+        assert!(t.remove(three(b"y"), b"y").is_some());
+        assert_eq!(t.map_bytes(), 48);
+        assert_eq!([&b"x"[..], b"z"].map(|k| t.get(three(k), k).map(|i| i.value()[0])), [Some(1), Some(3)]);
     }
 
     #[test]
