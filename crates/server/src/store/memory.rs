@@ -18,10 +18,10 @@ pub const ITEM_HEADER: u64 = 40;
 
 /// A key's share of its shard's map: the 8-byte pointer, the node headers
 /// amortized over their entries and the size-class rounding of nodes. The
-/// map measures 20 to 24 bytes a key from a few keys a shard to a thousand
-/// (see `store::trie`); the rest covers nodes freed by path copying and not
-/// yet reused.
-pub const MAP_SHARE: u64 = 28;
+/// map measures 12 to 18 bytes a key from 5 keys a shard to a few thousand
+/// (24 at 2; see `store::trie`); the rest covers nodes freed by path
+/// copying and not yet reused.
+pub const MAP_SHARE: u64 = 22;
 
 /// An entry of the expiry index (a B-tree of `(u64, Item)`, 16 bytes a
 /// pair, with node overhead).
