@@ -38,7 +38,8 @@
 #             is raised to its hard limit; counts it cannot hold are skipped
 #             and said so), then RSS per idle authenticated connection with
 #             IDLE_CONNECTIONS connections (Redis: TLS connections that sent
-#             one PING; cryptomem: handshake, AUTH, one PING)
+#             one PING; cryptomem: handshake, AUTH, one PING);
+#             IDLE_CONNECTIONS=0 leaves that part out
 #   eviction  (not in the default SUITES: about 10 minutes) the same cache-aside
 #             trace (GET, SET on a miss; cryptomem-tool replay) against both
 #             under one memory limit: EVICT_TRACES (zipf scan shift) over KEYS
@@ -299,10 +300,12 @@ PY
       CLIENTS=$c REQUESTS=$n run_rounds "c$c" "$TESTS"
       stop_all
     done
-    start_redis "$FSYNC" --maxclients $(( IDLE_CONNECTIONS + 100 )); start_cm "$FSYNC"
-    sleep 1
-    r0=$(rss_kb "$redis_pid")
-    python3 - "$rport" "$IDLE_CONNECTIONS" "$work/idle-ready" <<'PY' &
+    # The idle-connection measurement; IDLE_CONNECTIONS=0 leaves it out.
+    if [ "$IDLE_CONNECTIONS" -gt 0 ]; then
+      start_redis "$FSYNC" --maxclients $(( IDLE_CONNECTIONS + 100 )); start_cm "$FSYNC"
+      sleep 1
+      r0=$(rss_kb "$redis_pid")
+      python3 - "$rport" "$IDLE_CONNECTIONS" "$work/idle-ready" <<'PY' &
 import socket, ssl, sys, time
 port, n, ready = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
@@ -315,22 +318,29 @@ for _ in range(n):
 open(ready, "w").close()
 time.sleep(600)
 PY
-    holder=$!
-    while [ ! -f "$work/idle-ready" ]; do sleep 0.2; done
-    sleep 1; r1=$(rss_kb "$redis_pid"); kill "$holder"; wait "$holder" 2>/dev/null || true
-    c0=$(rss_kb "$cm_pid")
-    cmbench -c "$IDLE_CONNECTIONS" --idle 600s >"$work/idle-cm" &
-    holder=$!
-    while ! grep -q open "$work/idle-cm" 2>/dev/null; do sleep 0.2; done
-    sleep 1; c1=$(rss_kb "$cm_pid"); kill "$holder"; wait "$holder" 2>/dev/null || true
-    stop_all
-    python3 - "$IDLE_CONNECTIONS" "$r0" "$r1" "$c0" "$c1" >>"$report" <<'PY'
+      holder=$!
+      while [ ! -f "$work/idle-ready" ]; do
+        kill -0 "$holder" 2>/dev/null || { echo "idle connections: the Redis holder failed" >&2; exit 1; }
+        sleep 0.2
+      done
+      sleep 1; r1=$(rss_kb "$redis_pid"); kill "$holder"; wait "$holder" 2>/dev/null || true
+      c0=$(rss_kb "$cm_pid")
+      cmbench -c "$IDLE_CONNECTIONS" --idle 600s >"$work/idle-cm" &
+      holder=$!
+      while ! grep -q open "$work/idle-cm" 2>/dev/null; do
+        kill -0 "$holder" 2>/dev/null || { echo "idle connections: cryptomem-tool bench --idle failed" >&2; exit 1; }
+        sleep 0.2
+      done
+      sleep 1; c1=$(rss_kb "$cm_pid"); kill "$holder"; wait "$holder" 2>/dev/null || true
+      stop_all
+      python3 - "$IDLE_CONNECTIONS" "$r0" "$r1" "$c0" "$c1" >>"$report" <<'PY'
 import sys
 n, r0, r1, c0, c1 = map(int, sys.argv[1:])
 print(f"\nidle connections: RSS growth with {n} idle connections open (Redis: TLS, one PING each; cryptomem: handshake, AUTH, one PING each)")
 print(f"redis     {(r1 - r0) * 1024 / n:8.0f} B per connection ({r0/1024:.1f} -> {r1/1024:.1f} MB)")
 print(f"cryptomem {(c1 - c0) * 1024 / n:8.0f} B per connection ({c0/1024:.1f} -> {c1/1024:.1f} MB); ratio {(c1 - c0) / max(r1 - r0, 1):.2f}")
 PY
+    fi
     ;;
   eviction)
     # The working set: what KEYS keys of SIZE bytes take in Redis.
