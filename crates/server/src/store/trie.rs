@@ -575,6 +575,29 @@ mod tests {
     }
 
     #[test]
+    fn a_full_slot_moves_down_as_far_as_its_keys_share_bits_and_folds_back() {
+        // Equal at levels 0 and 1, apart at level 2.
+        let deep = |k: &[u8]| u64::from(k[0] - b'a' + 1) << 49;
+        let mut t = Trie::default();
+        for k in [&b"a"[..], b"b", b"c"] {
+            assert!(t.insert(deep(k), item(k, k[0]), &deep).is_none());
+        }
+        // Root and level-1 node with one child each (32 + 32 apiece), then
+        // a node of three items (32 + 24, in the 64-byte class).
+        assert_eq!(t.map_bytes(), 2 * (32 + 32) + 64);
+        assert_eq!(t.get(deep(b"b"), b"b").map(|i| i.value()[0]), Some(b'b'));
+        assert_eq!(t.insert(deep(b"b"), item(b"b", 9), &deep).map(|i| i.value()[0]), Some(b'b'));
+        assert!(t.get(deep(b"d"), b"d").is_none());
+        assert!(t.remove(deep(b"a"), b"a").is_some());
+        assert_eq!(t.map_bytes(), 48, "two left fold back up into the root's slot");
+        assert!(t.get(deep(b"d"), b"d").is_none(), "a miss in a slot's pair");
+        assert!(t.remove(deep(b"d"), b"d").is_none());
+        let mut left: Vec<(u8, u8)> = t.iter().map(|i| (i.key()[0], i.value()[0])).collect();
+        left.sort_unstable();
+        assert_eq!(left, [(b'b', 9), (b'c', b'c')]);
+    }
+
+    #[test]
     fn insert_get_replace_remove() {
         let mut t = Trie::default();
         assert!(t.insert(strong(b"a"), item(b"a", 1), &strong).is_none());
