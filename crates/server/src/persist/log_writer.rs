@@ -133,6 +133,14 @@ pub(super) fn run(shared: &Shared, file: Box<dyn SegmentFile>, written_seq: u64)
 /// reallocated in normal running.
 const BUFFER_KEEP: usize = 2 * HIGH_WATER;
 
+/// Most capacity each of the two log buffers keeps once the writer finds
+/// nothing to write. A burst grows them to [`BUFFER_KEEP`] (2 x 2 MiB, 4
+/// bytes a key at 1M keys) and an idle server has no use for that; a busy
+/// one never finds the buffer empty, and one coming back to work regrows
+/// in a few doublings. Redis likewise frees an AOF buffer that grew past
+/// 4 KB after each write.
+const IDLE_KEEP: usize = 64 << 10;
+
 /// Empties a written buffer for reuse, giving back what it grew beyond
 /// [`BUFFER_KEEP`]. While the writer waits on a slow fsync, appends pile up
 /// and both buffers double their way to the backlog's size; kept at that
@@ -253,6 +261,9 @@ fn next_batch(
     }
     while backoff.is_none() && st.buf.is_empty() && st.rotate_at.is_none() && !st.closing {
         st.flusher_idle = true;
+        // Both are empty here, so shrinking copies nothing.
+        st.buf.shrink_to(IDLE_KEEP);
+        spare.shrink_to(IDLE_KEEP);
         if shared.policy == FsyncPolicy::EverySec && unsynced {
             let wait = Duration::from_secs(1).saturating_sub(last_sync.elapsed());
             if wait.is_zero() {

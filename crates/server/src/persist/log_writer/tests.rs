@@ -183,6 +183,38 @@ fn buffers_grown_during_a_slow_fsync_shrink_once_the_writer_catches_up() {
     log.close();
 }
 
+/// A burst's buffers are given back once the writer has nothing to write:
+/// an idle server held 2 x 2 MiB it had no use for.
+#[test]
+fn the_buffers_shrink_when_the_writer_goes_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FaultyDisk::default();
+    let log = open(dir.path(), &disk, FsyncPolicy::Always);
+    disk.0.sync_delay_ms.store(1000, SeqCst);
+    append(&log, 0).unwrap();
+    // About 1.2 MB arrives while the writer sits in the first record's fsync.
+    let mut last = 0;
+    for i in 1..10_000 {
+        last = append(&log, i).unwrap();
+    }
+    let grown = log.buffered_bytes();
+    assert!(grown > 4 * super::IDLE_KEEP as u64, "the burst grew the buffer: {grown}");
+    disk.0.sync_delay_ms.store(0, SeqCst);
+    assert!(eventually(|| log.status().durable_seq >= last));
+    assert!(
+        eventually(|| log.buffered_bytes() <= super::IDLE_KEEP as u64),
+        "an idle writer's buffer keeps {} bytes",
+        log.buffered_bytes()
+    );
+    // And a burst after idling still lands whole.
+    for i in 10_000..20_000 {
+        last = append(&log, i).unwrap();
+    }
+    assert!(eventually(|| log.status().durable_seq >= last));
+    log.close();
+    assert_eq!(recovered_seqs(dir.path()), last);
+}
+
 /// Item 5 of issue 11: a disk behind the writes makes writers wait instead
 /// of growing the buffer without bound, and lets them go once it catches up.
 #[tokio::test]
