@@ -24,7 +24,9 @@
 #             medians of ops/s and p99 per test and pipeline depth, fsync FSYNC
 #   always    the same for SET with appendfsync always / --fsync always
 #   memory    RSS after KEYS keys of SIZE-byte values (Redis via redis-cli --pipe,
-#             cryptomem via bench -t fill), per key, sealing overhead apart
+#             cryptomem via bench -t fill), per key, sealing overhead apart:
+#             right after the fills and again SETTLE seconds later (5), once
+#             both allocators have given back what the fill's transients held
 #   restart   SAVE, SIGKILL, start again: time until each answers, from its
 #             RDB / snapshot, with KEYS keys
 #   snapshot  cryptomem p99 and RSS under SET load with KEYS keys, without and
@@ -217,15 +219,18 @@ for suite in $SUITES; do
     fill_both
     r1=$(rss_kb "$redis_pid"); c1=$(rss_kb "$cm_pid")
     rused=$(rcli info memory | awk -F: '/^used_memory_rss:/{print $2}' | tr -d '\r')
-    python3 - "$KEYS" "$SIZE" "$r0" "$r1" "$c0" "$c1" "$rused" >>"$report" <<'PY'
+    sleep "${SETTLE:-5}"
+    r2=$(rss_kb "$redis_pid"); c2=$(rss_kb "$cm_pid")
+    python3 - "$KEYS" "$SIZE" "$r0" "$r1" "$c0" "$c1" "$rused" "$r2" "$c2" "${SETTLE:-5}" >>"$report" <<'PY'
 import sys
-keys, size, r0, r1, c0, c1, rused = map(int, sys.argv[1:])
+keys, size, r0, r1, c0, c1, rused, r2, c2, settle = map(int, sys.argv[1:])
 sealed = 33
 print(f"\nmemory: {keys} keys of {size}-byte values (cryptomem stores {size + sealed}-byte sealed values)")
-print(f"{'':<10} {'RSS empty':>10} {'RSS full':>10} {'bytes/key':>10} {'growth/key':>11}")
-print(f"{'redis':<10} {r0/1024:>8.1f}MB {r1/1024:>8.1f}MB {r1*1024/keys:>10.0f} {(r1-r0)*1024/keys:>11.0f}   (used_memory_rss {rused/keys:.0f} B/key)")
-print(f"{'cryptomem':<10} {c0/1024:>8.1f}MB {c1/1024:>8.1f}MB {c1*1024/keys:>10.0f} {(c1-c0)*1024/keys:>11.0f}")
+print(f"{'':<10} {'RSS empty':>10} {'RSS full':>10} {'bytes/key':>10} {'growth/key':>11} {f'{settle} s later':>12}")
+print(f"{'redis':<10} {r0/1024:>8.1f}MB {r1/1024:>8.1f}MB {r1*1024/keys:>10.0f} {(r1-r0)*1024/keys:>11.0f} {r2*1024/keys:>12.0f}   (used_memory_rss {rused/keys:.0f} B/key)")
+print(f"{'cryptomem':<10} {c0/1024:>8.1f}MB {c1/1024:>8.1f}MB {c1*1024/keys:>10.0f} {(c1-c0)*1024/keys:>11.0f} {c2*1024/keys:>12.0f}")
 print(f"cryptomem without the {sealed}-byte sealing overhead: {c1*1024/keys - sealed:.0f} B/key; ratio to Redis {(c1*1024/keys - sealed)/(r1*1024/keys):.2f}")
+print(f"ratio to Redis with the seal: {c1/r1:.3f} right after the fills, {c2/r2:.3f} {settle} s later")
 PY
     if [[ " $SUITES " == *" restart "* ]]; then
       echo "restart: saving and killing both ..." >&2
