@@ -90,6 +90,30 @@ async fn an_empty_pipeline_needs_no_round_trip() {
     let p = c.pipeline();
     assert!(p.is_empty());
     assert!(p.execute().await.unwrap().is_empty());
+    let (replies, first_at) = c.pipeline().execute_timed().await.unwrap();
+    assert!(replies.is_empty() && first_at.is_none());
+}
+
+/// `execute_timed` gives the same replies as `execute`, and the instant its
+/// first reply was read: after the call began, before it returned.
+#[tokio::test]
+async fn a_timed_pipeline_says_when_its_first_reply_came() {
+    let server = TestServer::start().await;
+    let c = server.client().await;
+    let mut p = c.pipeline();
+    for i in 0..200 {
+        p.set(format!("t{i}"), vec![b'x'; 1000]).unwrap().get(format!("t{i}")).unwrap();
+    }
+    let before = std::time::Instant::now();
+    let (replies, first_at) = p.execute_timed().await.unwrap();
+    let returned = std::time::Instant::now();
+    let first_at = first_at.expect("an answered pipeline has a first reply");
+    assert!(before <= first_at && first_at <= returned);
+    assert_eq!(replies.len(), 400);
+    for pair in replies.chunks(2) {
+        assert_eq!(pair[0].as_ref().unwrap(), &PipelineReply::Written(true));
+        assert_eq!(pair[1].as_ref().unwrap(), &PipelineReply::Value(Some(vec![b'x'; 1000])));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -155,6 +155,15 @@ async fn multi_key_calls_pipelines_and_scans_span_the_servers_in_order() {
         p.get(format!("m{i}")).unwrap().set(format!("p{i}"), b"x").unwrap().exists(format!("nope{i}")).unwrap();
     }
     assert_eq!(p.len(), 30);
+    let mut again = client.pipeline();
+    again.get("m1").unwrap().get("m2").unwrap().get("m3").unwrap();
+    let before = std::time::Instant::now();
+    let (timed, first_at) = again.execute_timed().await;
+    let first_at = first_at.expect("a pipeline that was answered has a first reply");
+    assert!(before <= first_at && first_at <= std::time::Instant::now());
+    assert_eq!(timed.len(), 3);
+    assert!(timed.iter().all(|r| matches!(r, Ok(PipelineReply::Value(Some(_))))));
+    assert_eq!(client.pipeline().execute_timed().await.1, None);
     let replies = p.execute().await;
     for (n, i) in (0..10).rev().enumerate() {
         assert_eq!(replies[3 * n].as_ref().unwrap(), &PipelineReply::Value(Some(format!("value {i}").into_bytes())));

@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -34,12 +34,16 @@ const QUEUE_DEPTH: usize = 4096;
 
 type Waiters = Arc<Mutex<VecDeque<Reply>>>;
 
+/// A pipeline's responses and when the first of them was read.
+pub(super) type Timed = (Vec<Response>, Instant);
+
 /// Where the responses to one submission go.
 pub(super) enum Reply {
     /// One request, one response.
     One(oneshot::Sender<Result<Response>>),
-    /// `expected` requests (at least one), answered together in order.
-    Many { expected: usize, got: Vec<Response>, tx: oneshot::Sender<Result<Vec<Response>>> },
+    /// `expected` requests (at least one), answered together in order, with
+    /// the instant the first response was read.
+    Many { expected: usize, got: Vec<Response>, first_at: Option<Instant>, tx: oneshot::Sender<Result<Timed>> },
 }
 
 impl Reply {
@@ -47,7 +51,8 @@ impl Reply {
     fn take(&mut self, response: Response) -> Option<Response> {
         match self {
             Self::One(_) => Some(response),
-            Self::Many { got, .. } => {
+            Self::Many { got, first_at, .. } => {
+                first_at.get_or_insert_with(Instant::now);
                 got.push(response);
                 None
             }
@@ -64,7 +69,9 @@ impl Reply {
     fn complete(self, last: Option<Response>) {
         match (self, last) {
             (Self::One(tx), Some(r)) => drop(tx.send(Ok(r))),
-            (Self::Many { got, tx, .. }, _) => drop(tx.send(Ok(got))),
+            (Self::Many { got, first_at, tx, .. }, _) => {
+                drop(tx.send(Ok((got, first_at.unwrap_or_else(Instant::now)))))
+            }
             (Self::One(_), None) => {}
         }
     }

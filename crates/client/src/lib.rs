@@ -295,9 +295,11 @@ impl Client {
         Pipeline::new(self)
     }
 
-    /// Sends `count` encoded requests at once; their responses, in order.
-    async fn request_many(&self, frame: Vec<u8>, count: usize) -> Result<Vec<Response>> {
-        self.round_trip(frame, |tx| Reply::Many { expected: count, got: Vec::with_capacity(count), tx }).await
+    /// Sends `count` encoded requests at once; their responses, in order,
+    /// and when the first of them was read.
+    async fn request_many(&self, frame: Vec<u8>, count: usize) -> Result<connection::Timed> {
+        self.round_trip(frame, |tx| Reply::Many { expected: count, got: Vec::with_capacity(count), first_at: None, tx })
+            .await
     }
 
     async fn round_trip<T>(

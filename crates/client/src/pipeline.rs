@@ -18,6 +18,8 @@
 //! # Ok(()) }
 //! ```
 
+use std::time::Instant;
+
 use bytes::Bytes;
 
 use super::{Client, Error, Result, SetOptions};
@@ -167,13 +169,24 @@ impl<'a> Pipeline<'a> {
     /// # Errors
     /// [`Error::ConnectionLost`], [`Error::Timeout`], connection errors.
     pub async fn execute(self) -> Result<Vec<Result<PipelineReply>>> {
+        Ok(self.execute_timed().await?.0)
+    }
+
+    /// As [`Pipeline::execute`], also returning the instant the connection
+    /// read the first of the responses (`None` for an empty pipeline): where
+    /// redis-benchmark stops its clock for a pipelined batch, for measuring
+    /// latency the same way.
+    ///
+    /// # Errors
+    /// As [`Pipeline::execute`].
+    pub async fn execute_timed(self) -> Result<(Vec<Result<PipelineReply>>, Option<Instant>)> {
         let Self { client, frame, expect } = self;
         if expect.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
-        let responses = client.request_many(frame, expect.len()).await?;
+        let (responses, first_at) = client.request_many(frame, expect.len()).await?;
         let keyring = client.inner.config.keyring.as_ref();
-        Ok(expect.into_iter().zip(responses).map(|(e, r)| reply(e, r, keyring)).collect())
+        Ok((expect.into_iter().zip(responses).map(|(e, r)| reply(e, r, keyring)).collect(), Some(first_at)))
     }
 }
 

@@ -1,5 +1,7 @@
 //! [`ShardedPipeline`]: a pipeline whose commands go to their keys' servers.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use futures_util::future::join_all;
 
@@ -129,21 +131,32 @@ impl<'a> ShardedPipeline<'a> {
     /// (nothing can be said about which of them ran); the other servers'
     /// results stand.
     pub async fn execute(self) -> Vec<Result<PipelineReply>> {
+        self.execute_timed().await.0
+    }
+
+    /// As [`ShardedPipeline::execute`], also returning the instant the
+    /// first response from any server was read (see
+    /// [`Pipeline::execute_timed`]).
+    pub async fn execute_timed(self) -> (Vec<Result<PipelineReply>>, Option<Instant>) {
         let Self { client, parts, order } = self;
         let sent = parts
             .into_iter()
             .enumerate()
-            .filter_map(|(server, part)| part.map(|p| async move { (server, p.execute().await) }));
+            .filter_map(|(server, part)| part.map(|p| async move { (server, p.execute_timed().await) }));
         let mut replies: Vec<Vec<Option<Result<PipelineReply>>>> =
             (0..client.inner.servers.len()).map(|_| Vec::new()).collect();
         let mut failed: Vec<Option<String>> = vec![None; replies.len()];
+        let mut first: Option<Instant> = None;
         for (server, outcome) in join_all(sent).await {
             match outcome {
-                Ok(results) => replies[server] = results.into_iter().map(Some).collect(),
+                Ok((results, at)) => {
+                    first = first.into_iter().chain(at).min();
+                    replies[server] = results.into_iter().map(Some).collect();
+                }
                 Err(e) => failed[server] = Some(e.to_string()),
             }
         }
-        order
+        let replies = order
             .into_iter()
             .map(|(server, i)| {
                 if let Some(reason) = &failed[server] {
@@ -155,6 +168,7 @@ impl<'a> ShardedPipeline<'a> {
                     .and_then(Option::take)
                     .unwrap_or_else(|| Err(Error::Protocol("a pipelined command got no answer".into())))
             })
-            .collect()
+            .collect();
+        (replies, first)
     }
 }
