@@ -70,11 +70,11 @@ pub struct Args {
     #[arg(long)]
     shared_client: Option<usize>,
     /// How a pipelined batch's latency is taken: `batch` times it to its
-    /// last reply (the whole round trip); `first` sends the batch's requests
-    /// as concurrent calls on the connection and times it to its first
-    /// reply, as redis-benchmark does (it stops the clock at the first read
-    /// event of a batch's replies). Either way every request of the batch
-    /// gets the batch's figure.
+    /// last reply (the whole round trip); `first` times it to the moment
+    /// the connection read its first reply, as redis-benchmark does (it
+    /// stops the clock at the first read event of a batch's replies). The
+    /// batch is sent the same way in both, as one pipeline. Either way every
+    /// request of the batch gets the batch's figure.
     #[arg(long, value_enum, default_value_t = LatencyMode::Batch)]
     latency: LatencyMode,
     /// Run no test: open the -c connections (handshake, AUTH, one PING
@@ -240,15 +240,42 @@ trait Failures {
     fn failures(self, batch: u64) -> u64;
 }
 
-impl Failures for cryptomem_client::Result<Vec<cryptomem_client::Result<PipelineReply>>> {
+impl Failures for cryptomem_client::Result<Replies> {
     fn failures(self, batch: u64) -> u64 {
         self.map_or(batch, |replies| replies.failures(batch))
     }
 }
 
-impl Failures for Vec<cryptomem_client::Result<PipelineReply>> {
+impl Failures for Replies {
     fn failures(self, _: u64) -> u64 {
         self.iter().filter(|r| r.is_err()).count() as u64
+    }
+}
+
+/// A timed pipeline's outcome, split into the replies [`Failures`] counts
+/// and the instant its first reply was read (the two pipelines' `execute_timed`
+/// return them in different shapes).
+trait SplitTimed {
+    type Replies: Failures;
+    fn split(self) -> (Self::Replies, Option<Instant>);
+}
+
+type Replies = Vec<cryptomem_client::Result<PipelineReply>>;
+
+impl SplitTimed for cryptomem_client::Result<(Replies, Option<Instant>)> {
+    type Replies = cryptomem_client::Result<Replies>;
+    fn split(self) -> (Self::Replies, Option<Instant>) {
+        match self {
+            Ok((replies, at)) => (Ok(replies), at),
+            Err(e) => (Err(e), None),
+        }
+    }
+}
+
+impl SplitTimed for (Replies, Option<Instant>) {
+    type Replies = Replies;
+    fn split(self) -> (Replies, Option<Instant>) {
+        self
     }
 }
 
@@ -350,16 +377,6 @@ impl Load {
             let failed = if batch == 1 {
                 let write = self.next_key(&mut rng, &mut sequence, &mut key);
                 u64::from(!self.one(client, write, &key, value).await)
-            } else if self.first_reply {
-                let calls: Vec<(bool, String)> =
-                    (0..batch).map(|_| (self.next_key(&mut rng, &mut sequence, &mut key), key.clone())).collect();
-                let replies =
-                    futures_util::future::join_all(calls.iter().map(|(write, key)| async move {
-                        (self.one(client, *write, key, value).await, Instant::now())
-                    }))
-                    .await;
-                answered = replies.iter().map(|r| r.1).min();
-                replies.iter().filter(|r| !r.0).count() as u64
             } else {
                 with_client!(client, c => {
                     let mut p = c.pipeline();
@@ -373,7 +390,11 @@ impl Load {
                         };
                         errors += u64::from(queued.is_err());
                     }
-                    p.execute().await.failures(batch)
+                    let (replies, first_at) = p.execute_timed().await.split();
+                    if self.first_reply {
+                        answered = first_at;
+                    }
+                    replies.failures(batch)
                 })
             };
             let took = answered.map_or_else(|| started.elapsed(), |at| at - started);

@@ -45,6 +45,30 @@ async fn bench_runs_for_a_second_and_reports_rates_and_latencies() {
         assert!(t["p99_ms"].as_f64().unwrap() >= t["p50_ms"].as_f64().unwrap());
         assert!(t["seconds"].as_f64().unwrap() < 10.0, "--duration bounds the run");
     }
+    // Timed to each batch's first reply, as redis-benchmark times it.
+    let args = [
+        "bench",
+        "-c",
+        "2",
+        "-P",
+        "8",
+        "-t",
+        "set,get",
+        "--latency",
+        "first",
+        "--duration",
+        "1s",
+        "--json",
+        "--credentials",
+    ];
+    let mut args: Vec<String> = args.iter().map(|s| (*s).to_string()).collect();
+    args.push(creds.display().to_string());
+    let json: serde_json::Value = serde_json::from_str(&tool(args).await).unwrap();
+    for t in json.as_array().unwrap() {
+        assert!(t["ops_per_sec"].as_f64().unwrap() > 0.0, "{t}");
+        assert_eq!(t["errors"], 0, "{t}");
+        assert!(t["p99_ms"].as_f64().unwrap() >= t["p50_ms"].as_f64().unwrap(), "{t}");
+    }
     // One call at a time per connection (no pipeline), on two client threads.
     let args =
         ["bench", "-c", "3", "-P", "1", "--threads", "2", "-t", "set", "--duration", "1s", "--json", "--credentials"];
