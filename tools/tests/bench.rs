@@ -15,81 +15,49 @@ async fn tool(args: Vec<String>) -> String {
     text
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bench_runs_for_a_second_and_reports_rates_and_latencies() {
-    let tmp = tempfile::tempdir().unwrap();
-    let creds = serve(tmp.path()).await;
-    let args = [
-        "bench",
-        "-c",
-        "4",
-        "-P",
-        "4",
-        "-n",
-        "1000000",
-        "-t",
-        "set,get,mixed",
-        "--duration",
-        "1s",
-        "--json",
-        "--credentials",
-    ];
+/// Runs `bench ARGS --json --credentials CREDS`; its report.
+async fn bench(args: &[&str], creds: &std::path::Path) -> serde_json::Value {
     let mut args: Vec<String> = args.iter().map(|s| (*s).to_string()).collect();
-    args.push(creds.display().to_string());
-    let json: serde_json::Value = serde_json::from_str(&tool(args).await).unwrap();
-    let tests = json.as_array().unwrap();
-    assert_eq!(tests.len(), 3);
-    for t in tests {
-        assert!(t["ops_per_sec"].as_f64().unwrap() > 0.0, "{t}");
-        assert_eq!(t["errors"], 0, "{t}");
-        assert!(t["p99_ms"].as_f64().unwrap() >= t["p50_ms"].as_f64().unwrap());
-        assert!(t["seconds"].as_f64().unwrap() < 10.0, "--duration bounds the run");
-    }
-    // Timed to each batch's first reply, as redis-benchmark times it.
-    let args = [
-        "bench",
-        "-c",
-        "2",
-        "-P",
-        "8",
-        "-t",
-        "set,get",
-        "--latency",
-        "first",
-        "--duration",
-        "1s",
-        "--json",
-        "--credentials",
-    ];
-    let mut args: Vec<String> = args.iter().map(|s| (*s).to_string()).collect();
-    args.push(creds.display().to_string());
-    let json: serde_json::Value = serde_json::from_str(&tool(args).await).unwrap();
-    for t in json.as_array().unwrap() {
+    args.extend(["--json".into(), "--credentials".into(), creds.display().to_string()]);
+    serde_json::from_str(&tool(args).await).unwrap()
+}
+
+/// Every test of a report served requests, none failed, and its
+/// percentiles are in order.
+fn assert_served(report: &serde_json::Value) {
+    for t in report.as_array().unwrap() {
         assert!(t["ops_per_sec"].as_f64().unwrap() > 0.0, "{t}");
         assert_eq!(t["errors"], 0, "{t}");
         assert!(t["p99_ms"].as_f64().unwrap() >= t["p50_ms"].as_f64().unwrap(), "{t}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_runs_for_a_second_and_reports_rates_and_latencies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let creds = serve(tmp.path()).await;
+    let json =
+        bench(&["bench", "-c", "4", "-P", "4", "-n", "1000000", "-t", "set,get,mixed", "--duration", "1s"], &creds)
+            .await;
+    assert_eq!(json.as_array().unwrap().len(), 3);
+    assert_served(&json);
+    for t in json.as_array().unwrap() {
+        assert!(t["seconds"].as_f64().unwrap() < 10.0, "--duration bounds the run");
+    }
+    // Timed to each batch's first reply, as redis-benchmark times it.
+    let args = ["bench", "-c", "2", "-P", "8", "-t", "set,get", "--latency", "first", "--duration", "1s"];
+    assert_served(&bench(&args, &creds).await);
     // One call at a time per connection (no pipeline), on two client threads.
-    let args =
-        ["bench", "-c", "3", "-P", "1", "--threads", "2", "-t", "set", "--duration", "1s", "--json", "--credentials"];
-    let mut args: Vec<String> = args.iter().map(|s| (*s).to_string()).collect();
-    args.push(creds.display().to_string());
-    let json: serde_json::Value = serde_json::from_str(&tool(args).await).unwrap();
-    assert!(json[0]["ops_per_sec"].as_f64().unwrap() > 0.0, "{json}");
-    assert_eq!(json[0]["errors"], 0, "{json}");
+    assert_served(
+        &bench(&["bench", "-c", "3", "-P", "1", "--threads", "2", "-t", "set", "--duration", "1s"], &creds).await,
+    );
     // Fill writes each key of the keyspace exactly once, whatever -n says.
-    let args = ["bench", "-c", "3", "-P", "8", "-r", "500", "-n", "10", "-t", "fill", "--json", "--credentials"];
-    let mut args: Vec<String> = args.iter().map(|s| (*s).to_string()).collect();
-    args.push(creds.display().to_string());
-    let json: serde_json::Value = serde_json::from_str(&tool(args).await).unwrap();
+    let json = bench(&["bench", "-c", "3", "-P", "8", "-r", "500", "-n", "10", "-t", "fill"], &creds).await;
     assert_eq!(json[0]["test"], "FILL", "{json}");
     assert_eq!(json[0]["requests"], 500, "{json}");
     assert_eq!(json[0]["errors"], 0, "{json}");
     // --ttl: every key written carries it.
-    let args = ["bench", "-c", "2", "-P", "4", "-r", "50", "-t", "fill", "--ttl", "1h", "--json", "--credentials"];
-    let mut args: Vec<String> = args.iter().map(|s| (*s).to_string()).collect();
-    args.push(creds.display().to_string());
-    let json: serde_json::Value = serde_json::from_str(&tool(args).await).unwrap();
+    let json = bench(&["bench", "-c", "2", "-P", "4", "-r", "50", "-t", "fill", "--ttl", "1h"], &creds).await;
     assert_eq!(json[0]["errors"], 0, "{json}");
     let config = cryptomem_client::ClientConfig::from_credentials(Credentials::load(&creds).unwrap());
     let client = cryptomem_client::Client::connect(config).await.unwrap();
@@ -138,10 +106,7 @@ async fn bench_loads_a_cluster_of_three_through_the_sharded_client() {
         let mut args: Vec<String> = args.iter().map(|s| (*s).to_string()).collect();
         args.push(cluster.display().to_string());
         let json: serde_json::Value = serde_json::from_str(&tool(args).await).unwrap();
-        for t in json.as_array().unwrap() {
-            assert_eq!(t["errors"], 0, "{t}");
-            assert!(t["ops_per_sec"].as_f64().unwrap() > 0.0, "{t}");
-        }
+        assert_served(&json);
         assert_eq!(json[0]["requests"], 3000, "{json}");
     }
     // The fill reached every server.
