@@ -687,11 +687,11 @@ impl Store {
             Change::Set { key, value, expires_at_ms } => self.load(key, value, expires_at_ms, seq, now_ms),
             Change::Delete { key } => {
                 let (shard, hash) = self.locate(key);
-                shard.write_unpublished(|w| w.remove(hash, key));
+                shard.write_replayed(|w| w.remove(hash, key));
             }
             Change::Expire { key, expires_at_ms } => {
                 let (shard, hash) = self.locate(key);
-                shard.write_unpublished(|w| match w.live(hash, key, now_ms).cloned() {
+                shard.write_replayed(|w| match w.live(hash, key, now_ms).cloned() {
                     Some(item) if expires_at_ms > now_ms => {
                         w.put(hash, item.with_expiry(Some(expires_at_ms)).versioned(seq));
                     }
@@ -702,7 +702,7 @@ impl Store {
             }
             Change::Persist { key } => {
                 let (shard, hash) = self.locate(key);
-                shard.write_unpublished(|w| {
+                shard.write_replayed(|w| {
                     if let Some(item) = w.live(hash, key, now_ms).cloned() {
                         w.put(hash, item.with_expiry(None).versioned(seq));
                     }
@@ -713,17 +713,14 @@ impl Store {
 
     /// Inserts a key read from a snapshot or the journal, at `version`,
     /// without journaling it; an already expired one removes the key instead.
-    /// Recovery only: readers see nothing until [`Store::publish_all`].
+    /// Recovery only: readers see nothing until [`Store::publish_all`], and
+    /// the key is only staged until then (or until a replayed change that
+    /// reads or removes keys in its shard), so that a shard's keys from a
+    /// snapshot are built into its map at once.
     pub fn load(&self, key: &[u8], value: &[u8], expires_at_ms: Option<u64>, version: u64, now_ms: u64) {
         let item = Item::new(key, value, expires_at_ms).versioned(version);
-        let (shard, hash) = self.locate(key);
-        shard.write_unpublished(|w| {
-            if item.is_live(now_ms) {
-                w.put(hash, item);
-            } else {
-                w.remove(hash, key);
-            }
-        });
+        let (shard, _) = self.locate(key);
+        shard.write_unpublished(|w| w.stage(item, now_ms));
     }
 
     /// Publishes every shard after [`Store::load`] / [`Store::apply_replayed`].

@@ -38,6 +38,10 @@ pub(super) struct Writer {
     /// eviction pool). Only items still stored: removing or replacing an
     /// item drops it from here, so the pool never keeps memory alive.
     pool: Vec<(u64, Item)>,
+    /// Items recovery loaded and [`Writer::build_staged`] has not yet put
+    /// in the map, and the recovery's clock.
+    staged: Vec<Item>,
+    staged_now_ms: u64,
 }
 
 /// Candidates a shard's pool keeps between evictions.
@@ -45,8 +49,16 @@ const SHARD_POOL: usize = 8;
 
 impl Shard {
     pub(super) fn new(hasher: RandomState, memory: Arc<Memory>) -> Self {
-        let writer =
-            Writer { map: ShardMap::default(), hasher, expiry: BTreeSet::new(), memory, last_seq: 0, pool: Vec::new() };
+        let writer = Writer {
+            map: ShardMap::default(),
+            hasher,
+            expiry: BTreeSet::new(),
+            memory,
+            last_seq: 0,
+            pool: Vec::new(),
+            staged: Vec::new(),
+            staged_now_ms: 0,
+        };
         Self {
             current: ArcSwap::from_pointee(ShardMap::default()),
             writer: Mutex::new(writer),
@@ -86,15 +98,27 @@ impl Shard {
         f(&mut lock(&self.writer))
     }
 
-    /// Makes the writer's current map visible to readers.
+    /// As [`Shard::write_unpublished`], with what recovery staged put in
+    /// the map first: for replayed changes that read or remove a key.
+    pub(super) fn write_replayed<R>(&self, f: impl FnOnce(&mut Writer) -> R) -> R {
+        let mut w = lock(&self.writer);
+        w.build_staged();
+        f(&mut w)
+    }
+
+    /// Makes the writer's current map visible to readers, with anything
+    /// recovery staged put in it first.
     pub(super) fn publish(&self) {
-        let w = lock(&self.writer);
+        let mut w = lock(&self.writer);
+        w.build_staged();
         self.current.store(Arc::new(w.map.clone()));
     }
 
     /// Runs `f` on the writer state and publishes the result if `f` says it changed.
     pub(super) fn write<R>(&self, f: impl FnOnce(&mut Writer) -> (R, bool)) -> R {
         let mut w = lock(&self.writer);
+        // Empty once recovery has published; a check of a length otherwise.
+        w.build_staged();
         let (result, changed) = f(&mut w);
         if changed {
             let old = self.current.swap(Arc::new(w.map.clone()));
@@ -129,11 +153,70 @@ impl Writer {
             // Before indexing the new expiry: (expiry, key) may be equal for both.
             self.forget(&old);
         }
-        self.memory.data.fetch_add(added, Ordering::Relaxed);
+        self.count(added, expiry);
+    }
+
+    /// Counts a newly stored item's footprint, and indexes its expiry.
+    fn count(&mut self, footprint: u64, expiry: Option<(u64, Item)>) {
+        self.memory.data.fetch_add(footprint, Ordering::Relaxed);
         if let Some(entry) = expiry {
             self.expiry.insert(entry);
             self.memory.volatile.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Recovery: queues `item` (live or not at `now_ms`) for the map, where
+    /// [`Writer::build_staged`] puts everything queued at once.
+    pub(super) fn stage(&mut self, item: Item, now_ms: u64) {
+        self.staged.push(item);
+        self.staged_now_ms = now_ms;
+    }
+
+    /// Puts the staged items in the map, as storing them in order would: of
+    /// items for one key the last wins, and removes the key if it has
+    /// expired. Into an empty map (a snapshot's keys) they go as one build
+    /// that allocates every node once, at its final size. Stored one at a
+    /// time, a node is copied one entry larger each time it grows, and the
+    /// copies left behind leave the small size classes' slabs part used: a
+    /// server restarted with 1M keys held 4-5 MB (2%) more.
+    pub(super) fn build_staged(&mut self) {
+        if self.staged.is_empty() {
+            return;
+        }
+        let staged = std::mem::take(&mut self.staged);
+        let now_ms = self.staged_now_ms;
+        if !self.map.is_empty() {
+            for item in staged {
+                let hash = self.hasher.hash_one(item.key());
+                if item.is_live(now_ms) {
+                    self.put(hash, item);
+                } else {
+                    self.remove(hash, item.key());
+                }
+            }
+            return;
+        }
+        let mut entries: Vec<(Item, u64)> = staged
+            .into_iter()
+            .map(|item| {
+                let hash = self.hasher.hash_one(item.key());
+                (item, hash)
+            })
+            .collect();
+        // A stable sort: items for one key stay in the order they were staged.
+        entries.sort_by(|(a, ha), (b, hb)| ha.cmp(hb).then_with(|| a.key().cmp(b.key())));
+        let mut last: Vec<(Item, u64)> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match last.last_mut() {
+                Some(previous) if previous.0.key() == entry.0.key() => *previous = entry,
+                _ => last.push(entry),
+            }
+        }
+        last.retain(|(item, _)| item.is_live(now_ms));
+        for (item, _) in &last {
+            self.count(footprint(item), item.expires_at_ms().map(|at| (at, item.clone())));
+        }
+        self.map = ShardMap::from_entries(last);
     }
 
     /// Removes `key`; returns the old item.

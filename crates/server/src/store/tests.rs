@@ -739,6 +739,83 @@ mod eviction {
 
 /// Fills `n` keys `bench:key:0..` with 133-byte values (100 bytes sealed),
 /// as `cryptomem-tool bench -t fill` does; returns the per-key breakdown.
+/// Recovery stages a shard's keys and builds its map at once. That gives
+/// what storing them one at a time gives: the same keys, values, versions,
+/// TTLs, byte count and map shape. Of items for one key the last wins, and
+/// an expired last one removes the key; a replayed change that reads or
+/// removes a key sees everything loaded before it.
+#[test]
+fn keys_loaded_for_recovery_are_what_storing_them_in_order_gives() {
+    // (key, value, expiry, version)
+    type Load = (Vec<u8>, Vec<u8>, Option<u64>, u64);
+    let mut loads: Vec<Load> = (0..3000u64)
+        .map(|i| {
+            (format!("k{i}").into_bytes(), format!("v{i}").into_bytes(), (i % 7 == 0).then_some(T0 + 60_000), i + 1)
+        })
+        .collect();
+    loads.push((b("k5"), b("newer"), None, 5000));
+    loads.push((b("k7"), b("expired"), Some(T0 - 1), 5001));
+    loads.push((b("late"), b("expired"), Some(T0 - 1), 5002));
+    let load_all = |s: &Store| {
+        for (key, value, expires, version) in &loads {
+            s.load(key, value, *expires, *version, T0);
+        }
+        s.publish_all();
+    };
+    let built = Store::new(16);
+    load_all(&built);
+    // The reference: staged into maps that are not empty, items go in one at a time.
+    let one_by_one = Store::new(16);
+    for i in 0..64u64 {
+        one_by_one.load(format!("seed{i}").as_bytes(), b"s", None, 1, T0);
+    }
+    one_by_one.publish_all();
+    load_all(&one_by_one);
+    for i in 0..64u64 {
+        one_by_one.apply_replayed(Change::Delete { key: format!("seed{i}").as_bytes() }, 6000, T0);
+    }
+    one_by_one.publish_all();
+
+    assert_eq!(built.len(), 2999, "k7's last item had expired");
+    assert_eq!(one_by_one.len(), built.len());
+    assert_eq!(built.memory().used(), one_by_one.memory().used());
+    assert_eq!(built.memory().volatile.load(std::sync::atomic::Ordering::Relaxed), 428);
+    assert_eq!(one_by_one.memory().volatile.load(std::sync::atomic::Ordering::Relaxed), 428);
+    // Each store hashes with keys of its own, so each map is compared with
+    // its own items stored one at a time.
+    for s in [&built, &one_by_one] {
+        let hash = |k: &[u8]| std::hash::BuildHasher::hash_one(&s.hasher, k);
+        for map in s.shard_maps() {
+            let mut stored = ShardMap::default();
+            for item in map.iter() {
+                stored.insert(hash(item.key()), item.clone(), &hash);
+            }
+            assert_eq!(map.map_bytes(), stored.map_bytes(), "the same keys make the same map");
+        }
+    }
+    for s in [&built, &one_by_one] {
+        let k5 = s.get(b"k5", T0).unwrap();
+        assert_eq!((k5.value(), k5.version()), (&b"newer"[..], 5000));
+        assert!(s.get(b"k7", T0).is_none() && s.get(b"late", T0).is_none());
+        let k14 = s.get(b"k14", T0).unwrap();
+        assert_eq!((k14.value(), k14.expires_at_ms(), k14.version()), (&b"v14"[..], Some(T0 + 60_000), 15));
+        assert_eq!(value(s, b"k2999", T0), Some(b("v2999")));
+    }
+
+    // Changes replayed after loads see them.
+    let s = Store::new(4);
+    s.load(b"a", b"1", None, 1, T0);
+    s.load(b"b", b"2", None, 2, T0);
+    s.apply_replayed(Change::Delete { key: b"a" }, 3, T0);
+    s.apply_replayed(Change::Expire { key: b"b", expires_at_ms: T0 + 5000 }, 4, T0);
+    s.load(b"c", b"3", None, 5, T0);
+    s.publish_all();
+    assert!(s.get(b"a", T0).is_none());
+    assert_eq!(s.get(b"b", T0).unwrap().expires_at_ms(), Some(T0 + 5000));
+    assert_eq!(value(&s, b"c", T0), Some(b("3")));
+    assert_eq!(s.len(), 2);
+}
+
 fn breakdown(n: u64) -> [(&'static str, f64); 6] {
     let store = Store::new(DEFAULT_SHARDS);
     let value = vec![7u8; 133];

@@ -284,6 +284,13 @@ fn node_bytes(n: &Node) -> u64 {
 }
 
 impl Trie {
+    /// A map of `entries` (items with their key hashes, no two keys equal),
+    /// each node allocated once at its final size.
+    pub fn from_entries(entries: Vec<(Item, u64)>) -> Self {
+        let len = entries.len();
+        Trie { root: (len > 0).then(|| node_of(entries, 0)), len }
+    }
+
     /// Bytes the map itself holds (nodes and children arrays, not the
     /// items), as the allocator rounds them: the "map" line of the memory
     /// breakdown.
@@ -543,6 +550,34 @@ mod tests {
 
     fn item(k: &[u8], v: u8) -> Item {
         Item::new(k, &[v], None)
+    }
+
+    /// A map built at once from its entries is the one inserting them
+    /// gives, node for node, also where keys share all 60 hash bits.
+    #[test]
+    fn a_map_built_at_once_is_the_one_inserting_gives() {
+        type Hash<'a> = &'a dyn Fn(&[u8]) -> u64;
+        let hashes: [Hash<'_>; 2] = [&strong, &weak];
+        for hash in hashes {
+            for n in [0, 1, 2, 3, 5, 13, 40, 150, 400] {
+                let keys: Vec<Vec<u8>> = (0..n).map(|i| format!("k{i}").into_bytes()).collect();
+                let mut inserted = Trie::default();
+                for k in &keys {
+                    inserted.insert(hash(k), item(k, 1), hash);
+                }
+                let built = Trie::from_entries(keys.iter().map(|k| (item(k, 1), hash(k))).collect());
+                assert_eq!(built.len(), n);
+                assert_eq!(built.map_bytes(), inserted.map_bytes(), "{n} keys");
+                for k in &keys {
+                    assert!(built.get(hash(k), k).is_some());
+                }
+                let mut a: Vec<&[u8]> = built.iter().map(Item::key).collect();
+                let mut b: Vec<&[u8]> = inserted.iter().map(Item::key).collect();
+                a.sort_unstable();
+                b.sort_unstable();
+                assert_eq!(a, b);
+            }
+        }
     }
 
     #[test]
