@@ -724,8 +724,18 @@ impl Store {
     }
 
     /// Publishes every shard after [`Store::load`] / [`Store::apply_replayed`].
+    /// Publishing builds the keys each shard staged into its map, so the
+    /// shards are spread over a thread per core: on one thread, building 1M
+    /// keys' maps made a restart a fifth slower than inserting them on the
+    /// recovery's applying threads had been.
     pub fn publish_all(&self) {
-        self.shards.iter().for_each(Shard::publish);
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let per_thread = self.shards.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            for part in self.shards.chunks(per_thread) {
+                scope.spawn(|| part.iter().for_each(Shard::publish));
+            }
+        });
     }
 
     /// Every shard's map at one instant. All writer locks are held while
