@@ -28,7 +28,7 @@
 #             right after the fills and again SETTLE seconds later (5), once
 #             both allocators have given back what the fill's transients held
 #   restart   SAVE, SIGKILL, start again: time until each answers, from its
-#             RDB / snapshot, with KEYS keys
+#             RDB / snapshot, with KEYS keys, and RSS per key SETTLE s later
 #   snapshot  cryptomem p99 and RSS under SET load with KEYS keys, without and
 #             with the server snapshotting whenever anything changed
 #   sizes     (not in the default SUITES: about 15 minutes) the load suite per
@@ -241,12 +241,15 @@ PY
       KEEP=1 start_redis "$FSYNC" --appendonly no --dbfilename dump.rdb
       KEEP=1 start_cm "$FSYNC"
       rkeys=$(rcli dbsize); ckeys=$("$cm" dbsize --raw --credentials "$work/cm/credentials.toml" --server "127.0.0.1:$cport")
-      python3 - "$redis_started" "$redis_ready" "$cm_started" "$cm_ready" "$rkeys" "$ckeys" >>"$report" <<'PY'
+      sleep "${SETTLE:-5}"
+      r3=$(rss_kb "$redis_pid"); c3=$(rss_kb "$cm_pid")
+      python3 - "$redis_started" "$redis_ready" "$cm_started" "$cm_ready" "$rkeys" "$ckeys" "$r3" "$c3" "$KEYS" "${SETTLE:-5}" >>"$report" <<'PY'
 import sys
 rs, rr, cs, cr = map(float, sys.argv[1:5])
+r3, c3, keys, settle = map(int, sys.argv[7:11])
 print(f"\nrestart: start to first reply after SAVE + SIGKILL")
-print(f"redis     {rr - rs:6.2f} s from its RDB ({sys.argv[5]} keys)")
-print(f"cryptomem {cr - cs:6.2f} s from its snapshot ({sys.argv[6]} keys); ratio {(cr - cs) / (rr - rs):.2f}")
+print(f"redis     {rr - rs:6.2f} s from its RDB ({sys.argv[5]} keys); RSS {settle} s later {r3*1024/keys:.0f} B/key")
+print(f"cryptomem {cr - cs:6.2f} s from its snapshot ({sys.argv[6]} keys); ratio {(cr - cs) / (rr - rs):.2f}; RSS {settle} s later {c3*1024/keys:.0f} B/key (ratio {c3/r3:.3f})")
 PY
       stop_all
     fi ;;
