@@ -9,6 +9,7 @@
 #   PIPELINES="1 16" TESTS="set get" FSYNC=everysec KEYS=1000000
 #   SIZES="100 1024 4096 16384 65536 1048576" SIZES_BYTES=2147483648
 #   CONNECTIONS="1 50 1000 5000" IDLE_CONNECTIONS=1000 LATENCY=batch
+#   SETTLE=5 (seconds both servers settle before the memory and restart suites read RSS again)
 #
 # LATENCY=first times cryptomem's pipelined batches to their first reply, as
 # redis-benchmark does (it stops the clock at the first read event of a
@@ -60,6 +61,7 @@ KEYSPACE=${KEYSPACE:-100000}
 PIPELINES=${PIPELINES:-"1 16"}
 TESTS=${TESTS:-"set get"}
 FSYNC=${FSYNC:-everysec}
+SETTLE=${SETTLE:-5}
 KEYS=${KEYS:-1000000}
 EVICT_TRACES=${EVICT_TRACES:-"zipf scan shift"}
 EVICT_REQUESTS=${EVICT_REQUESTS:-2000000}
@@ -219,9 +221,9 @@ for suite in $SUITES; do
     fill_both
     r1=$(rss_kb "$redis_pid"); c1=$(rss_kb "$cm_pid")
     rused=$(rcli info memory | awk -F: '/^used_memory_rss:/{print $2}' | tr -d '\r')
-    sleep "${SETTLE:-5}"
+    sleep "$SETTLE"
     r2=$(rss_kb "$redis_pid"); c2=$(rss_kb "$cm_pid")
-    python3 - "$KEYS" "$SIZE" "$r0" "$r1" "$c0" "$c1" "$rused" "$r2" "$c2" "${SETTLE:-5}" >>"$report" <<'PY'
+    python3 - "$KEYS" "$SIZE" "$r0" "$r1" "$c0" "$c1" "$rused" "$r2" "$c2" "$SETTLE" >>"$report" <<'PY'
 import sys
 keys, size, r0, r1, c0, c1, rused, r2, c2, settle = map(int, sys.argv[1:])
 sealed = 33
@@ -241,9 +243,9 @@ PY
       KEEP=1 start_redis "$FSYNC" --appendonly no --dbfilename dump.rdb
       KEEP=1 start_cm "$FSYNC"
       rkeys=$(rcli dbsize); ckeys=$("$cm" dbsize --raw --credentials "$work/cm/credentials.toml" --server "127.0.0.1:$cport")
-      sleep "${SETTLE:-5}"
+      sleep "$SETTLE"
       r3=$(rss_kb "$redis_pid"); c3=$(rss_kb "$cm_pid")
-      python3 - "$redis_started" "$redis_ready" "$cm_started" "$cm_ready" "$rkeys" "$ckeys" "$r3" "$c3" "$KEYS" "${SETTLE:-5}" >>"$report" <<'PY'
+      python3 - "$redis_started" "$redis_ready" "$cm_started" "$cm_ready" "$rkeys" "$ckeys" "$r3" "$c3" "$KEYS" "$SETTLE" >>"$report" <<'PY'
 import sys
 rs, rr, cs, cr = map(float, sys.argv[1:5])
 r3, c3, keys, settle = map(int, sys.argv[7:11])

@@ -236,46 +236,29 @@ async fn connect_all(args: &Args) -> anyhow::Result<Vec<BenchClient>> {
 
 /// How many of a pipeline's commands failed: a [`cryptomem_client::Pipeline`]
 /// fails whole or per command, a sharded one per command.
-trait Failures {
-    fn failures(self, batch: u64) -> u64;
-}
-
-impl Failures for cryptomem_client::Result<Replies> {
-    fn failures(self, batch: u64) -> u64 {
-        self.map_or(batch, |replies| replies.failures(batch))
-    }
-}
-
-impl Failures for Replies {
-    fn failures(self, _: u64) -> u64 {
-        self.iter().filter(|r| r.is_err()).count() as u64
-    }
-}
-
-/// A timed pipeline's outcome, split into the replies [`Failures`] counts
-/// and the instant its first reply was read (the two pipelines' `execute_timed`
-/// return them in different shapes).
-trait SplitTimed {
-    type Replies: Failures;
-    fn split(self) -> (Self::Replies, Option<Instant>);
+/// What a timed pipeline's outcome says: how many of the batch's `batch`
+/// requests failed (all of them when the round trip did), and when its
+/// first reply was read. The two pipelines' `execute_timed` return it in
+/// different shapes.
+trait TimedOutcome {
+    fn failures_and_first(self, batch: u64) -> (u64, Option<Instant>);
 }
 
 type Replies = Vec<cryptomem_client::Result<PipelineReply>>;
 
-impl SplitTimed for cryptomem_client::Result<(Replies, Option<Instant>)> {
-    type Replies = cryptomem_client::Result<Replies>;
-    fn split(self) -> (Self::Replies, Option<Instant>) {
-        match self {
-            Ok((replies, at)) => (Ok(replies), at),
-            Err(e) => (Err(e), None),
-        }
+fn failed(replies: &Replies) -> u64 {
+    replies.iter().filter(|r| r.is_err()).count() as u64
+}
+
+impl TimedOutcome for cryptomem_client::Result<(Replies, Option<Instant>)> {
+    fn failures_and_first(self, batch: u64) -> (u64, Option<Instant>) {
+        self.map_or((batch, None), |(replies, at)| (failed(&replies), at))
     }
 }
 
-impl SplitTimed for (Replies, Option<Instant>) {
-    type Replies = Replies;
-    fn split(self) -> (Replies, Option<Instant>) {
-        self
+impl TimedOutcome for (Replies, Option<Instant>) {
+    fn failures_and_first(self, _: u64) -> (u64, Option<Instant>) {
+        (failed(&self.0), self.1)
     }
 }
 
@@ -390,11 +373,11 @@ impl Load {
                         };
                         errors += u64::from(queued.is_err());
                     }
-                    let (replies, first_at) = p.execute_timed().await.split();
+                    let (failures, first_at) = p.execute_timed().await.failures_and_first(batch);
                     if self.first_reply {
                         answered = first_at;
                     }
-                    replies.failures(batch)
+                    failures
                 })
             };
             let took = answered.map_or_else(|| started.elapsed(), |at| at - started);

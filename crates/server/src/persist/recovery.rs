@@ -11,7 +11,10 @@
 //! - Reading and checking the files is one thread; applying what it read to
 //!   the store is spread over one thread per core, each owning a fixed set
 //!   of shards, so every key's snapshot entry and log records are applied by
-//!   one thread in file order.
+//!   one thread in file order. Keys are staged per shard and built into
+//!   each shard's map at once when the store is published (also on a thread
+//!   per core), or earlier when a replayed change needs the shard's keys;
+//!   see `Store::load`.
 //! - The end of the newest segment may be torn by a crash; see [Torn
 //!   tails](#torn-tails). That tail is truncated (with a warning naming file,
 //!   offset and bytes) when recovering for the server, and reported when only

@@ -140,16 +140,18 @@ fn kids_of(nodes: impl Iterator<Item = Node>, len: usize) -> Option<Kids> {
 }
 
 /// A node at `level` holding `entries` (items with their key hashes, all
-/// keys different and sharing the hash bits above `level`): a slot's
-/// worth and one more, when a third key arrives in a full slot.
-fn node_of(mut entries: Vec<(Item, u64)>, level: u32) -> Node {
+/// keys different and sharing the hash bits above `level`), and the nodes
+/// below it: three items moving down from a full slot, or a whole map
+/// built at once ([`Trie::from_entries`]). Sorts `entries` in place and
+/// clones each item once, into the node that keeps it.
+fn node_of(entries: &mut [(Item, u64)], level: u32) -> Node {
     let len = entries.len();
     if level >= LEVELS {
-        return node(0, 0, entries.into_iter().map(|(item, _)| item), len, None);
+        return node(0, 0, entries.iter().map(|(item, _)| item.clone()), len, None);
     }
-    entries.sort_by_key(|&(_, hash)| index(hash, level));
+    entries.sort_unstable_by_key(|&(_, hash)| index(hash, level));
     let (mut items, mut more, mut list, mut below) = (0, 0, Vec::with_capacity(len), Vec::new());
-    let mut rest = &mut entries[..];
+    let mut rest = entries;
     while let Some(&(_, first)) = rest.first() {
         let slot = index(first, level);
         let run = rest.iter().take_while(|&&(_, h)| index(h, level) == slot).count();
@@ -163,7 +165,7 @@ fn node_of(mut entries: Vec<(Item, u64)>, level: u32) -> Node {
             list.extend(group.iter().map(|(item, _)| item.clone()));
         } else {
             more |= bit;
-            below.push(node_of(group.to_vec(), level + 1));
+            below.push(node_of(group, level + 1));
         }
         rest = tail;
     }
@@ -286,9 +288,9 @@ fn node_bytes(n: &Node) -> u64 {
 impl Trie {
     /// A map of `entries` (items with their key hashes, no two keys equal),
     /// each node allocated once at its final size.
-    pub fn from_entries(entries: Vec<(Item, u64)>) -> Self {
+    pub fn from_entries(mut entries: Vec<(Item, u64)>) -> Self {
         let len = entries.len();
-        Trie { root: (len > 0).then(|| node_of(entries, 0)), len }
+        Trie { root: (len > 0).then(|| node_of(&mut entries, 0)), len }
     }
 
     /// Bytes the map itself holds (nodes and children arrays, not the
@@ -419,8 +421,9 @@ fn insert_into(n: &mut Node, hash: u64, item: Item, level: u32, rehash: &dyn Fn(
         return None;
     }
     // A third key in a full slot: the three move down into a child.
-    let entries = n.slice[at..at + count].iter().map(|i| (i.clone(), rehash(i.key()))).chain(once((item, hash)));
-    *n = with_items_moved_down(n, bit, node_of(entries.collect(), level + 1));
+    let mut entries: Vec<(Item, u64)> =
+        n.slice[at..at + count].iter().map(|i| (i.clone(), rehash(i.key()))).chain(once((item, hash))).collect();
+    *n = with_items_moved_down(n, bit, node_of(&mut entries, level + 1));
     None
 }
 

@@ -158,6 +158,16 @@ fn a_buffer_grown_by_a_backlog_is_given_back_after_it_is_written() {
     assert_eq!(super::reusable(normal).capacity(), super::BUFFER_KEEP, "a busy writer's buffer is not reallocated");
 }
 
+/// Appends records `keys` (about 120 bytes each) while the writer sits in
+/// a 1 s fsync, so that they pile up in the buffer; returns the last
+/// sequence number. Later fsyncs take no time.
+fn pile_up(log: &Log, disk: &FaultyDisk, keys: std::ops::Range<u64>) -> u64 {
+    disk.0.sync_delay_ms.store(1000, SeqCst);
+    let last = keys.map(|i| append(log, i).unwrap()).last().unwrap_or(0);
+    disk.0.sync_delay_ms.store(0, SeqCst);
+    last
+}
+
 /// Regression (issue 9, item 7): during a slow fsync appends pile up and
 /// both buffers grow to the backlog; they kept that size for good.
 #[test]
@@ -165,12 +175,8 @@ fn buffers_grown_during_a_slow_fsync_shrink_once_the_writer_catches_up() {
     let dir = tempfile::tempdir().unwrap();
     let disk = FaultyDisk::default();
     let log = open(dir.path(), &disk, FsyncPolicy::Always);
-    disk.0.sync_delay_ms.store(1000, SeqCst);
     // About 12 MB while the writer sits in a 1 s fsync.
-    for i in 0..100_000 {
-        append(&log, i).unwrap();
-    }
-    disk.0.sync_delay_ms.store(0, SeqCst);
+    pile_up(&log, &disk, 0..100_000);
     let grown = crate::persist::log::lock(&log.shared.state).buf.capacity();
     assert!(grown > 2 * super::BUFFER_KEEP, "the backlog grew the buffer: {grown}");
     // Two more batches pass both buffers through the writer.
@@ -190,16 +196,10 @@ fn the_buffers_shrink_when_the_writer_goes_idle() {
     let dir = tempfile::tempdir().unwrap();
     let disk = FaultyDisk::default();
     let log = open(dir.path(), &disk, FsyncPolicy::Always);
-    disk.0.sync_delay_ms.store(1000, SeqCst);
-    append(&log, 0).unwrap();
     // About 1.2 MB arrives while the writer sits in the first record's fsync.
-    let mut last = 0;
-    for i in 1..10_000 {
-        last = append(&log, i).unwrap();
-    }
+    let mut last = pile_up(&log, &disk, 0..10_000);
     let grown = log.buffered_bytes();
     assert!(grown > 4 * super::IDLE_KEEP as u64, "the burst grew the buffer: {grown}");
-    disk.0.sync_delay_ms.store(0, SeqCst);
     assert!(eventually(|| log.status().durable_seq >= last));
     assert!(
         eventually(|| log.buffered_bytes() <= super::IDLE_KEEP as u64),
