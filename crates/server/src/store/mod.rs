@@ -24,6 +24,7 @@
 //! shard's writer lock for the instant it takes to load each map and read the
 //! journal's position, which gives snapshots an exact sequence-number cut.
 
+mod defrag;
 mod evict;
 mod fade;
 mod item;
@@ -38,6 +39,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 pub use cryptomem_util::clock::{Clock, deadline, duration_ms_ceil};
+pub use defrag::{DefragPass, DefragTrigger};
 pub use evict::{EvictionPolicy, FrequencySketch, Memory, UnknownPolicy};
 pub use item::Item;
 pub use memory::{alloc_size, footprint, footprint_of};

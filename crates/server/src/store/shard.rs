@@ -114,6 +114,21 @@ impl Shard {
         self.current.store(Arc::new(w.map.clone()));
     }
 
+    /// Replaces the map with `f`'s copy of it, if `f` makes one, and
+    /// publishes the copy. Returns the maps replaced (the writer's and the
+    /// published one) for the caller to free where it likes.
+    pub(super) fn replace_map(
+        &self,
+        f: impl FnOnce(&ShardMap) -> Option<ShardMap>,
+    ) -> Option<(ShardMap, Arc<ShardMap>)> {
+        let mut w = lock(&self.writer);
+        w.build_staged();
+        let copy = f(&w.map)?;
+        let old = std::mem::replace(&mut w.map, copy);
+        let published = self.current.swap(Arc::new(w.map.clone()));
+        Some((old, published))
+    }
+
     /// Runs `f` on the writer state and publishes the result if `f` says it changed.
     pub(super) fn write<R>(&self, f: impl FnOnce(&mut Writer) -> (R, bool)) -> R {
         let mut w = lock(&self.writer);

@@ -273,16 +273,65 @@ const ENTRY_BYTES: u64 = 8;
 /// What the allocator holds for `n` and the nodes below it, each
 /// allocation rounded up to its size class.
 fn node_bytes(n: &Node) -> u64 {
-    let entries = |count: usize| ENTRY_BYTES * count as u64;
-    let own = super::memory::alloc_size(NODE_HEADER + entries(n.slice.len()));
-    let below = match head(n).kids.as_ref() {
-        None => 0,
-        Some(k) => {
-            super::memory::alloc_size(KIDS_HEADER + entries(k.slice.len()))
-                + k.slice.iter().map(node_bytes).sum::<u64>()
+    let below = head(n).kids.as_ref().map_or(0, |k| kids_bytes(k) + k.slice.iter().map(node_bytes).sum::<u64>());
+    own_bytes(n) + below
+}
+
+/// Where a map allocation lives, for [`Trie::relocated`]: whether to copy
+/// it elsewhere, and where its copy went.
+pub trait Relocate {
+    /// Whether the allocation at `address`, of `bytes` as the allocator
+    /// rounds them, is to be copied.
+    fn moves(&mut self, address: usize, bytes: u64) -> bool;
+    /// A copy was made at `address`.
+    fn landed(&mut self, address: usize);
+}
+
+fn address<H, T>(a: &ThinArc<H, T>) -> usize {
+    a.heap_ptr() as usize
+}
+
+fn own_bytes(n: &Node) -> u64 {
+    super::memory::alloc_size(NODE_HEADER + ENTRY_BYTES * n.slice.len() as u64)
+}
+
+fn kids_bytes(k: &Kids) -> u64 {
+    super::memory::alloc_size(KIDS_HEADER + ENTRY_BYTES * k.slice.len() as u64)
+}
+
+fn each_allocation(n: &Node, f: &mut dyn FnMut(usize, u64)) {
+    f(address(n), own_bytes(n));
+    if let Some(k) = head(n).kids.as_ref() {
+        f(address(k), kids_bytes(k));
+        k.slice.iter().for_each(|c| each_allocation(c, f));
+    }
+}
+
+/// `n` with the allocations `to` moves copied, and with them every node
+/// above a copy (a parent points to its children); `None` if nothing under
+/// `n` moves. Items are shared, not copied.
+fn relocated(n: &Node, to: &mut dyn Relocate) -> Option<Node> {
+    let h = head(n);
+    let old_kids = kids(n);
+    let new_kids: Vec<Option<Node>> = old_kids.iter().map(|k| relocated(k, to)).collect();
+    let kid_moved = new_kids.iter().any(Option::is_some);
+    let kids_move = h.kids.as_ref().is_some_and(|k| to.moves(address(k), kids_bytes(k)));
+    if !(kid_moved || kids_move || to.moves(address(n), own_bytes(n))) {
+        return None;
+    }
+    let kids = if kid_moved || kids_move {
+        let merged = old_kids.iter().zip(new_kids).map(|(old, new)| new.unwrap_or_else(|| old.clone()));
+        let k = kids_of(merged, old_kids.len());
+        if let Some(k) = &k {
+            to.landed(address(k));
         }
+        k
+    } else {
+        h.kids.clone()
     };
-    own + below
+    let copy = node(h.items, h.more, n.slice.iter().cloned(), n.slice.len(), kids);
+    to.landed(address(&copy));
+    Some(copy)
 }
 
 impl Trie {
@@ -298,6 +347,21 @@ impl Trie {
     /// breakdown.
     pub fn map_bytes(&self) -> u64 {
         self.root.as_ref().map_or(0, node_bytes)
+    }
+
+    /// Calls `f` with the address and rounded size of every allocation the
+    /// map holds (nodes and children arrays, not items).
+    pub fn each_allocation(&self, f: &mut dyn FnMut(usize, u64)) {
+        if let Some(root) = &self.root {
+            each_allocation(root, f);
+        }
+    }
+
+    /// The same map with the allocations `to` moves copied (and the nodes
+    /// above them), or `None` if none moves. This map is left as it was.
+    pub fn relocated(&self, to: &mut dyn Relocate) -> Option<Trie> {
+        let root = relocated(self.root.as_ref()?, to)?;
+        Some(Trie { root: Some(root), len: self.len })
     }
 
     /// Number of items.
@@ -553,6 +617,54 @@ mod tests {
 
     fn item(k: &[u8], v: u8) -> Item {
         Item::new(k, &[v], None)
+    }
+
+    /// Relocating copies the allocation it is told to and the nodes above it
+    /// (parents point to their children), nothing else, and every lookup
+    /// finds what it found before.
+    #[test]
+    fn relocating_copies_what_moves_and_the_nodes_above_it() {
+        struct Pick {
+            target: usize,
+            landed: Vec<usize>,
+        }
+        impl Relocate for Pick {
+            fn moves(&mut self, address: usize, _: u64) -> bool {
+                address == self.target
+            }
+            fn landed(&mut self, address: usize) {
+                self.landed.push(address);
+            }
+        }
+        let allocations = |t: &Trie| {
+            let mut all = Vec::new();
+            t.each_allocation(&mut |a, _| all.push(a));
+            all
+        };
+        let mut t = Trie::default();
+        for i in 0..500u32 {
+            let k = i.to_be_bytes();
+            t.insert(strong(&k), item(&k, 1), &strong);
+        }
+        let before = allocations(&t);
+        assert!(t.relocated(&mut Pick { target: 0, landed: Vec::new() }).is_none(), "nothing moves");
+        // Depth first, so the last allocation is a node below the root.
+        let target = *before.last().unwrap();
+        let mut pick = Pick { target, landed: Vec::new() };
+        let moved = t.relocated(&mut pick).unwrap();
+        let after = allocations(&moved);
+        assert_eq!(before.len(), after.len());
+        let changed: Vec<usize> = after.iter().zip(&before).filter(|(a, b)| a != b).map(|(a, _)| *a).collect();
+        assert!(changed.len() >= 3, "the node, its parent's children array and its parent: {changed:?}");
+        assert_eq!(changed.len(), pick.landed.len());
+        assert!(pick.landed.iter().all(|a| changed.contains(a)));
+        assert_ne!(after[0], before[0], "the root is above everything");
+        assert_eq!(moved.map_bytes(), t.map_bytes());
+        assert_eq!(moved.len(), 500);
+        for i in 0..500u32 {
+            let k = i.to_be_bytes();
+            assert_eq!(moved.get(strong(&k), &k).map(Item::key), Some(&k[..]));
+        }
     }
 
     /// A map built at once from its entries is the one inserting them
