@@ -31,6 +31,7 @@
 //! | `--maxmemory`         | `CRYPTOMEM_MAXMEMORY`        | `maxmemory`         | `0` = no limit; bytes with units (`512MiB`) |
 //! | `--maxmemory-policy`  | `CRYPTOMEM_MAXMEMORY_POLICY` | `maxmemory_policy`  | `noeviction` (Redis's names, and `allkeys-tinylfu`) |
 //! | `--maxmemory-samples` | `CRYPTOMEM_MAXMEMORY_SAMPLES`| `maxmemory_samples` | 5 keys drawn per eviction, 1 to 64 |
+//! | `--active-defrag`     | `CRYPTOMEM_ACTIVE_DEFRAG`    | `active_defrag`     | `true`: move map nodes off sparse pages once the key count settles |
 //!
 //! The file is named by `--config` / `CRYPTOMEM_CONFIG`; unknown keys in it are errors.
 
@@ -56,7 +57,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7379";
 /// [`Settings::resolve`]) reads. Tests check the `--help` texts and the
 /// README's table against it. `threads` and `auth-concurrency` depend on the
 /// cores and are computed in `resolve`.
-pub const DEFAULTS: [(&str, &str); 25] = [
+pub const DEFAULTS: [(&str, &str); 26] = [
     ("listen", DEFAULT_LISTEN),
     ("data", "./data"),
     ("max-connections", "10000"),
@@ -82,6 +83,7 @@ pub const DEFAULTS: [(&str, &str); 25] = [
     ("maxmemory", "0"),
     ("maxmemory-policy", "noeviction"),
     ("maxmemory-samples", "5"),
+    ("active-defrag", "true"),
 ];
 
 /// A configuration that cannot be used.
@@ -209,6 +211,11 @@ pub struct Settings {
     /// ideal and slower [default: 5].
     #[arg(long, env = "CRYPTOMEM_MAXMEMORY_SAMPLES")]
     pub maxmemory_samples: Option<usize>,
+    /// Once the key count has grown or shrunk by an eighth and settled, copy
+    /// the map nodes left on sparse pages together, so that the allocator
+    /// can give the pages back [default: true].
+    #[arg(long, env = "CRYPTOMEM_ACTIVE_DEFRAG")]
+    pub active_defrag: Option<bool>,
 }
 
 impl Settings {
@@ -255,6 +262,7 @@ impl Settings {
             maxmemory: self.maxmemory.or(lower.maxmemory),
             maxmemory_policy: self.maxmemory_policy.or(lower.maxmemory_policy),
             maxmemory_samples: self.maxmemory_samples.or(lower.maxmemory_samples),
+            active_defrag: self.active_defrag.or(lower.active_defrag),
         }
     }
 
@@ -294,6 +302,7 @@ impl Settings {
             maxmemory: text("maxmemory"),
             maxmemory_policy: text("maxmemory-policy"),
             maxmemory_samples: number(text("maxmemory-samples")),
+            active_defrag: number(text("active-defrag")),
         }
     }
 
@@ -418,6 +427,7 @@ impl Settings {
             shutdown_grace: Duration::from_secs(5),
             persist,
             memory: memory_limit,
+            active_defrag: s.active_defrag.unwrap_or_default(),
             disk: Arc::new(OsDisk),
         })
     }
@@ -470,6 +480,9 @@ pub struct ServerConfig {
     pub persist: PersistConfig,
     /// The memory limit and what goes when it is reached.
     pub memory: MemoryLimit,
+    /// Whether map nodes are moved off sparse pages once the key count
+    /// settles (`store/defrag.rs`).
+    pub active_defrag: bool,
     /// Where the log and snapshots are written: the real disk, or a
     /// fault-injecting one in tests.
     pub disk: Arc<dyn Disk>,

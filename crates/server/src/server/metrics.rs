@@ -28,6 +28,7 @@
 //! | `cryptomem_keys` | gauge | |
 //! | `cryptomem_memory_used_bytes`, `cryptomem_memory_max_bytes` (0: no limit), `cryptomem_memory_resident_bytes` | gauge | |
 //! | `cryptomem_evicted_keys_total`, `cryptomem_expired_keys_total`, `cryptomem_keyspace_hits_total`, `cryptomem_keyspace_misses_total` | counter | |
+//! | `cryptomem_active_defrag_hits_total` | counter | map allocations active defrag copied |
 //! | `cryptomem_log_written_bytes_total` | counter | bytes appended to log segments |
 //! | `cryptomem_log_fsync_duration_seconds` | histogram | |
 //! | `cryptomem_snapshots_total` | counter | |
@@ -117,6 +118,7 @@ struct Sampled {
     memory_resident: Gauge,
     evicted: Counter,
     expired: Counter,
+    defrag_hits: Counter,
     hits: Counter,
     misses: Counter,
     log_bytes: Counter,
@@ -253,6 +255,7 @@ impl Metrics {
         }
         s.evicted.absolute(memory.evicted());
         s.expired.absolute(stats.expired_keys.load(Relaxed));
+        s.defrag_hits.absolute(stats.defrag_hits.load(Relaxed));
         let (hits, misses) = store.hits_and_misses();
         s.hits.absolute(hits);
         s.misses.absolute(misses);
@@ -297,6 +300,7 @@ impl Sampled {
             memory_resident: gauge!("cryptomem_memory_resident_bytes"),
             evicted: counter!("cryptomem_evicted_keys_total"),
             expired: counter!("cryptomem_expired_keys_total"),
+            defrag_hits: counter!("cryptomem_active_defrag_hits_total"),
             hits: counter!("cryptomem_keyspace_hits_total"),
             misses: counter!("cryptomem_keyspace_misses_total"),
             log_bytes: counter!("cryptomem_log_written_bytes_total"),
@@ -331,6 +335,7 @@ fn describe() {
     describe_gauge!("cryptomem_memory_resident_bytes", metrics::Unit::Bytes, "Resident set size of the process.");
     describe_counter!("cryptomem_evicted_keys_total", "Keys evicted at the memory limit.");
     describe_counter!("cryptomem_expired_keys_total", "Keys removed by expiry.");
+    describe_counter!("cryptomem_active_defrag_hits_total", "Map allocations active defrag copied.");
     describe_counter!("cryptomem_keyspace_hits_total", "Reads that found their key.");
     describe_counter!("cryptomem_keyspace_misses_total", "Reads that did not.");
     describe_counter!("cryptomem_log_written_bytes_total", metrics::Unit::Bytes, "Bytes appended to the log.");

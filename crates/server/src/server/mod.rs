@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use config::{ConfigError, DEFAULTS, MemoryLimit, ServerConfig, Settings};
 pub use runtime::{IO_EVENTS_PER_POLL, runtime};
@@ -46,7 +46,7 @@ pub use stats::Stats;
 use crate::auth::Authenticator;
 use crate::periodic::every;
 use crate::persist::Persistence;
-use crate::store::Store;
+use crate::store::{DefragTrigger, Store};
 pub use data_dir::{
     CREDENTIALS_FILE, DataDir, DataDirError, InitReport, SERVER_KEY_FILE, SERVER_PUB_FILE, TOKENS_FILE, lock_data_dir,
 };
@@ -55,6 +55,10 @@ pub use data_dir::{
 const JANITOR_INTERVAL: Duration = Duration::from_millis(100);
 /// Keys one shard gives up per janitor pass, bounding lock hold time.
 const JANITOR_BUDGET: usize = 1000;
+/// How often active defrag looks at the key count (see `DefragTrigger`).
+const DEFRAG_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Bytes the sparse pages must leave unused for a defrag pass to copy.
+const DEFRAG_MIN_WASTE: u64 = 1 << 20;
 
 /// Errors that stop the server from starting.
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +205,7 @@ impl Server {
         let snapshots = shared.persistence.spawn_scheduler(stop_rx.clone());
         let token_watch = tokio::spawn(watch_tokens(Arc::clone(&shared), stop_rx.clone()));
         let metrics_sampler = tokio::spawn(sample_metrics(Arc::clone(&shared), stop_rx.clone()));
+        let defragger = tokio::spawn(defragger(Arc::clone(&shared), stop_rx.clone()));
         info!(
             addr = %self.listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
             public_key = %shared.keys.load().current.public_hex(),
@@ -264,6 +269,7 @@ impl Server {
         let _ = snapshots.await;
         let _ = token_watch.await;
         let _ = metrics_sampler.await;
+        let _ = defragger.await;
         shared.persistence.shutdown().await;
         info!("shutdown complete");
         outcome
@@ -352,6 +358,34 @@ fn fit_under_the_limit(store: &Store, config: &ServerConfig) {
 /// disk is slow would lose data to a stall.
 fn memory_outside_keys(shared: &Shared) -> u64 {
     shared.request_buffers.held() as u64
+}
+
+/// Moves map nodes off sparse pages once the key count has moved and settled
+/// (`store/defrag.rs`), unless `--active-defrag false`.
+async fn defragger(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+    if !shared.config.active_defrag {
+        return;
+    }
+    let mut trigger = DefragTrigger::new(shared.store.len());
+    every(DEFRAG_CHECK_INTERVAL, stop, || {
+        let due = trigger.due(shared.store.len());
+        let shared = Arc::clone(&shared);
+        async move {
+            if !due {
+                return;
+            }
+            let store = Arc::clone(&shared.store);
+            let Ok(pass) = tokio::task::spawn_blocking(move || store.defrag_maps(DEFRAG_MIN_WASTE)).await else {
+                return;
+            };
+            if pass.copied > 0 {
+                stats::bump(&shared.stats.defrag_passes);
+                shared.stats.defrag_hits.fetch_add(pass.copied as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            debug!(?pass, "active defrag");
+        }
+    })
+    .await;
 }
 
 /// Reclaims expired keys, a bounded batch per shard at a time, and updates

@@ -24,6 +24,10 @@ pub struct Stats {
     pub protocol_errors: AtomicU64,
     /// Keys removed by the expiry janitor.
     pub expired_keys: AtomicU64,
+    /// Active defrag passes that copied map nodes.
+    pub defrag_passes: AtomicU64,
+    /// Map allocations active defrag copied (Redis's `active_defrag_hits`).
+    pub defrag_hits: AtomicU64,
     /// Connections closed because a request did not arrive within `--request-timeout`.
     pub requests_timed_out: AtomicU64,
     /// Connections closed because incomplete requests exceeded `--request-buffer-limit`.
@@ -41,6 +45,8 @@ impl Default for Stats {
             commands_processed: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
             expired_keys: AtomicU64::new(0),
+            defrag_passes: AtomicU64::new(0),
+            defrag_hits: AtomicU64::new(0),
             requests_timed_out: AtomicU64::new(0),
             requests_refused_buffer_full: AtomicU64::new(0),
         }
@@ -105,6 +111,8 @@ impl Stats {
         let _ = writeln!(out, "keyspace_misses:{misses}");
         let _ = writeln!(out, "requests_timed_out:{}", get(&self.requests_timed_out));
         let _ = writeln!(out, "requests_refused_buffer_full:{}", get(&self.requests_refused_buffer_full));
+        let _ = writeln!(out, "active_defrag_passes:{}", get(&self.defrag_passes));
+        let _ = writeln!(out, "active_defrag_hits:{}", get(&self.defrag_hits));
         let _ = writeln!(out, "\n# Keyspace");
         let _ = writeln!(out, "keys:{}", store.len());
         let _ = writeln!(out, "shards:{}", store.shard_count());
