@@ -1,5 +1,6 @@
 //! The memory limit as a user meets it: OOM under noeviction, evictions
-//! that survive a restart, a data dir larger than the limit, CONFIG SET.
+//! that survive a restart, a data dir larger than the limit, CONFIG SET;
+//! and active defrag after a fill.
 
 mod common;
 
@@ -26,6 +27,42 @@ async fn filled_server(n: usize) -> (TestServer, Client, u64) {
     fill(&client, n).await;
     let (used, _) = used_and_limit(&client).await;
     (server, client, used)
+}
+
+/// Active defrag runs on its own once a fill has settled, once, and every
+/// key reads back afterwards. (Test binaries use the system allocator,
+/// whose pages mix map nodes with items, so the pass finds sparse pages.)
+#[tokio::test]
+async fn active_defrag_runs_once_a_fill_settles_and_keeps_every_key() {
+    const KEYS: usize = 60_000;
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("key{i}")).collect();
+    for chunk in keys.chunks(1000) {
+        let mut p = client.pipeline();
+        for key in chunk {
+            p.set(key, [7u8; 100]).unwrap();
+        }
+        p.execute().await.unwrap().into_iter().for_each(|r| drop(r.unwrap()));
+    }
+    let passes = |info: &str| info_field(info, "active_defrag_passes").parse::<u64>().unwrap();
+    let mut info = client.info().await.unwrap();
+    for _ in 0..100 {
+        if passes(&info) > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        info = client.info().await.unwrap();
+    }
+    assert_eq!(passes(&info), 1, "{info}");
+    assert!(info_field(&info, "active_defrag_hits").parse::<u64>().unwrap() > 0, "{info}");
+    for chunk in keys.chunks(1000) {
+        let values = client.mget(chunk).await.unwrap();
+        assert!(values.iter().all(|v| v.as_deref() == Some(&[7u8; 100][..])));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(passes(&client.info().await.unwrap()), 1, "nothing moved since, no second pass");
+    server.stop().await;
 }
 
 async fn present(client: &Client, n: usize) -> Vec<usize> {

@@ -136,7 +136,7 @@ impl Store {
 }
 
 /// When a pass is worth a look: once the key count has moved by an eighth
-/// (and at least [`MIN_CHANGE`] keys) since the last look, and has held
+/// (and at least 50,000 keys) since the last look, and has held
 /// within 1% since the previous check. Copying while a fill still runs
 /// would copy nodes about to be replaced.
 #[derive(Debug, Default)]
