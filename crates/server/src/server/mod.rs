@@ -375,14 +375,16 @@ async fn defragger(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
                 return;
             }
             let store = Arc::clone(&shared.store);
+            let started = std::time::Instant::now();
             let Ok(pass) = tokio::task::spawn_blocking(move || store.defrag_maps(DEFRAG_MIN_WASTE)).await else {
                 return;
             };
+            let took_ms = started.elapsed().as_millis();
             if pass.copied > 0 {
                 stats::bump(&shared.stats.defrag_passes);
                 shared.stats.defrag_hits.fetch_add(pass.copied as u64, std::sync::atomic::Ordering::Relaxed);
             }
-            debug!(?pass, "active defrag");
+            debug!(?pass, took_ms, "active defrag");
         }
     })
     .await;
