@@ -29,15 +29,8 @@ async fn filled_server(n: usize) -> (TestServer, Client, u64) {
     (server, client, used)
 }
 
-/// Active defrag runs on its own once a fill has settled, once, and every
-/// key reads back afterwards. (Test binaries use the system allocator,
-/// whose pages mix map nodes with items, so the pass finds sparse pages.)
-#[tokio::test]
-async fn active_defrag_runs_once_a_fill_settles_and_keeps_every_key() {
-    const KEYS: usize = 60_000;
-    let server = TestServer::start().await;
-    let client = server.client().await;
-    let keys: Vec<String> = (0..KEYS).map(|i| format!("key{i}")).collect();
+/// Writes `keys` with 100-byte values, a pipeline of 1000 at a time.
+async fn fill_pipelined(client: &Client, keys: &[String]) {
     for chunk in keys.chunks(1000) {
         let mut p = client.pipeline();
         for key in chunk {
@@ -45,23 +38,56 @@ async fn active_defrag_runs_once_a_fill_settles_and_keeps_every_key() {
         }
         p.execute().await.unwrap().into_iter().for_each(|r| drop(r.unwrap()));
     }
-    let passes = |info: &str| info_field(info, "active_defrag_passes").parse::<u64>().unwrap();
+}
+
+fn defrag_passes(info: &str) -> u64 {
+    info_field(info, "active_defrag_passes").parse().unwrap()
+}
+
+/// Enough keys for the key count to move past the defrag trigger's floor.
+fn defrag_keys() -> Vec<String> {
+    (0..60_000).map(|i| format!("key{i}")).collect()
+}
+
+/// Active defrag runs on its own once a fill has settled, once, and every
+/// key reads back afterwards. (Test binaries use the system allocator,
+/// whose pages mix map nodes with items, so the pass finds sparse pages.)
+#[tokio::test]
+async fn active_defrag_runs_once_a_fill_settles_and_keeps_every_key() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let keys = defrag_keys();
+    fill_pipelined(&client, &keys).await;
     let mut info = client.info().await.unwrap();
     for _ in 0..100 {
-        if passes(&info) > 0 {
+        if defrag_passes(&info) > 0 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         info = client.info().await.unwrap();
     }
-    assert_eq!(passes(&info), 1, "{info}");
+    assert_eq!(defrag_passes(&info), 1, "{info}");
     assert!(info_field(&info, "active_defrag_hits").parse::<u64>().unwrap() > 0, "{info}");
     for chunk in keys.chunks(1000) {
         let values = client.mget(chunk).await.unwrap();
         assert!(values.iter().all(|v| v.as_deref() == Some(&[7u8; 100][..])));
     }
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    assert_eq!(passes(&client.info().await.unwrap()), 1, "nothing moved since, no second pass");
+    assert_eq!(defrag_passes(&client.info().await.unwrap()), 1, "nothing moved since, no second pass");
+    server.stop().await;
+}
+
+/// `--active-defrag false`: the same fill, and no pass in the time the one
+/// above takes to run.
+#[tokio::test]
+async fn with_active_defrag_off_no_pass_runs() {
+    let server = TestServer::start_with(|c| c.active_defrag = false).await;
+    let client = server.client().await;
+    fill_pipelined(&client, &defrag_keys()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let info = client.info().await.unwrap();
+    assert_eq!(defrag_passes(&info), 0, "{info}");
+    assert_eq!(info_field(&info, "active_defrag_hits"), "0");
     server.stop().await;
 }
 

@@ -121,6 +121,7 @@ async fn the_endpoint_counts_commands_auth_and_state_without_names() {
     assert!(get("cryptomem_memory_used_bytes", &[]).unwrap() > 0.0);
     assert!(get("cryptomem_keyspace_misses_total", &[]).unwrap() >= 1.0);
     assert_eq!(get("cryptomem_persistence_errors_total", &[("kind", "log")]), Some(0.0));
+    assert_eq!(get("cryptomem_active_defrag_hits_total", &[]), Some(0.0), "registered, no pass yet");
     assert!(text.contains("# HELP cryptomem_commands_total"), "{text}");
 
     client.save().await.unwrap();

@@ -32,8 +32,9 @@
 //! they sit in full slabs of their own classes.
 //!
 //! A pass holds one shard's writer lock at a time, for the copy of that
-//! shard's moved nodes (a few microseconds at 250 keys a shard). At 1M keys
-//! the whole pass, the walk included, took about 50 ms (the debug log's `took_ms`).
+//! shard's moved nodes. At 1M keys over 4096 shards the whole pass, the
+//! walk included, took about 50 ms (the debug log's `took_ms`): 12 us a
+//! shard on average, which bounds how long one shard's writers wait.
 
 use std::collections::{HashMap, HashSet};
 

@@ -270,13 +270,6 @@ const KIDS_HEADER: u64 = 16;
 /// Bytes of one entry of either array: a pointer.
 const ENTRY_BYTES: u64 = 8;
 
-/// What the allocator holds for `n` and the nodes below it, each
-/// allocation rounded up to its size class.
-fn node_bytes(n: &Node) -> u64 {
-    let below = head(n).kids.as_ref().map_or(0, |k| kids_bytes(k) + k.slice.iter().map(node_bytes).sum::<u64>());
-    own_bytes(n) + below
-}
-
 /// Where a map allocation lives, for [`Trie::relocated`]: whether to copy
 /// it elsewhere, and where its copy went.
 pub trait Relocate {
@@ -291,10 +284,12 @@ fn address<H, T>(a: &ThinArc<H, T>) -> usize {
     a.heap_ptr() as usize
 }
 
+/// What the allocator holds for a node, rounded up to its size class.
 fn own_bytes(n: &Node) -> u64 {
     super::memory::alloc_size(NODE_HEADER + ENTRY_BYTES * n.slice.len() as u64)
 }
 
+/// What the allocator holds for a children array, rounded likewise.
 fn kids_bytes(k: &Kids) -> u64 {
     super::memory::alloc_size(KIDS_HEADER + ENTRY_BYTES * k.slice.len() as u64)
 }
@@ -346,7 +341,9 @@ impl Trie {
     /// items), as the allocator rounds them: the "map" line of the memory
     /// breakdown.
     pub fn map_bytes(&self) -> u64 {
-        self.root.as_ref().map_or(0, node_bytes)
+        let mut total = 0;
+        self.each_allocation(&mut |_, bytes| total += bytes);
+        total
     }
 
     /// Calls `f` with the address and rounded size of every allocation the
